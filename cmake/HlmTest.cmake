@@ -1,0 +1,15 @@
+# hlm_test(NAME SOURCES a.cc ... LIBS x y LABEL unit|model): a GoogleTest binary registered with ctest.
+# Model tests find the default models through HLM_MODELS_DIR or the XDG cache and skip, saying so, when absent.
+function(hlm_test name)
+  if(NOT HLM_BUILD_TESTS)
+    return()
+  endif()
+  cmake_parse_arguments(T "" "LABEL" "SOURCES;LIBS" ${ARGN})
+  if(NOT T_LABEL)
+    set(T_LABEL unit)
+  endif()
+  add_executable(${name} ${T_SOURCES})
+  target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
+  target_compile_definitions(${name} PRIVATE HLM_FIXTURES_DIR="${HLM_SOURCE_DIR}/tests/fixtures")
+  gtest_discover_tests(${name} PROPERTIES LABELS ${T_LABEL} DISCOVERY_TIMEOUT 60)
+endfunction()

@@ -1,0 +1,37 @@
+// Numeric kernels for the engine: quantised-weight matmul and f32 vector helpers, with a scalar
+// reference for every tensor type. SIMD bodies live in ops-inl.h and are picked at run time by
+// Highway (AVX2/AVX-512 on x86, a portable fallback elsewhere).
+#pragma once
+
+#include <cstdint>
+
+#include "gguf/tensor_type.h"
+#include "util/thread_pool.h"
+
+namespace hlm::ops {
+
+// ---- Scalar reference (the oracle the SIMD path is tested against) ----
+
+// Decodes n elements (a multiple of the type's block size) of a row into f32.
+void dequantize_row(TensorType t, const void* src, float* dst, int64_t n);
+
+// Dequantise-then-dot, accumulated in double.
+double dot_reference(TensorType t, const void* row, const float* x, int64_t n);
+
+// ---- Fast kernels ----
+
+// Dot product of one weight row of type t with f32 activations x (length n).
+float dot(TensorType t, const void* row, const float* x, int64_t n);
+
+// y[i*rows + r] = sum_k W[r][k] * x[i*cols + k] for i < n_tok, r < rows.
+// W is `rows` rows of `cols` elements of type t, each row row_bytes(t, cols) long.
+// Activations may be requantised internally (as llama.cpp does), so results match dot()
+// rather than dot_reference() bit for bit. Parallel over rows on `pool`.
+void matmul(TensorType t, const void* w, int64_t rows, int64_t cols, const float* x,
+            int64_t n_tok, float* y, ThreadPool& pool);
+
+// f32 helpers used by attention and norms.
+float dot_f32(const float* a, const float* b, int64_t n);
+void axpy_f32(float a, const float* x, float* y, int64_t n);  // y += a * x
+
+}  // namespace hlm::ops
