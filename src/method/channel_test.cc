@@ -1,0 +1,111 @@
+// Tests for the channel model: presets, and the narrowband accounting of SPEC §7 against a hand
+// computation from its constants.
+#include "method/channel.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "method/upload.h"
+
+namespace hlm {
+namespace {
+
+TEST(Channel, Presets) {
+  const ChannelConfig nb = ChannelConfig::narrowband();
+  EXPECT_EQ(nb.name, "narrowband");
+  EXPECT_DOUBLE_EQ(uplink_rate_bps(nb), 100e3 * std::log2(1.0 + 100.0));  // 20 dB = 100
+  const ChannelConfig lte = *parse_channel("lte");
+  EXPECT_DOUBLE_EQ(downlink_rate_bps(lte), 5e6 * std::log2(1.0 + 10.0));  // 10 dB = 10
+  EXPECT_DOUBLE_EQ(lte.rtt_s, 0.040);
+  const ChannelConfig wifi = *parse_channel("wifi");
+  EXPECT_NEAR(uplink_rate_bps(wifi), 20e6 * std::log2(1.0 + std::pow(10.0, 2.5)), 1e-3);
+  EXPECT_DOUBLE_EQ(wifi.rtt_s, 0.005);
+  EXPECT_DOUBLE_EQ(wifi.p_tx_w, 0.8);
+  EXPECT_DOUBLE_EQ(wifi.p_rx_w, 0.4);
+  EXPECT_DOUBLE_EQ(wifi.p_cloud_w, 300.0);
+  auto o = parse_channel("lte:rtt=0.03,w_ul=1e6,p_idle=0.2");
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  EXPECT_DOUBLE_EQ(o->rtt_s, 0.03);
+  EXPECT_DOUBLE_EQ(o->bandwidth_ul_hz, 1e6);
+  EXPECT_DOUBLE_EQ(o->bandwidth_dl_hz, 5e6);
+  EXPECT_DOUBLE_EQ(o->p_idle_w, 0.2);
+  EXPECT_FALSE(parse_channel("5g").ok());
+  EXPECT_FALSE(parse_channel("lte:foo=1").ok());
+  EXPECT_FALSE(parse_channel("lte:w=-1").ok());
+}
+
+TEST(Channel, NarrowbandHandComputed) {
+  const ChannelConfig c = ChannelConfig::narrowband();
+  const int V = 49152;
+  const int pending = 3;
+  // R = W·log2(1 + SNR) = 100e3·log2(1 + 10^(20/10)) = 100e3·log2(101) ≈ 665,821 bit/s.
+  const double R = 100e3 * std::log2(101.0);
+  EXPECT_NEAR(R, 665821.2, 0.1);
+
+  // full: L_ul = 32·|pending| + 32 + 32·V + H = 96 + 32 + 1,572,864 + 320 = 1,573,312 bits.
+  const uint64_t l_ul = uplink_bits(c, pending, payload_bits({Encoding::kFull}, V));
+  EXPECT_EQ(l_ul, 32u * 3 + 32 + 32u * 49152 + 320);
+  EXPECT_EQ(l_ul, 1573312u);
+  // L_dl = 32 + 8 + H = 360 bits.
+  const uint64_t l_dl = downlink_bits(c);
+  EXPECT_EQ(l_dl, 360u);
+  // t_ul = L_ul/R + RTT/2 ≈ 2.3630 + 0.05 s: the SPEC's 1.5–2.5 s sanity anchor.
+  EXPECT_DOUBLE_EQ(uplink_time_s(c, l_ul), 1573312.0 / R + 0.100 / 2);
+  EXPECT_NEAR(uplink_time_s(c, l_ul), 2.4130, 1e-4);
+  EXPECT_DOUBLE_EQ(downlink_time_s(c, l_dl), 360.0 / R + 0.100 / 2);
+
+  // topk(32, 8): payload = 32·(8 + 16) = 768; L_ul = 96 + 32 + 768 + 320 = 1216 bits.
+  EXPECT_EQ(uplink_bits(c, pending, payload_bits({Encoding::kTopK, 32, 8}, V)), 1216u);
+  // spec(4) with topk(32,8): 32·0 + 4·(32 + 768) + 320 = 3520 bits.
+  EXPECT_EQ(uplink_bits(c, 0, 768, 4), 3520u);
+
+  // An upload step: t_slm = 0.2 s, t_filter = 0.01 s, t_llm = 0.5 s.
+  StepInput in;
+  in.t_slm = 0.2;
+  in.t_filter = 0.01;
+  in.uplink = true;
+  in.ul_bits = l_ul;
+  in.downlink = true;
+  in.dl_bits = l_dl;
+  in.t_llm = 0.5;
+  const StepRecord r = account_step(c, in);
+  const double t_wait = 0.100 / 2 + 0.5 + 0.100 / 2;  // propagation both ways + cloud compute
+  const double e_dev = 5.0 * (0.2 + 0.01)             // P_comp·(t_slm + t_filter)
+                       + 1.0 * 1573312.0 / R          // P_tx·L_ul/R_ul
+                       + 0.5 * 360.0 / R              // P_rx·L_dl/R_dl
+                       + 0.5 * t_wait;                // P_idle·waiting
+  EXPECT_NEAR(r.t_wait, t_wait, 1e-12);
+  EXPECT_NEAR(r.e_device, e_dev, 1e-9);
+  EXPECT_NEAR(r.e_device, 1.05 + 2.362963 + 0.000270 + 0.30, 1e-5);
+  EXPECT_DOUBLE_EQ(r.e_cloud, 300.0 * 0.5);
+  const double latency = 0.2 + 0.01 + (1573312.0 / R + 0.05) + 0.5 + (360.0 / R + 0.05);
+  EXPECT_NEAR(r.latency, latency, 1e-12);
+
+  // A skipped step costs only device compute.
+  StepInput skip;
+  skip.t_slm = 0.2;
+  skip.t_filter = 0.01;
+  const StepRecord s = account_step(c, skip);
+  EXPECT_DOUBLE_EQ(s.e_device, 5.0 * 0.21);
+  EXPECT_DOUBLE_EQ(s.e_cloud, 0.0);
+  EXPECT_DOUBLE_EQ(s.latency, 0.21);
+
+  Ledger ledger(c);
+  ledger.add(in);
+  ledger.add(skip);
+  const Totals& t = ledger.totals();
+  EXPECT_EQ(t.steps, 2);
+  EXPECT_EQ(t.tokens, 2);
+  EXPECT_EQ(t.uplinks, 1);
+  EXPECT_EQ(t.ul_bits, l_ul);
+  EXPECT_EQ(t.dl_bits, l_dl);
+  EXPECT_NEAR(t.latency_s, latency + 0.21, 1e-12);
+  EXPECT_NEAR(t.e_device_j, e_dev + 1.05, 1e-9);
+  EXPECT_NEAR(t.e_total_j(), e_dev + 1.05 + 150.0, 1e-9);
+  EXPECT_NEAR(t.throughput_tps(), 2.0 / (latency + 0.21), 1e-12);
+  EXPECT_EQ(ledger.records().size(), 2u);
+}
+
+}  // namespace
+}  // namespace hlm

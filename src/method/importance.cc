@@ -1,0 +1,166 @@
+// Importance estimators over head-and-layer averaged attention rows.
+#include "method/importance.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+
+#include "engine/context.h"
+
+namespace hlm {
+
+std::string_view to_string(ImportanceEstimator e) {
+  switch (e) {
+    case ImportanceEstimator::kFocus:
+      return "focus";
+    case ImportanceEstimator::kReceived:
+      return "received";
+    case ImportanceEstimator::kEntropy:
+      return "entropy";
+  }
+  return "?";
+}
+
+Result<ImportanceEstimator> parse_estimator(std::string_view name) {
+  if (name == "focus") return ImportanceEstimator::kFocus;
+  if (name == "received") return ImportanceEstimator::kReceived;
+  if (name == "entropy") return ImportanceEstimator::kEntropy;
+  return make_error("unknown importance estimator '{}': use focus, received or entropy", name);
+}
+
+float default_lambda(ImportanceEstimator e) {
+  switch (e) {
+    case ImportanceEstimator::kFocus:
+      return 3.0f;
+    case ImportanceEstimator::kReceived:
+      return 1.0f;
+    case ImportanceEstimator::kEntropy:
+      return 0.3f;
+  }
+  return 0.0f;
+}
+
+std::vector<float> average_attention(std::span<const float> probs, int n_layers, int n_heads,
+                                     int n_pos) {
+  assert(probs.size() == static_cast<size_t>(n_layers) * n_heads * n_pos);
+  std::vector<float> a(n_pos, 0.0f);
+  const int n_rows = n_layers * n_heads;
+  for (int r = 0; r < n_rows; ++r) {
+    const float* row = probs.data() + static_cast<size_t>(r) * n_pos;
+    for (int j = 0; j < n_pos; ++j) a[j] += row[j];
+  }
+  if (n_rows > 0) {
+    const float inv = 1.0f / n_rows;
+    for (float& v : a) v *= inv;
+  }
+  return a;
+}
+
+std::vector<float> average_attention(const AttentionRows& rows, std::span<const int> layers) {
+  const size_t n_layers = rows.layers.size();
+  if (n_layers == 0 || rows.n_pos == 0) return std::vector<float>(rows.n_pos, 0.0f);
+  const int n_head = static_cast<int>(rows.probs.size() / (n_layers * rows.n_pos));
+  if (layers.empty()) {
+    return average_attention(rows.probs, static_cast<int>(n_layers), n_head, rows.n_pos);
+  }
+  std::vector<float> a(rows.n_pos, 0.0f);
+  int used = 0;
+  for (size_t li = 0; li < n_layers; ++li) {
+    if (std::find(layers.begin(), layers.end(), rows.layers[li]) == layers.end()) continue;
+    for (int h = 0; h < n_head; ++h) {
+      const float* row = rows.row(li, h, n_head);
+      for (int j = 0; j < rows.n_pos; ++j) a[j] += row[j];
+      ++used;
+    }
+  }
+  if (used > 0) {
+    const float inv = 1.0f / used;
+    for (float& v : a) v *= inv;
+  }
+  return a;
+}
+
+std::vector<float> drop_sinks(std::span<const float> a, int sinks) {
+  assert(sinks >= 0);
+  if (a.size() <= static_cast<size_t>(sinks)) return {};
+  std::vector<float> out(a.begin() + sinks, a.end());
+  double total = 0.0;
+  for (float v : out) total += v;
+  if (total > 0.0) {
+    for (float& v : out) v = static_cast<float>(v / total);
+  } else {
+    std::fill(out.begin(), out.end(), 1.0f / out.size());
+  }
+  return out;
+}
+
+Importance focus_importance(std::span<const float> a_prime, float lambda) {
+  const size_t n = a_prime.size();
+  if (n <= 1) {
+    const float v = n == 1 ? 1.0f : 0.0f;
+    return {v, v, true};
+  }
+  double sum = 0.0, max = a_prime[0];
+  for (float v : a_prime) {
+    sum += v;
+    max = std::max<double>(max, v);
+  }
+  const double mean = sum / n;
+  double var = 0.0;
+  for (float v : a_prime) var += (v - mean) * (v - mean);
+  const double tau = mean + lambda * std::sqrt(var / n);
+  return {static_cast<float>(max), static_cast<float>(tau), max >= tau};
+}
+
+Importance entropy_importance(std::span<const float> a_prime, float lambda) {
+  const size_t n = a_prime.size();
+  if (n <= 1) return {1.0f, lambda, true};
+  double h = 0.0;
+  for (float v : a_prime) {
+    if (v > 0.0f) h -= v * std::log(static_cast<double>(v));
+  }
+  const double value = 1.0 - h / std::log(static_cast<double>(n));
+  return {static_cast<float>(value), lambda, value >= lambda};
+}
+
+Importance received_importance(std::span<const std::vector<float>> later, int position, int sinks,
+                               float lambda) {
+  if (later.empty() || position < sinks) return {1.0f, lambda, true};
+  double total = 0.0;
+  int used = 0;
+  for (const std::vector<float>& a : later) {
+    assert(static_cast<size_t>(position) < a.size());
+    if (static_cast<size_t>(position) >= a.size()) continue;
+    const std::vector<float> ap = drop_sinks(a, sinks);
+    total += static_cast<double>(ap.size()) * ap[position - sinks];
+    ++used;
+  }
+  if (used == 0) return {1.0f, lambda, true};
+  const double value = total / used;
+  return {static_cast<float>(value), lambda, value >= lambda};
+}
+
+Importance importance(const AttentionRows& rows, const ImportanceConfig& cfg) {
+  const std::vector<float> a_prime = drop_sinks(average_attention(rows, cfg.layers), cfg.sinks);
+  switch (cfg.estimator) {
+    case ImportanceEstimator::kFocus:
+      return focus_importance(a_prime, cfg.lambda_value());
+    case ImportanceEstimator::kEntropy:
+      return entropy_importance(a_prime, cfg.lambda_value());
+    case ImportanceEstimator::kReceived:
+      break;
+  }
+  assert(false && "received(w) needs the look-ahead rows: call received_importance");
+  return {1.0f, cfg.lambda_value(), true};
+}
+
+Importance received_importance(std::span<const AttentionRows> later, int position,
+                               const ImportanceConfig& cfg) {
+  std::vector<std::vector<float>> avg;
+  const size_t w = std::min(later.size(), static_cast<size_t>(std::max(cfg.lookahead, 0)));
+  avg.reserve(w);
+  for (size_t i = 0; i < w; ++i) avg.push_back(average_attention(later[i], cfg.layers));
+  return received_importance(avg, position, cfg.sinks, cfg.lambda_value());
+}
+
+}  // namespace hlm
