@@ -10,8 +10,12 @@
 
 namespace hlm {
 
+// kUnavailable marks transient failures (a peer that cannot be reached): callers may retry.
+enum class ErrorCode { kFailed, kUnavailable };
+
 struct Error {
   std::string message;
+  ErrorCode code = ErrorCode::kFailed;
 };
 
 template <class... Args>
