@@ -51,7 +51,8 @@ class Model {
   const std::string& path() const { return path_; }
   const ModelConfig& config() const { return config_; }
   const Tokenizer& tokenizer() const { return tokenizer_; }
-  const ChatTemplate& chat_template() const { return *chat_; }
+  // The chat template detected from the file's metadata, or why there is none.
+  const Result<ChatTemplate>& chat_template() const { return *chat_; }
   const GgufFile& gguf() const { return file_; }
 
   const Weight& token_embd() const { return token_embd_; }
@@ -65,7 +66,7 @@ class Model {
   GgufFile file_;
   ModelConfig config_;
   Tokenizer tokenizer_;
-  std::unique_ptr<ChatTemplate> chat_;
+  std::unique_ptr<Result<ChatTemplate>> chat_;
   Weight token_embd_, output_;
   const float* output_norm_ = nullptr;
   std::vector<LayerWeights> layers_;

@@ -1,0 +1,279 @@
+// The llama forward pass over a batch of tokens from one or more sequences:
+// embed → per layer (RMSNorm → QKV → RoPE → causal GQA attention → residual → RMSNorm → SwiGLU
+// → residual) → final RMSNorm → logits at the requested positions only.
+#include "engine/context.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "ops/ops.h"
+
+namespace hlm {
+
+AttentionRequest AttentionRequest::all(int n_layer) {
+  AttentionRequest r;
+  for (int i = 0; i < n_layer; ++i) r.layers.push_back(i);
+  return r;
+}
+
+// Activations for one forward, grown on demand and reused across calls.
+struct Context::Scratch {
+  std::vector<float> x, xn, q, k, v, attn, gate, up, logits_in;
+  std::vector<std::vector<float>> scores;  // per worker, [n_ctx]
+  std::vector<float> rope_cos, rope_sin;   // [n_ctx][n_rot/2]
+  int rope_rows = 0;
+};
+
+namespace {
+
+void rms_norm(const float* x, const float* w, float* out, int n, float eps) {
+  double ss = 0;
+  for (int i = 0; i < n; ++i) ss += double(x[i]) * x[i];
+  const float scale = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
+  for (int i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
+}
+
+// Rotates consecutive pairs (GGUF llama weights are permuted for this "normal" rope layout).
+void rope(float* v, int n_heads, int head_dim, int n_rot, const float* cos, const float* sin) {
+  for (int h = 0; h < n_heads; ++h) {
+    float* p = v + h * head_dim;
+    for (int i = 0; i < n_rot / 2; ++i) {
+      const float a = p[2 * i], b = p[2 * i + 1];
+      p[2 * i] = a * cos[i] - b * sin[i];
+      p[2 * i + 1] = a * sin[i] + b * cos[i];
+    }
+  }
+}
+
+}  // namespace
+
+Context::Context(std::shared_ptr<const Model> model, int n_seq, int n_ctx, ThreadPool& pool)
+    : model_(std::move(model)),
+      pool_(pool),
+      kv_(model_->config().n_layer, n_seq, n_ctx,
+          model_->config().n_head_kv * model_->config().head_dim),
+      scratch_(std::make_unique<Scratch>()) {
+  const ModelConfig& c = model_->config();
+  const int half = c.n_rot / 2;
+  scratch_->rope_cos.resize(size_t(n_ctx) * half);
+  scratch_->rope_sin.resize(size_t(n_ctx) * half);
+  for (int pos = 0; pos < n_ctx; ++pos) {
+    for (int i = 0; i < half; ++i) {
+      const double theta = pos * std::pow(double(c.rope_base), -2.0 * i / c.n_rot);
+      scratch_->rope_cos[size_t(pos) * half + i] = static_cast<float>(std::cos(theta));
+      scratch_->rope_sin[size_t(pos) * half + i] = static_cast<float>(std::sin(theta));
+    }
+  }
+  scratch_->scores.resize(pool_.size());
+  for (auto& s : scratch_->scores) s.resize(n_ctx);
+}
+
+Context::~Context() = default;
+
+Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
+  const ModelConfig& c = model_->config();
+  // Validate everything before touching the cache, so an error leaves it unchanged.
+  std::set<int> seen;
+  int n_tok = 0, n_logits = 0;
+  for (const SeqInput& in : inputs) {
+    if (in.seq < 0 || in.seq >= kv_.n_seq()) {
+      return make_error("sequence {} does not exist (this context has {} sequences)", in.seq,
+                        kv_.n_seq());
+    }
+    if (!seen.insert(in.seq).second) {
+      return make_error("sequence {} appears twice in one batch", in.seq);
+    }
+    if (in.tokens.empty()) return make_error("sequence {}: no tokens to evaluate", in.seq);
+    if (kv_.length(in.seq) + int(in.tokens.size()) > kv_.capacity()) {
+      return make_error(
+          "sequence {}: context full ({} cached + {} new > {}); increase --ctx to at least {}",
+          in.seq, kv_.length(in.seq), in.tokens.size(), kv_.capacity(),
+          kv_.length(in.seq) + in.tokens.size());
+    }
+    for (int32_t t : in.tokens) {
+      if (t < 0 || t >= c.n_vocab) {
+        return make_error("token id {} out of range [0, {})", t, c.n_vocab);
+      }
+    }
+    for (int i : in.logits_at) {
+      if (i < 0 || i >= int(in.tokens.size())) {
+        return make_error("logits requested at index {} of a {}-token input", i, in.tokens.size());
+      }
+    }
+    if (in.attention) {
+      for (int l : in.attention->layers) {
+        if (l < 0 || l >= c.n_layer) return make_error("attention layer {} out of range", l);
+      }
+    }
+    n_tok += int(in.tokens.size());
+    n_logits += int(in.logits_at.size());
+  }
+
+  // Flatten: token i belongs to sequence seq_of[i] at position pos_of[i].
+  std::vector<int> seq_of(n_tok), pos_of(n_tok), input_of(n_tok);
+  std::vector<int32_t> ids(n_tok);
+  {
+    int i = 0;
+    for (size_t s = 0; s < inputs.size(); ++s) {
+      const SeqInput& in = inputs[s];
+      for (size_t j = 0; j < in.tokens.size(); ++j, ++i) {
+        ids[i] = in.tokens[j];
+        seq_of[i] = in.seq;
+        pos_of[i] = kv_.length(in.seq) + int(j);
+        input_of[i] = int(s);
+      }
+    }
+  }
+
+  const int D = c.n_embd, hd = c.head_dim, kv_dim = c.n_head_kv * hd, F = c.n_ff;
+  const int group = c.n_head / c.n_head_kv, half = c.n_rot / 2;
+  Scratch& S = *scratch_;
+  auto grow = [](std::vector<float>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+  };
+  grow(S.x, size_t(n_tok) * D);
+  grow(S.xn, size_t(n_tok) * D);
+  grow(S.q, size_t(n_tok) * D);
+  grow(S.k, size_t(n_tok) * kv_dim);
+  grow(S.v, size_t(n_tok) * kv_dim);
+  grow(S.attn, size_t(n_tok) * D);
+  grow(S.gate, size_t(n_tok) * F);
+  grow(S.up, size_t(n_tok) * F);
+
+  std::vector<SeqOutput> out(inputs.size());
+  for (size_t s = 0; s < inputs.size(); ++s) {
+    const SeqInput& in = inputs[s];
+    if (in.attention && !in.attention->layers.empty()) {
+      AttentionRows& r = out[s].attention;
+      r.layers = in.attention->layers;
+      r.n_pos = kv_.length(in.seq) + int(in.tokens.size());
+      r.probs.assign(r.layers.size() * c.n_head * size_t(r.n_pos), 0.0f);
+    }
+  }
+  // Which (input, layer slot) a token's attention goes to, -1 when not captured.
+  std::vector<int> capture_of(n_tok, -1);
+  {
+    int i = 0;
+    for (size_t s = 0; s < inputs.size(); ++s) {
+      i += int(inputs[s].tokens.size());
+      if (!out[s].attention.layers.empty()) capture_of[i - 1] = int(s);
+    }
+  }
+
+  const Weight& E = model_->token_embd();
+  const size_t embd_row = row_bytes(E.type, D);
+  for (int i = 0; i < n_tok; ++i) {
+    ops::dequantize_row(E.type, static_cast<const uint8_t*>(E.data) + size_t(ids[i]) * embd_row,
+                        S.x.data() + size_t(i) * D, D);
+  }
+  const float inv_sqrt_hd = 1.0f / std::sqrt(float(hd));
+
+  for (int l = 0; l < c.n_layer; ++l) {
+    const LayerWeights& L = model_->layers()[l];
+    for (int i = 0; i < n_tok; ++i) {
+      rms_norm(S.x.data() + size_t(i) * D, L.attn_norm, S.xn.data() + size_t(i) * D, D, c.rms_eps);
+    }
+    ops::matmul(L.wq.type, L.wq.data, D, D, S.xn.data(), n_tok, S.q.data(), pool_);
+    ops::matmul(L.wk.type, L.wk.data, kv_dim, D, S.xn.data(), n_tok, S.k.data(), pool_);
+    ops::matmul(L.wv.type, L.wv.data, kv_dim, D, S.xn.data(), n_tok, S.v.data(), pool_);
+    for (int i = 0; i < n_tok; ++i) {
+      const float* cs = S.rope_cos.data() + size_t(pos_of[i]) * half;
+      const float* sn = S.rope_sin.data() + size_t(pos_of[i]) * half;
+      rope(S.q.data() + size_t(i) * D, c.n_head, hd, c.n_rot, cs, sn);
+      rope(S.k.data() + size_t(i) * kv_dim, c.n_head_kv, hd, c.n_rot, cs, sn);
+      std::copy_n(S.k.data() + size_t(i) * kv_dim, kv_dim,
+                  kv_.k(l, seq_of[i]) + size_t(pos_of[i]) * kv_dim);
+      std::copy_n(S.v.data() + size_t(i) * kv_dim, kv_dim,
+                  kv_.v(l, seq_of[i]) + size_t(pos_of[i]) * kv_dim);
+    }
+    // Causal attention, one (token, head) pair per task.
+    pool_.parallel_for(size_t(n_tok) * c.n_head, 1, [&](size_t begin, size_t end, int worker) {
+      float* sc = S.scores[worker].data();
+      for (size_t task = begin; task < end; ++task) {
+        const int i = int(task / c.n_head), h = int(task % c.n_head);
+        const int kvh = h / group, n_pos = pos_of[i] + 1;
+        const float* q = S.q.data() + size_t(i) * D + h * hd;
+        const float* K = kv_.k(l, seq_of[i]) + kvh * hd;
+        const float* V = kv_.v(l, seq_of[i]) + kvh * hd;
+        float mx = -INFINITY;
+        for (int j = 0; j < n_pos; ++j) {
+          sc[j] = ops::dot_f32(q, K + size_t(j) * kv_dim, hd) * inv_sqrt_hd;
+          mx = std::max(mx, sc[j]);
+        }
+        double sum = 0;
+        for (int j = 0; j < n_pos; ++j) {
+          sc[j] = std::exp(sc[j] - mx);
+          sum += sc[j];
+        }
+        const float inv = static_cast<float>(1.0 / sum);
+        float* o = S.attn.data() + size_t(i) * D + h * hd;
+        std::fill_n(o, hd, 0.0f);
+        for (int j = 0; j < n_pos; ++j) {
+          sc[j] *= inv;
+          ops::axpy_f32(sc[j], V + size_t(j) * kv_dim, o, hd);
+        }
+        if (capture_of[i] >= 0) {
+          AttentionRows& r = out[capture_of[i]].attention;
+          auto it = std::find(r.layers.begin(), r.layers.end(), l);
+          if (it != r.layers.end()) {
+            float* dst = r.probs.data() + (size_t(it - r.layers.begin()) * c.n_head + h) * r.n_pos;
+            std::copy_n(sc, n_pos, dst);
+          }
+        }
+      }
+    });
+    ops::matmul(L.wo.type, L.wo.data, D, D, S.attn.data(), n_tok, S.xn.data(), pool_);
+    for (size_t e = 0; e < size_t(n_tok) * D; ++e) S.x[e] += S.xn[e];
+
+    for (int i = 0; i < n_tok; ++i) {
+      rms_norm(S.x.data() + size_t(i) * D, L.ffn_norm, S.xn.data() + size_t(i) * D, D, c.rms_eps);
+    }
+    ops::matmul(L.w_gate.type, L.w_gate.data, F, D, S.xn.data(), n_tok, S.gate.data(), pool_);
+    ops::matmul(L.w_up.type, L.w_up.data, F, D, S.xn.data(), n_tok, S.up.data(), pool_);
+    for (size_t e = 0; e < size_t(n_tok) * F; ++e) {
+      const float g = S.gate[e];
+      S.gate[e] = g / (1.0f + std::exp(-g)) * S.up[e];
+    }
+    ops::matmul(L.w_down.type, L.w_down.data, D, F, S.gate.data(), n_tok, S.xn.data(), pool_);
+    for (size_t e = 0; e < size_t(n_tok) * D; ++e) S.x[e] += S.xn[e];
+  }
+
+  for (const SeqInput& in : inputs) kv_.set_length(in.seq, kv_.length(in.seq) + int(in.tokens.size()));
+
+  if (n_logits > 0) {
+    grow(S.logits_in, size_t(n_logits) * D);
+    int row = 0, base = 0;
+    for (const SeqInput& in : inputs) {
+      for (int j : in.logits_at) {
+        rms_norm(S.x.data() + size_t(base + j) * D, model_->output_norm(),
+                 S.logits_in.data() + size_t(row++) * D, D, c.rms_eps);
+      }
+      base += int(in.tokens.size());
+    }
+    std::vector<float> logits(size_t(n_logits) * c.n_vocab);
+    const Weight& O = model_->output();
+    ops::matmul(O.type, O.data, c.n_vocab, D, S.logits_in.data(), n_logits, logits.data(), pool_);
+    row = 0;
+    for (size_t s = 0; s < inputs.size(); ++s) {
+      const size_t n = inputs[s].logits_at.size() * size_t(c.n_vocab);
+      out[s].logits.assign(logits.begin() + size_t(row) * c.n_vocab,
+                           logits.begin() + size_t(row) * c.n_vocab + n);
+      row += int(inputs[s].logits_at.size());
+    }
+  }
+  return out;
+}
+
+Result<std::vector<float>> Context::eval_last(int seq, std::span<const int32_t> tokens,
+                                              const AttentionRequest* attention,
+                                              AttentionRows* rows) {
+  SeqInput in{seq, tokens, {int(tokens.size()) - 1}, attention};
+  if (tokens.empty()) return make_error("sequence {}: no tokens to evaluate", seq);
+  auto r = eval(std::span<const SeqInput>(&in, 1));
+  if (!r) return r.error();
+  if (rows) *rows = std::move(r->front().attention);
+  return std::move(r->front().logits);
+}
+
+}  // namespace hlm

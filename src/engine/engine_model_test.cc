@@ -1,0 +1,217 @@
+// Engine checks on the default model (SmolLM2-135M-Instruct Q4_1) against llama.cpp fixtures
+// recorded by tools/reference/record_fixtures.py: tokenisation, next-token logits, perplexity;
+// plus the engine invariants on a real model. Skips, saying why, when the model is absent.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "engine/context.h"
+#include "engine/sampler.h"
+#include "models/registry.h"
+
+namespace hlm {
+namespace {
+
+using json = nlohmann::json;
+
+json load_fixture(const std::string& name) {
+  std::ifstream in(std::string(HLM_FIXTURES_DIR) + "/" + name);
+  EXPECT_TRUE(in.good()) << "missing fixture " << name;
+  return in.good() ? json::parse(in) : json();
+}
+
+class DefaultModel : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto path = resolve_model("llm");
+    if (!path) {
+      skip_reason_ = path.error().message;
+      return;
+    }
+    auto m = Model::load(*path);
+    ASSERT_TRUE(m.ok()) << m.error().message;
+    model_ = m.value();
+  }
+  static void TearDownTestSuite() { model_.reset(); }
+  void SetUp() override {
+    if (!model_) GTEST_SKIP() << "default model not available: " << skip_reason_;
+  }
+  static std::shared_ptr<const Model> model_;
+  static std::string skip_reason_;
+};
+std::shared_ptr<const Model> DefaultModel::model_;
+std::string DefaultModel::skip_reason_;
+
+TEST_F(DefaultModel, TokenizationMatchesLlamaCpp) {
+  json fx = load_fixture("smollm2_tokens.json");
+  int n = 0;
+  for (const auto& c : fx["cases"]) {
+    const std::string text = c["text"];
+    auto ids = model_->tokenizer().encode(text, c["add_special"], c["parse_special"]);
+    EXPECT_EQ(ids, c["ids"].get<std::vector<int32_t>>()) << "text: " << text;
+    ++n;
+  }
+  EXPECT_GE(n, 20);
+}
+
+// Compares our logits with llama.cpp's top 50: same argmax unless the reference's top two are
+// within kTieGap of each other, and max |Δlogit| over the reference top 50 below kLogitBound.
+// The bound is what llama.cpp differs from itself by across its own code paths on this model
+// (one-token batches: 0.43; flash attention: 0.67; an f64 reference forward: 0.76; see
+// tools/reference/README.md), so a correct engine lands inside it.
+constexpr float kLogitBound = 1.0f;
+constexpr float kTieGap = 0.15f;
+
+float compare_top(const std::vector<float>& ours, const json& top, bool* argmax_ok) {
+  float worst = 0;
+  for (const auto& e : top) {
+    const int id = e[0];
+    const float ref = e[1];
+    worst = std::max(worst, std::abs(ours[id] - ref));
+  }
+  const float gap = float(top[0][1]) - float(top[1][1]);
+  *argmax_ok = argmax(ours) == int(top[0][0]) || gap < kTieGap;
+  return worst;
+}
+
+TEST_F(DefaultModel, NextTokenLogitsMatchLlamaCpp) {
+  json fx = load_fixture("smollm2_logits.json");
+  ThreadPool pool(2);
+  float worst_all = 0;
+  for (const auto& p : fx["prompts"]) {
+    Context ctx(model_, 1, 512, pool);
+    const auto ids = p["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(model_->tokenizer().encode(p["text"].get<std::string>(), false,
+                                         p["parse_special"].get<bool>()),
+              ids);
+    const bool all = p.contains("top_all_positions");
+    SeqInput in{0, ids, {}, nullptr};
+    for (int i = all ? 0 : int(ids.size()) - 1; i < int(ids.size()); ++i) in.logits_at.push_back(i);
+    auto out = ctx.eval(std::span<const SeqInput>(&in, 1));
+    ASSERT_TRUE(out.ok()) << out.error().message;
+    const int V = model_->config().n_vocab;
+    const auto& logits = (*out)[0].logits;
+    std::vector<float> last(logits.end() - V, logits.end());
+    bool ok;
+    const float worst = compare_top(last, p["top"], &ok);
+    EXPECT_TRUE(ok) << p["name"] << ": argmax " << argmax(last) << " vs " << p["argmax"];
+    EXPECT_LT(worst, kLogitBound) << p["name"];
+    worst_all = std::max(worst_all, worst);
+    std::printf("%-8s max |dlogit| %.4f, argmax hlm %d llama.cpp %d\n",
+                p["name"].get<std::string>().c_str(), worst, argmax(last), p["argmax"].get<int>());
+    if (all) {
+      for (size_t pos = 0; pos < ids.size(); ++pos) {
+        std::vector<float> row(logits.begin() + pos * V, logits.begin() + (pos + 1) * V);
+        const float w = compare_top(row, p["top_all_positions"][pos], &ok);
+        EXPECT_TRUE(ok) << "position " << pos << " max |dlogit| " << w;
+        EXPECT_LT(w, kLogitBound) << "position " << pos;
+        worst_all = std::max(worst_all, w);
+      }
+    }
+  }
+  std::printf("max |dlogit| over reference top-50, all prompts: %.4f (bound %.2f)\n", worst_all,
+              kLogitBound);
+}
+
+TEST_F(DefaultModel, PerplexityWithinTwoPercentOfLlamaCpp) {
+  json fx = load_fixture("smollm2_ppl.json");
+  if (fx.is_null()) GTEST_SKIP() << "no perplexity fixture";
+  const std::string text_path = fx["text_file"];
+  std::ifstream in(text_path);
+  if (!in) GTEST_SKIP() << text_path << " not present on this machine";
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  auto ids = model_->tokenizer().encode(text, false, false);
+  const int n_ctx = fx["n_ctx"], n_tokens = fx["n_tokens"];
+  ASSERT_GE(int(ids.size()), n_tokens);
+  ThreadPool pool(2);
+  Context ctx(model_, 1, n_ctx, pool);
+  const int V = model_->config().n_vocab;
+  double nll = 0;
+  long scored = 0;
+  for (int w = 0; w + n_ctx <= n_tokens; w += n_ctx) {
+    ctx.clear(0);
+    std::span<const int32_t> window(ids.data() + w, n_ctx);
+    SeqInput si{0, window, {}, nullptr};
+    for (int i = 0; i + 1 < n_ctx; ++i) si.logits_at.push_back(i);
+    auto out = ctx.eval(std::span<const SeqInput>(&si, 1));
+    ASSERT_TRUE(out.ok());
+    for (int i = 0; i + 1 < n_ctx; ++i) {
+      const float* z = (*out)[0].logits.data() + size_t(i) * V;
+      const float mx = *std::max_element(z, z + V);
+      double s = 0;
+      for (int v = 0; v < V; ++v) s += std::exp(double(z[v] - mx));
+      nll += -(z[window[i + 1]] - mx - std::log(s));
+      ++scored;
+    }
+  }
+  const double ppl = std::exp(nll / scored), ref = fx["ppl"];
+  std::printf("perplexity: hlm %.4f, llama.cpp %.4f, ratio %.4f (%ld tokens)\n", ppl, ref,
+              ppl / ref, scored);
+  EXPECT_EQ(scored, fx["n_scored"].get<long>());
+  EXPECT_NEAR(ppl / ref, 1.0, 0.02);
+}
+
+TEST_F(DefaultModel, InvariantsOnRealModel) {
+  ThreadPool pool(2);
+  const auto ids = model_->tokenizer().encode("The quick brown fox jumps over the lazy", false, false);
+  Context a(model_, 2, 128, pool), b(model_, 1, 128, pool);
+  AttentionRequest req = AttentionRequest::all(model_->config().n_layer);
+  // Batched two sequences equal each alone; rollback then re-eval equals fresh.
+  const std::vector<int32_t> other = {504, 3575, 282};
+  SeqInput in[2] = {{0, ids, {int(ids.size()) - 1}, &req}, {1, other, {2}, nullptr}};
+  auto out = a.eval(in);
+  ASSERT_TRUE(out.ok());
+  auto alone = b.eval_last(0, ids);
+  ASSERT_TRUE(alone.ok());
+  float d = 0;
+  for (size_t i = 0; i < alone->size(); ++i) d = std::max(d, std::abs((*out)[0].logits[i] - (*alone)[i]));
+  EXPECT_LE(d, 1e-3f);
+  const AttentionRows& rows = (*out)[0].attention;
+  ASSERT_EQ(rows.n_pos, int(ids.size()));
+  for (size_t l = 0; l < rows.layers.size(); ++l) {
+    for (int h = 0; h < model_->config().n_head; ++h) {
+      const float* r = rows.row(l, h, model_->config().n_head);
+      double s = 0;
+      for (int j = 0; j < rows.n_pos; ++j) s += r[j];
+      ASSERT_NEAR(s, 1.0, 1e-3);
+    }
+  }
+  const std::vector<int32_t> junk = {100, 200, 300, 400};
+  ASSERT_TRUE(b.eval_last(0, junk).ok());
+  b.truncate(0, int(ids.size()));
+  const std::vector<int32_t> next = {17};
+  auto r1 = b.eval_last(0, next);
+  Context fresh(model_, 1, 128, pool);
+  std::vector<int32_t> all = ids;
+  all.push_back(17);
+  auto r2 = fresh.eval_last(0, all);
+  ASSERT_TRUE(r1.ok() && r2.ok());
+  d = 0;
+  for (size_t i = 0; i < r1->size(); ++i) d = std::max(d, std::abs((*r1)[i] - (*r2)[i]));
+  EXPECT_LE(d, 1e-3f);
+}
+
+TEST_F(DefaultModel, SeededGenerationIsReproducible) {
+  ThreadPool pool(2);
+  auto gen = [&](uint64_t seed) {
+    Context ctx(model_, 1, 128, pool);
+    Sampler s({0.8f, 40, 0.95f, seed});
+    std::vector<int32_t> out;
+    auto logits = ctx.eval_last(0, model_->tokenizer().encode("Once upon a time", false, false));
+    for (int i = 0; i < 16 && logits.ok(); ++i) {
+      const int32_t t = s.sample(*logits);
+      out.push_back(t);
+      const std::vector<int32_t> one = {t};
+      logits = ctx.eval_last(0, one);
+    }
+    return out;
+  };
+  EXPECT_EQ(gen(7), gen(7));
+  EXPECT_NE(gen(7), gen(8));
+}
+
+}  // namespace
+}  // namespace hlm

@@ -1,0 +1,85 @@
+// Sampler implementation: the filtered distribution is computed explicitly so that the device
+// can upload exactly the distribution it drew from.
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+namespace hlm {
+
+int32_t argmax(std::span<const float> v) {
+  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+std::vector<float> softmax(std::span<const float> logits, float temperature) {
+  std::vector<float> p(logits.size());
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  const float inv_t = 1.0f / temperature;
+  double sum = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    p[i] = std::exp((logits[i] - mx) * inv_t);
+    sum += p[i];
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (float& x : p) x *= inv;
+  return p;
+}
+
+std::vector<float> Sampler::distribution(std::span<const float> logits) const {
+  const size_t n = logits.size();
+  if (params_.temperature <= 0.0f) {
+    std::vector<float> p(n, 0.0f);
+    p[argmax(logits)] = 1.0f;
+    return p;
+  }
+  std::vector<float> p = softmax(logits, params_.temperature);
+  const bool use_k = params_.top_k > 0 && size_t(params_.top_k) < n;
+  const bool use_p = params_.top_p < 1.0f;
+  if (!use_k && !use_p) return p;
+  // Order candidates by probability (ties by id, for reproducibility).
+  std::vector<int32_t> idx(n);
+  std::iota(idx.begin(), idx.end(), 0);
+  const size_t k = use_k ? size_t(params_.top_k) : n;
+  auto cmp = [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); };
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), cmp);
+  size_t keep = k;
+  if (use_p) {
+    double cum = 0;
+    for (size_t i = 0; i < k; ++i) {
+      cum += p[idx[i]];
+      if (cum >= params_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+  }
+  std::vector<float> q(n, 0.0f);
+  double sum = 0;
+  for (size_t i = 0; i < keep; ++i) sum += p[idx[i]];
+  for (size_t i = 0; i < keep; ++i) q[idx[i]] = static_cast<float>(p[idx[i]] / sum);
+  return q;
+}
+
+int32_t Sampler::sample_from(std::span<const float> probs) {
+  double total = 0;
+  for (float x : probs) total += x;
+  std::uniform_real_distribution<double> U(0.0, total);
+  const double r = U(rng_);
+  double cum = 0;
+  int32_t last_nonzero = 0;
+  for (size_t i = 0; i < probs.size(); ++i) {
+    if (probs[i] <= 0) continue;
+    cum += probs[i];
+    last_nonzero = static_cast<int32_t>(i);
+    if (r < cum) return last_nonzero;
+  }
+  return last_nonzero;  // rounding at the top end
+}
+
+int32_t Sampler::sample(std::span<const float> logits) {
+  if (params_.temperature <= 0.0f) return argmax(logits);
+  return sample_from(distribution(logits));
+}
+
+}  // namespace hlm
