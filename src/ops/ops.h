@@ -18,20 +18,30 @@ void dequantize_row(TensorType t, const void* src, float* dst, int64_t n);
 // Dequantise-then-dot, accumulated in double.
 double dot_reference(TensorType t, const void* row, const float* x, int64_t n);
 
+// Encodes n floats (a multiple of the block size) as one row of type t, round-to-nearest
+// (ggml's reference quantisers). Supported for F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1;
+// aborts for other types (check can_quantize first).
+void quantize_row(TensorType t, const float* src, void* dst, int64_t n);
+bool can_quantize(TensorType t);
+
 // ---- Fast kernels ----
 
-// Dot product of one weight row of type t with f32 activations x (length n).
+// Dot product of one weight row of type t with f32 activations x (length n). For quantised
+// types x is first requantised to int8 blocks of 32 (scale amax/127), exactly as matmul does.
 float dot(TensorType t, const void* row, const float* x, int64_t n);
 
 // y[i*rows + r] = sum_k W[r][k] * x[i*cols + k] for i < n_tok, r < rows.
 // W is `rows` rows of `cols` elements of type t, each row row_bytes(t, cols) long.
 // Activations may be requantised internally (as llama.cpp does), so results match dot()
 // rather than dot_reference() bit for bit. Parallel over rows on `pool`.
-void matmul(TensorType t, const void* w, int64_t rows, int64_t cols, const float* x,
-            int64_t n_tok, float* y, ThreadPool& pool);
+void matmul(TensorType t, const void* w, int64_t rows, int64_t cols, const float* x, int64_t n_tok,
+            float* y, ThreadPool& pool);
 
 // f32 helpers used by attention and norms.
 float dot_f32(const float* a, const float* b, int64_t n);
 void axpy_f32(float a, const float* x, float* y, int64_t n);  // y += a * x
+
+// Name of the Highway target the kernels dispatch to on this CPU (e.g. "AVX2").
+const char* dispatch_target_name();
 
 }  // namespace hlm::ops

@@ -1,0 +1,358 @@
+// Unit tests for the ops kernels: hand-made blocks decode to known values, every SIMD target
+// agrees with the scalar reference, and matmul agrees with row-by-row dot.
+#include "ops/ops.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "hwy/targets.h"
+#include "ops/quant_formats.h"
+
+namespace hlm::ops {
+namespace {
+
+using fmt::f32_to_f16;
+
+constexpr TensorType kAllTypes[] = {TensorType::F32,  TensorType::F16,  TensorType::BF16,
+                                    TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_1,
+                                    TensorType::Q5_0, TensorType::Q5_1, TensorType::Q4_K,
+                                    TensorType::Q5_K, TensorType::Q6_K};
+
+bool is_k(TensorType t) {
+  return t == TensorType::Q4_K || t == TensorType::Q5_K || t == TensorType::Q6_K;
+}
+bool is_float(TensorType t) {
+  return t == TensorType::F32 || t == TensorType::F16 || t == TensorType::BF16;
+}
+
+void put16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
+
+// Random row of type t with n elements: quantised Gaussian data, or for the K types random
+// quant bytes with sane fp16 super-block scales.
+std::vector<uint8_t> random_row(TensorType t, int64_t n, std::mt19937& rng) {
+  std::vector<uint8_t> row(row_bytes(t, n));
+  if (!is_k(t)) {
+    std::normal_distribution<float> g(0.0f, 1.0f);
+    std::vector<float> x(static_cast<size_t>(n));
+    for (auto& v : x) v = g(rng);
+    quantize_row(t, x.data(), row.data(), n);
+    return row;
+  }
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> scale(0.001f, 0.01f);
+  for (auto& b : row) b = static_cast<uint8_t>(byte(rng));
+  const int bs = info(t).type_size;
+  for (int64_t b = 0; b < n / 256; ++b) {
+    uint8_t* blk = row.data() + b * bs;
+    if (t == TensorType::Q6_K) {
+      put16(blk + fmt::kQ6_K_D, f32_to_f16(scale(rng)));
+    } else {
+      put16(blk + fmt::kQ4_K_D, f32_to_f16(scale(rng)));
+      put16(blk + fmt::kQ4_K_Dmin, f32_to_f16(scale(rng)));
+    }
+  }
+  return row;
+}
+
+std::vector<float> random_vec(int64_t n, std::mt19937& rng) {
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(n));
+  for (auto& v : x) v = g(rng);
+  return x;
+}
+
+// The activation requantisation dot() applies, in scalar: blocks of 32, d = amax / 127,
+// q = round-half-even(x * 127 / amax).
+std::vector<float> requantize(const std::vector<float>& x) {
+  std::vector<float> out(x.size());
+  for (size_t b = 0; b < x.size() / 32; ++b) {
+    float am = 0.0f;
+    for (size_t i = 0; i < 32; ++i) am = std::max(am, std::fabs(x[32 * b + i]));
+    const float d = am / 127.0f, id = am > 0.0f ? 127.0f / am : 0.0f;
+    for (size_t i = 0; i < 32; ++i) out[32 * b + i] = d * std::nearbyint(x[32 * b + i] * id);
+  }
+  return out;
+}
+
+// Runs fn once per compiled target this CPU supports, with dispatch forced to that target.
+template <class Fn>
+void for_each_target(Fn fn) {
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    SCOPED_TRACE(hwy::TargetName(target));
+    ASSERT_STREQ(dispatch_target_name(), hwy::TargetName(target));
+    fn();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
+// ---- Hand-made blocks ----
+
+TEST(Dequantize, FloatTypes) {
+  const uint16_t h[4] = {0x3C00, 0xC000, 0x3800, 0x0001};  // 1, -2, 0.5, 2^-24
+  float y[4];
+  dequantize_row(TensorType::F16, h, y, 4);
+  EXPECT_EQ(y[0], 1.0f);
+  EXPECT_EQ(y[1], -2.0f);
+  EXPECT_EQ(y[2], 0.5f);
+  EXPECT_EQ(y[3], std::ldexp(1.0f, -24));
+  const uint16_t b[3] = {0x3F80, 0xC040, 0x3E00};  // 1, -3, 0.125
+  dequantize_row(TensorType::BF16, b, y, 3);
+  EXPECT_EQ(y[0], 1.0f);
+  EXPECT_EQ(y[1], -3.0f);
+  EXPECT_EQ(y[2], 0.125f);
+}
+
+TEST(Dequantize, Q8_0) {
+  uint8_t blk[34];
+  put16(blk, 0x3800);  // d = 0.5
+  for (int i = 0; i < 32; ++i) blk[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(i - 16));
+  float y[32];
+  dequantize_row(TensorType::Q8_0, blk, y, 32);
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(y[i], 0.5f * static_cast<float>(i - 16)) << i;
+}
+
+TEST(Dequantize, Q4_0AndQ4_1) {
+  uint8_t b0[18], b1[20];
+  put16(b0, 0x4000);      // d = 2
+  put16(b1, 0x3800);      // d = 0.5
+  put16(b1 + 2, 0xBC00);  // m = -1
+  for (int i = 0; i < 16; ++i) {
+    b0[2 + i] = b1[4 + i] = static_cast<uint8_t>(i | ((15 - i) << 4));
+  }
+  float y0[32], y1[32];
+  dequantize_row(TensorType::Q4_0, b0, y0, 32);
+  dequantize_row(TensorType::Q4_1, b1, y1, 32);
+  EXPECT_EQ(y0[0], -16.0f);
+  EXPECT_EQ(y0[15], 14.0f);
+  EXPECT_EQ(y0[16], 14.0f);
+  EXPECT_EQ(y1[0], -1.0f);
+  EXPECT_EQ(y1[16], 6.5f);
+  for (int i = 0; i < 16; ++i) {
+    EXPECT_EQ(y0[i], 2.0f * (i - 8));
+    EXPECT_EQ(y0[i + 16], 2.0f * (7 - i));
+    EXPECT_EQ(y1[i], 0.5f * i - 1.0f);
+    EXPECT_EQ(y1[i + 16], 0.5f * (15 - i) - 1.0f);
+  }
+}
+
+TEST(Dequantize, Q5_0AndQ5_1) {
+  uint8_t b0[22], b1[24];
+  put16(b0, 0x3C00);                // d = 1
+  put16(b1, 0x3C00);                // d = 1
+  put16(b1 + 2, 0x4000);            // m = 2
+  const uint32_t qh = 0x0000FFFFu;  // elements 0..15 get bit 4, 16..31 do not
+  std::memcpy(b0 + 2, &qh, 4);
+  std::memcpy(b1 + 4, &qh, 4);
+  for (int i = 0; i < 16; ++i) b0[6 + i] = b1[8 + i] = static_cast<uint8_t>(i | (3 << 4));
+  float y0[32], y1[32];
+  dequantize_row(TensorType::Q5_0, b0, y0, 32);
+  dequantize_row(TensorType::Q5_1, b1, y1, 32);
+  for (int i = 0; i < 16; ++i) {
+    EXPECT_EQ(y0[i], static_cast<float>(i));           // (16 + i) - 16
+    EXPECT_EQ(y0[i + 16], -13.0f);                     // 3 - 16
+    EXPECT_EQ(y1[i], static_cast<float>(16 + i + 2));  // (16 + i) + 2
+    EXPECT_EQ(y1[i + 16], 5.0f);
+  }
+}
+
+// Packs 6-bit scales and mins into the 12-byte K layout.
+void pack_k4_scales(const int* sc, const int* m, uint8_t* s) {
+  for (int j = 0; j < 4; ++j) {
+    s[j] = static_cast<uint8_t>((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+    s[j + 4] = static_cast<uint8_t>((m[j] & 63) | ((m[j + 4] >> 4) << 6));
+    s[j + 8] = static_cast<uint8_t>((sc[j + 4] & 15) | ((m[j + 4] & 15) << 4));
+  }
+}
+
+TEST(Dequantize, Q4_KAndQ5_K) {
+  const int sc[8] = {1, 2, 3, 63, 17, 33, 48, 5};
+  const int m[8] = {0, 7, 63, 1, 20, 40, 2, 60};
+  uint8_t b4[144] = {}, b5[176] = {};
+  put16(b4, 0x3800);      // d = 0.5
+  put16(b4 + 2, 0x3400);  // dmin = 0.25
+  std::memcpy(b5, b4, 4);
+  pack_k4_scales(sc, m, b4 + 4);
+  pack_k4_scales(sc, m, b5 + 4);
+  // q(e) = e % 16 for the 4-bit part; Q5_K adds 16 on odd elements.
+  for (int e = 0; e < 256; ++e) {
+    const int g = e / 64, l = e % 32, hi = (e % 64) >= 32;
+    b4[16 + 32 * g + l] |= static_cast<uint8_t>((e % 16) << (4 * hi));
+    b5[48 + 32 * g + l] |= static_cast<uint8_t>((e % 16) << (4 * hi));
+    if (e % 2) b5[16 + l] |= static_cast<uint8_t>(1 << (e / 32));
+  }
+  float y4[256], y5[256];
+  dequantize_row(TensorType::Q4_K, b4, y4, 256);
+  dequantize_row(TensorType::Q5_K, b5, y5, 256);
+  for (int e = 0; e < 256; ++e) {
+    const int j = e / 32;
+    EXPECT_EQ(y4[e], 0.5f * sc[j] * (e % 16) - 0.25f * m[j]) << e;
+    EXPECT_EQ(y5[e], 0.5f * sc[j] * (e % 16 + 16 * (e % 2)) - 0.25f * m[j]) << e;
+  }
+  EXPECT_EQ(y4[3 * 32 + 5], 0.5f * 63 * 5 - 0.25f * 1);
+}
+
+TEST(Dequantize, Q6_K) {
+  uint8_t b[210] = {};
+  put16(b + 208, 0x3800);  // d = 0.5
+  for (int i = 0; i < 16; ++i) b[192 + i] = static_cast<uint8_t>(static_cast<int8_t>(i - 8));
+  // Element e holds 6-bit value q(e) = (e * 7) % 64, i.e. e*7%64 - 32 after the offset.
+  for (int e = 0; e < 256; ++e) {
+    const int q = (e * 7) % 64, h = e / 128, k = (e % 128) / 32, l = e % 32;
+    b[64 * h + 32 * (k & 1) + l] |= static_cast<uint8_t>((q & 15) << (4 * (k >> 1)));
+    b[128 + 32 * h + l] |= static_cast<uint8_t>((q >> 4) << (2 * k));
+  }
+  float y[256];
+  dequantize_row(TensorType::Q6_K, b, y, 256);
+  for (int e = 0; e < 256; ++e) {
+    EXPECT_EQ(y[e], 0.5f * static_cast<float>(e / 16 - 8) * static_cast<float>((e * 7) % 64 - 32))
+        << e;
+  }
+}
+
+TEST(Quantize, RoundTripWithinHalfStep) {
+  std::mt19937 rng(1);
+  for (TensorType t : kAllTypes) {
+    if (!can_quantize(t) || is_float(t)) continue;
+    SCOPED_TRACE(std::string(info(t).name));
+    const auto x = random_vec(256, rng);
+    std::vector<uint8_t> row(row_bytes(t, 256));
+    quantize_row(t, x.data(), row.data(), 256);
+    std::vector<float> y(256);
+    dequantize_row(t, row.data(), y.data(), 256);
+    const int levels = t == TensorType::Q8_0                              ? 254
+                       : (t == TensorType::Q4_0 || t == TensorType::Q4_1) ? 15
+                                                                          : 31;
+    for (int b = 0; b < 8; ++b) {
+      float mn = x[32 * b], mx = x[32 * b];
+      for (int i = 0; i < 32; ++i) {
+        mn = std::min(mn, x[32 * b + i]);
+        mx = std::max(mx, x[32 * b + i]);
+      }
+      // Half a quantisation step, plus slack for the fp16-rounded scale and offset.
+      const float step = (mx - mn) / static_cast<float>(levels) *
+                         (t == TensorType::Q4_0 || t == TensorType::Q5_0 ? 2.0f : 1.0f);
+      for (int i = 0; i < 32; ++i) {
+        EXPECT_NEAR(y[32 * b + i], x[32 * b + i],
+                    0.5f * step * 1.02f + 2e-3f * std::fabs(x[32 * b + i]) + 1e-3f);
+      }
+    }
+  }
+}
+
+// ---- dot vs references, on every target ----
+
+// Tolerance of dot() against dot_reference(): activation requantisation moves each x_i by at
+// most d_a/2 = amax_block/254, so |error| <= sum_i |w_i| * amax_block(i) / 254; on top of that
+// f32 accumulation contributes ~n * 2^-24 relative to sum |w_i x_i| (bounded by 1e-4 here).
+double requant_bound(TensorType t, const std::vector<float>& w, const std::vector<float>& x) {
+  double err = 0.0, mag = 0.0;
+  for (size_t b = 0; b < x.size() / 32; ++b) {
+    float am = 0.0f;
+    for (size_t i = 0; i < 32; ++i) am = std::max(am, std::fabs(x[32 * b + i]));
+    for (size_t i = 0; i < 32; ++i) {
+      if (!is_float(t)) err += std::fabs(w[32 * b + i]) * am / 254.0;
+      mag += std::fabs(w[32 * b + i] * x[32 * b + i]);
+    }
+  }
+  return err * 1.001 + 1e-4 * mag + 1e-6;
+}
+
+TEST(Dot, MatchesReferenceOnEveryTarget) {
+  for_each_target([] {
+    std::mt19937 rng(42);
+    for (TensorType t : kAllTypes) {
+      SCOPED_TRACE(std::string(info(t).name));
+      for (int64_t n : {96, 256, 768, 1536}) {
+        if (is_k(t) && n % 256 != 0) continue;  // odd block counts exercise the tail path
+        for (int rep = 0; rep < 4; ++rep) {
+          const auto row = random_row(t, n, rng);
+          const auto x = random_vec(n, rng);
+          std::vector<float> w(static_cast<size_t>(n));
+          dequantize_row(t, row.data(), w.data(), n);
+          const double got = dot(t, row.data(), x.data(), n);
+          // Loose: against the exact dot with the bound above.
+          EXPECT_NEAR(got, dot_reference(t, row.data(), x.data(), n), requant_bound(t, w, x));
+          // Tight: against the scalar reference fed the same requantised activations; only
+          // f32 accumulation order differs.
+          const auto xq = is_float(t) ? x : requantize(x);
+          double mag = 0.0;
+          for (int64_t i = 0; i < n; ++i) mag += std::fabs(w[i] * xq[i]);
+          EXPECT_NEAR(got, dot_reference(t, row.data(), xq.data(), n), 2e-6 * mag + 1e-6);
+        }
+      }
+    }
+  });
+}
+
+TEST(Dot, FloatTypesOddLength) {
+  for_each_target([] {
+    std::mt19937 rng(7);
+    for (TensorType t : {TensorType::F32, TensorType::F16, TensorType::BF16}) {
+      const int64_t n = 37;
+      const auto row = random_row(t, n, rng);
+      const auto x = random_vec(n, rng);
+      EXPECT_NEAR(dot(t, row.data(), x.data(), n), dot_reference(t, row.data(), x.data(), n), 1e-4);
+    }
+  });
+}
+
+// ---- matmul vs row-by-row dot ----
+
+TEST(Matmul, MatchesRowDot) {
+  for_each_target([] {
+    std::mt19937 rng(3);
+    const int64_t rows = 37, cols = 512;
+    for (TensorType t : kAllTypes) {
+      SCOPED_TRACE(std::string(info(t).name));
+      std::vector<uint8_t> w;
+      for (int64_t r = 0; r < rows; ++r) {
+        const auto row = random_row(t, cols, rng);
+        w.insert(w.end(), row.begin(), row.end());
+      }
+      for (int threads : {1, 2}) {
+        ThreadPool pool(threads);
+        for (int64_t n_tok : {1, 3, 17}) {
+          const auto x = random_vec(cols * n_tok, rng);
+          std::vector<float> y(static_cast<size_t>(rows * n_tok), -1.0f);
+          matmul(t, w.data(), rows, cols, x.data(), n_tok, y.data(), pool);
+          for (int64_t i = 0; i < n_tok; ++i) {
+            for (int64_t r = 0; r < rows; ++r) {
+              const float want =
+                  dot(t, w.data() + r * row_bytes(t, cols), x.data() + i * cols, cols);
+              EXPECT_EQ(y[i * rows + r], want)
+                  << "threads " << threads << " n_tok " << n_tok << " tok " << i << " row " << r;
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+TEST(Vector, DotAndAxpy) {
+  for_each_target([] {
+    std::mt19937 rng(5);
+    for (int64_t n : {1, 7, 64, 100}) {
+      const auto a = random_vec(n, rng), b = random_vec(n, rng);
+      double want = 0.0, mag = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        want += static_cast<double>(a[i]) * b[i];
+        mag += std::fabs(a[i] * b[i]);
+      }
+      EXPECT_NEAR(dot_f32(a.data(), b.data(), n), want, 1e-6 * mag + 1e-7);
+      auto y = b;
+      axpy_f32(0.75f, a.data(), y.data(), n);
+      for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(y[i], b[i] + 0.75f * a[i], 1e-6f);
+    }
+  });
+}
+
+}  // namespace
+}  // namespace hlm::ops
