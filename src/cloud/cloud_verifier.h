@@ -1,0 +1,57 @@
+// CloudVerifier: the cloud side of hlm. Holds the LLM and one KV sequence per session; appends
+// each request's pending tokens and drafts in one forward, verifies the drafts against p̂ by
+// speculative sampling, and rolls its cache back past rejected drafts. verify_batch() serves
+// several sessions' requests in one batched forward (continuous batching).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+
+#include "cloud/verifier.h"
+#include "engine/context.h"
+#include "method/distribution.h"
+
+namespace hlm {
+
+struct CloudOptions {
+  int max_sessions = 8;
+  int max_context = 2048;
+};
+
+class CloudVerifier : public Verifier {
+ public:
+  CloudVerifier(std::shared_ptr<const Model> llm, ThreadPool& pool, CloudOptions options = {});
+
+  Result<SessionId> open(const SessionParams& params) override;
+  Result<VerifyReply> verify(const VerifyRequest& request) override;
+  Status close(SessionId session) override;
+
+  // Serves several requests (distinct sessions) in one forward. Each result stands alone: a
+  // bad request gets its own error and does not disturb the others.
+  std::vector<Result<VerifyReply>> verify_batch(std::span<const VerifyRequest> requests);
+
+  // The session's context as the cloud sees it (for synchronisation checks).
+  Result<std::vector<int32_t>> context(SessionId session) const;
+  int n_sessions() const;
+  const Model& model() const { return context_.model(); }
+
+ private:
+  struct Session {
+    int slot = 0;
+    SessionParams params;
+    std::vector<int32_t> tokens;  // the whole context; the cache holds all but the last
+    dist::Rng rng;
+  };
+  Status check(const VerifyRequest& r, const Session& s) const;
+
+  Context context_;
+  CloudOptions options_;
+  mutable std::mutex mu_;
+  std::map<SessionId, Session> sessions_;
+  std::vector<bool> slot_used_;
+  SessionId next_id_ = 1;
+};
+
+}  // namespace hlm

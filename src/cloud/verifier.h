@@ -1,0 +1,52 @@
+// Verifier: the transport-neutral interface between the device loop and the cloud. The same
+// messages travel in-process (CloudVerifier) or over gRPC (the network client), so the device
+// loop never knows which it talks to.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/sampler.h"
+#include "method/upload.h"
+#include "util/result.h"
+
+namespace hlm {
+
+using SessionId = uint64_t;
+
+struct SessionParams {
+  uint64_t vocab_fingerprint = 0;  // must equal the cloud model's
+  int n_vocab = 0;
+  SamplingParams sampling;          // shared by both sides: T, top-k, top-p; seed for the cloud
+  Encoding encoding = Encoding::kFull;
+  std::vector<int32_t> prompt;      // the context the session starts from (at least one token)
+};
+
+// One exchange. drafts.size() is 0 (the cloud generates the next token itself: policy llm),
+// 1 (one drafted token: hlm, uhlm, iuhlm, rand) or k (spec(k)). p_hat holds one payload per
+// draft (none for the ids encoding).
+struct VerifyRequest {
+  SessionId session = 0;
+  std::vector<int32_t> pending;  // tokens the device kept since the cloud last saw its context
+  std::vector<int32_t> drafts;
+  std::vector<Payload> p_hat;
+  bool want_bonus = false;  // spec(k): when every draft is accepted, also return a token from q
+};
+
+struct VerifyReply {
+  int n_accepted = 0;      // accepted prefix of the drafts
+  bool has_next = false;   // a token follows the accepted prefix: a replacement after a
+                           // rejection, a bonus (spec), or the generated token (no drafts)
+  int32_t next = -1;
+  double t_llm_s = 0.0;    // cloud compute time for this request (its share of a batch)
+};
+
+class Verifier {
+ public:
+  virtual ~Verifier() = default;
+  virtual Result<SessionId> open(const SessionParams& params) = 0;
+  virtual Result<VerifyReply> verify(const VerifyRequest& request) = 0;
+  virtual Status close(SessionId session) = 0;
+};
+
+}  // namespace hlm

@@ -1,0 +1,465 @@
+// The device loop: draft → decide → upload or skip → apply the reply → account.
+#include "device/device.h"
+
+#include <chrono>
+#include <deque>
+#include <optional>
+
+#include "method/importance.h"
+
+namespace hlm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+std::vector<int32_t> RunResult::context() const {
+  std::vector<int32_t> c = prompt;
+  c.insert(c.end(), tokens.begin(), tokens.end());
+  return c;
+}
+
+// A drafted token not yet committed, with what the policy needs to judge it.
+struct Device::Draft {
+  int32_t d = -1;
+  std::vector<float> z;     // SLM logits that predicted d
+  AttentionRows rows;       // attention of the query that predicted d
+  Payload payload;          // p̂ as it would be uploaded
+  bool evaluated = false;   // d has been fed to the SLM
+  AttentionRows rows_after; // attention of d's own query (received(w) look-ahead)
+};
+
+Device::Device(std::shared_ptr<const Model> slm, ThreadPool& pool, RunConfig config)
+    : slm_(std::move(slm)), pool_(pool), config_(std::move(config)) {}
+
+Result<RunResult> Device::generate(const std::vector<int32_t>& prompt, Verifier* verifier,
+                                   const std::function<void(const TokenTrace&)>& on_token) {
+  if (auto st = validate(config_.policy); !st) return st.error();
+  if (auto st = hlm::validate(config_.channel); !st) return st.error();
+  if (prompt.empty()) return make_error("the prompt is empty: nothing to continue from");
+  const int lookahead = config_.policy.importance.lookahead + 1;
+  if (int(prompt.size()) + config_.max_tokens + lookahead + config_.policy.draft > config_.n_ctx) {
+    return make_error("prompt ({} tokens) + --max-tokens {} does not fit the context of {}; raise --ctx",
+                      prompt.size(), config_.max_tokens, config_.n_ctx);
+  }
+  pending_.clear();
+  session_ = 0;
+  const PolicyKind kind = config_.policy.kind;
+  if (kind != PolicyKind::kSlm && !verifier) {
+    return make_error("policy {} needs a cloud verifier", to_string(kind));
+  }
+  const auto t0 = Clock::now();
+  Result<RunResult> r = kind == PolicyKind::kLlm    ? run_llm(prompt, *verifier, on_token)
+                        : kind == PolicyKind::kSpec ? run_spec(prompt, *verifier, on_token)
+                                                    : run_per_token(prompt, verifier, on_token);
+  if (r.ok()) {
+    r->wall_s = seconds_since(t0);
+    r->text = slm_->tokenizer().decode(r->tokens);
+  }
+  return r;
+}
+
+namespace {
+
+// The SLM side of the loop: one sequence, the newest logits and attention, and the SLM time
+// not yet charged to a step.
+struct SlmState {
+  Context ctx;
+  AttentionRequest request;
+  std::vector<float> z;
+  AttentionRows rows;
+  double unbilled_s = 0;
+
+  SlmState(std::shared_ptr<const Model> m, ThreadPool& pool, int n_ctx)
+      : ctx(std::move(m), 1, n_ctx, pool) {}
+
+  Status eval(std::span<const int32_t> tokens) {
+    const auto t = Clock::now();
+    auto r = ctx.eval_last(0, tokens, request.layers.empty() ? nullptr : &request, &rows);
+    unbilled_s += seconds_since(t);
+    if (!r) return r.error();
+    z = std::move(r).value();
+    return ok_status();
+  }
+  double take_time() { return std::exchange(unbilled_s, 0.0); }
+};
+
+// Session open: the prompt goes up once; priced as a step that adds no tokens.
+Result<SessionId> open_session(Verifier& v, const Model& m, const RunConfig& cfg,
+                               const std::vector<int32_t>& prompt, Ledger& ledger) {
+  SessionParams sp;
+  sp.vocab_fingerprint = m.tokenizer().fingerprint();
+  sp.n_vocab = m.config().n_vocab;
+  sp.sampling = cfg.sampling;
+  sp.encoding = cfg.encoding.kind;
+  sp.prompt = prompt;
+  const auto t = Clock::now();
+  auto id = v.open(sp);
+  if (!id) return id.error();
+  StepInput in;
+  in.uplink = in.downlink = true;
+  in.ul_bits = uplink_bits(cfg.channel, int64_t(prompt.size()), 0, 0);
+  in.dl_bits = downlink_bits(cfg.channel);
+  in.t_llm = seconds_since(t);
+  in.tokens = 0;
+  ledger.add(in);
+  return id;
+}
+
+// Reachability of the cloud, with exponential backoff between reconnection attempts.
+struct CloudLink {
+  bool lost = false;
+  double backoff_s = 0;
+  Clock::time_point retry_at;
+  void fail(const RunConfig& cfg) {
+    backoff_s = lost ? std::min(cfg.retry_max_s, backoff_s * 2) : cfg.retry_initial_s;
+    lost = true;
+    retry_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                  std::chrono::duration<double>(backoff_s));
+  }
+};
+
+void fill_trace(TokenTrace& t, const StepRecord& rec) {
+  t.ul_bytes = (rec.in.ul_bits + 7) / 8;
+  t.dl_bytes = (rec.in.dl_bits + 7) / 8;
+  t.t_slm = rec.in.t_slm;
+  t.t_filter = rec.in.t_filter;
+  t.t_llm = rec.in.t_llm;
+  t.t_ul = rec.t_ul;
+  t.t_dl = rec.t_dl;
+  t.e_device = rec.e_device;
+  t.e_cloud = rec.e_cloud;
+}
+
+}  // namespace
+
+Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Verifier* verifier,
+                                        const std::function<void(const TokenTrace&)>& on_token) {
+  const RunConfig& cfg = config_;
+  const Model& m = *slm_;
+  const int V = m.config().n_vocab;
+  const bool uses_importance = cfg.policy.kind == PolicyKind::kIuhlm;
+  const bool received = uses_importance &&
+                        cfg.policy.importance.estimator == ImportanceEstimator::kReceived;
+  const int w = received ? cfg.policy.importance.lookahead : 0;
+
+  SlmState slm(slm_, pool_, cfg.n_ctx);
+  if (uses_importance) {
+    slm.request = cfg.policy.importance.layers.empty()
+                      ? AttentionRequest::all(m.config().n_layer)
+                      : AttentionRequest{cfg.policy.importance.layers};
+  }
+  Sampler sampler(cfg.sampling);
+  dist::Rng draft_rng(cfg.sampling.seed), unc_rng(cfg.sampling.seed + 1),
+      policy_rng(cfg.sampling.seed + 2);
+  UncertaintyEstimator unc(cfg.uncertainty);
+  Ledger ledger(cfg.channel, false);
+  RunResult res;
+  res.prompt = prompt;
+
+  if (auto st = slm.eval(prompt); !st) return st.error();
+  {
+    StepInput prefill;
+    prefill.t_slm = slm.take_time();
+    prefill.tokens = 0;
+    ledger.add(prefill);
+    res.t_slm_s += prefill.t_slm;
+  }
+  CloudLink cloud;
+  if (cfg.policy.kind != PolicyKind::kSlm) {
+    auto id = open_session(*verifier, m, cfg, prompt, ledger);
+    if (id) {
+      session_ = *id;
+    } else if (id.error().code == ErrorCode::kUnavailable) {
+      cloud.fail(cfg);  // start SLM-only; the session opens when the cloud answers
+    } else {
+      return id.error();
+    }
+  }
+
+  std::deque<Draft> queue;
+  std::vector<int32_t> to_eval;  // committed tokens the SLM has not seen yet
+  auto draft_next = [&]() -> Status {
+    if (!queue.empty() && !queue.back().evaluated) {
+      const int32_t d = queue.back().d;
+      if (auto st = slm.eval(std::span<const int32_t>(&d, 1)); !st) return st;
+      queue.back().evaluated = true;
+      queue.back().rows_after = slm.rows;
+    } else if (queue.empty() && !to_eval.empty()) {
+      if (auto st = slm.eval(to_eval); !st) return st;
+      to_eval.clear();
+    }
+    Draft nd;
+    nd.z = slm.z;
+    nd.rows = slm.rows;
+    std::vector<float> p = sampler.distribution(nd.z);
+    nd.payload = encode(p, cfg.encoding);
+    if (cfg.encoding.kind == Encoding::kTopK) p = decode(nd.payload);  // draw from p̂ itself
+    nd.d = cfg.sampling.temperature <= 0 ? dist::argmax(p) : dist::sample(p, draft_rng);
+    queue.push_back(std::move(nd));
+    return ok_status();
+  };
+
+  const uint64_t payload = payload_bits(cfg.encoding, V);
+  while (int(res.tokens.size()) < cfg.max_tokens) {
+    const int remaining = cfg.max_tokens - int(res.tokens.size());
+    if (queue.empty()) {
+      if (auto st = draft_next(); !st) return st.error();
+    }
+    Draft& e = queue.front();
+    const int position = int(prompt.size() + res.tokens.size());
+    TokenTrace tr;
+    tr.position = position;
+    tr.draft = e.d;
+
+    const auto tf = Clock::now();
+    double lookahead_s = 0;
+    float u = -1.0f;
+    if (needs_uncertainty(cfg.policy) || cfg.measure_uncertainty) u = unc(e.z, e.d, unc_rng);
+    std::optional<Importance> imp;
+    if (uses_importance && needs_importance(cfg.policy, u)) {
+      if (received) {
+        const int want = std::min(w, remaining - 1);
+        const double before = slm.unbilled_s;
+        while (int(queue.size()) < 1 + want) {
+          if (auto st = draft_next(); !st) return st.error();
+        }
+        if (want > 0 && !queue.back().evaluated && int(queue.size()) == 1 + want) {
+          const int32_t d = queue.back().d;
+          if (auto st = slm.eval(std::span<const int32_t>(&d, 1)); !st) return st.error();
+          queue.back().evaluated = true;
+          queue.back().rows_after = slm.rows;
+        }
+        lookahead_s = slm.unbilled_s - before;
+        std::vector<AttentionRows> later;
+        for (int j = 1; j <= want; ++j) later.push_back(queue[j].rows_after);
+        imp = received_importance(later, position, cfg.policy.importance);
+      } else {
+        imp = importance(e.rows, cfg.policy.importance);
+      }
+    }
+    const bool upload = decide_upload(cfg.policy, u, imp ? &*imp : nullptr, policy_rng);
+    const double t_filter = seconds_since(tf) - lookahead_s;
+    tr.u = u;
+    if (imp) {
+      tr.importance = imp->value;
+      tr.tau = imp->threshold;
+    }
+
+    StepInput step;
+    step.t_filter = t_filter;
+    int32_t token = e.d;
+    std::optional<VerifyReply> reply;
+    if (upload && cloud.lost) {
+      // Reconnect when the backoff allows: a new session starts from the whole context.
+      if (Clock::now() >= cloud.retry_at) {
+        std::vector<int32_t> context = prompt;
+        context.insert(context.end(), res.tokens.begin(), res.tokens.end());
+        auto id = open_session(*verifier, m, cfg, context, ledger);
+        if (id) {
+          session_ = *id;
+          pending_.clear();
+          cloud.lost = false;
+          cloud.backoff_s = cfg.retry_initial_s;
+          res.reconnects++;
+        } else {
+          if (id.error().code != ErrorCode::kUnavailable) return id.error();
+          cloud.fail(cfg);
+        }
+      }
+    }
+    if (upload && !cloud.lost) {
+      VerifyRequest req;
+      req.session = session_;
+      req.pending = pending_;
+      req.drafts = {e.d};
+      if (cfg.encoding.kind != Encoding::kIds) req.p_hat = {e.payload};
+      auto r = verifier->verify(req);
+      if (r) {
+        reply = *r;
+      } else if (r.error().code == ErrorCode::kUnavailable) {
+        cloud.fail(cfg);
+      } else {
+        return make_error("verification failed: {}", r.error().message);
+      }
+    }
+    if (reply) {
+      tr.uploaded = true;
+      tr.accepted = reply->n_accepted == 1;
+      if (!tr.accepted) {
+        token = reply->next;
+        tr.resampled = token != e.d;
+        tr.accepted = !tr.resampled;  // a rejection that redraws d itself keeps d
+      }
+      res.uploads++;
+      res.drafts_sent++;
+      res.llm_calls++;
+      res.accepted += tr.accepted;
+      res.resampled += tr.resampled;
+      step.uplink = step.downlink = true;
+      step.ul_bits = uplink_bits(cfg.channel, int64_t(pending_.size()), payload, 1);
+      step.dl_bits = downlink_bits(cfg.channel);
+      step.t_llm = reply->t_llm_s;
+      pending_.clear();
+    } else {
+      tr.slm_only = upload;  // wanted verification but the cloud was unreachable
+      res.slm_only += upload;
+      pending_.push_back(e.d);
+    }
+    step.t_slm = slm.take_time();
+    res.t_slm_s += step.t_slm;
+    res.t_filter_s += t_filter;
+    fill_trace(tr, ledger.add(step));
+
+    tr.token = token;
+    tr.piece = m.tokenizer().token_to_piece(token);
+    res.tokens.push_back(token);
+    if (token != e.d) {
+      // Rejected: drop d and every look-ahead draft from the SLM's cache; feed the reply.
+      slm.ctx.truncate(0, position);
+      queue.clear();
+      to_eval = {token};
+    } else {
+      if (!e.evaluated) to_eval = {token};
+      queue.pop_front();
+    }
+    if (cfg.keep_trace) res.trace.push_back(tr);
+    if (on_token) on_token(tr);
+    if (m.tokenizer().is_eog(token)) break;
+  }
+  res.totals = ledger.totals();
+  return res;
+}
+
+Result<RunResult> Device::run_spec(const std::vector<int32_t>& prompt, Verifier& verifier,
+                                   const std::function<void(const TokenTrace&)>& on_token) {
+  const RunConfig& cfg = config_;
+  const Model& m = *slm_;
+  const int V = m.config().n_vocab;
+  SlmState slm(slm_, pool_, cfg.n_ctx);
+  Sampler sampler(cfg.sampling);
+  dist::Rng draft_rng(cfg.sampling.seed);
+  Ledger ledger(cfg.channel, false);
+  RunResult res;
+  res.prompt = prompt;
+  if (auto st = slm.eval(prompt); !st) return st.error();
+  {
+    StepInput prefill;
+    prefill.t_slm = slm.take_time();
+    prefill.tokens = 0;
+    ledger.add(prefill);
+    res.t_slm_s += prefill.t_slm;
+  }
+  auto id = open_session(verifier, m, cfg, prompt, ledger);
+  if (!id) return id.error();
+  session_ = *id;
+
+  bool done = false;
+  while (!done && int(res.tokens.size()) < cfg.max_tokens) {
+    const int base = int(prompt.size() + res.tokens.size());
+    const int k = std::min(cfg.policy.draft, cfg.max_tokens - int(res.tokens.size()));
+    VerifyRequest req;
+    req.session = session_;
+    req.want_bonus = true;
+    for (int i = 0; i < k; ++i) {
+      if (i > 0) {
+        const int32_t prev = req.drafts.back();
+        if (auto st = slm.eval(std::span<const int32_t>(&prev, 1)); !st) return st.error();
+      }
+      std::vector<float> p = sampler.distribution(slm.z);
+      Payload pl = encode(p, cfg.encoding);
+      if (cfg.encoding.kind == Encoding::kTopK) p = decode(pl);
+      req.drafts.push_back(cfg.sampling.temperature <= 0 ? dist::argmax(p) : dist::sample(p, draft_rng));
+      if (cfg.encoding.kind != Encoding::kIds) req.p_hat.push_back(std::move(pl));
+    }
+    auto reply = verifier.verify(req);
+    if (!reply) return make_error("verification failed: {}", reply.error().message);
+    const int j = reply->n_accepted;
+    res.uploads++;
+    res.llm_calls++;
+    res.drafts_sent += k;
+    res.accepted += j;
+    res.resampled += j < k ? 1 : 0;
+
+    StepInput step;
+    step.t_slm = slm.take_time();
+    step.uplink = step.downlink = true;
+    step.ul_bits = uplink_bits(cfg.channel, 0, payload_bits(cfg.encoding, V), k);
+    step.dl_bits = downlink_bits(cfg.channel);
+    step.t_llm = reply->t_llm_s;
+    step.tokens = j + 1;
+    res.t_slm_s += step.t_slm;
+    const StepRecord& rec = ledger.add(step);
+
+    std::vector<int32_t> round(req.drafts.begin(), req.drafts.begin() + j);
+    round.push_back(reply->next);
+    for (size_t i = 0; i < round.size() && !done; ++i) {
+      TokenTrace tr;
+      tr.position = base + int(i);
+      tr.token = round[i];
+      tr.draft = i < size_t(k) ? req.drafts[i] : -1;
+      tr.uploaded = i < size_t(k);
+      tr.accepted = i < size_t(j);
+      tr.resampled = i == size_t(j) && j < k;
+      tr.from_cloud = i == size_t(j);
+      tr.piece = m.tokenizer().token_to_piece(round[i]);
+      if (i + 1 == round.size()) fill_trace(tr, rec);
+      res.tokens.push_back(round[i]);
+      if (cfg.keep_trace) res.trace.push_back(tr);
+      if (on_token) on_token(tr);
+      done = m.tokenizer().is_eog(round[i]) || int(res.tokens.size()) >= cfg.max_tokens;
+    }
+    // The SLM evaluated drafts 0..k-2; keep the accepted ones and feed the rest plus the reply.
+    const int kept = std::min(j, k - 1);
+    slm.ctx.truncate(0, base + kept);
+    if (!done) {
+      std::vector<int32_t> feed(req.drafts.begin() + kept, req.drafts.begin() + j);
+      feed.push_back(reply->next);
+      if (auto st = slm.eval(feed); !st) return st.error();
+    }
+  }
+  res.totals = ledger.totals();
+  return res;
+}
+
+Result<RunResult> Device::run_llm(const std::vector<int32_t>& prompt, Verifier& verifier,
+                                  const std::function<void(const TokenTrace&)>& on_token) {
+  const RunConfig& cfg = config_;
+  const Model& m = *slm_;
+  Ledger ledger(cfg.channel, false);
+  RunResult res;
+  res.prompt = prompt;
+  auto id = open_session(verifier, m, cfg, prompt, ledger);
+  if (!id) return id.error();
+  session_ = *id;
+  while (int(res.tokens.size()) < cfg.max_tokens) {
+    VerifyRequest req;
+    req.session = session_;
+    auto reply = verifier.verify(req);
+    if (!reply) return make_error("cloud generation failed: {}", reply.error().message);
+    res.llm_calls++;
+    StepInput step;
+    step.uplink = step.downlink = true;
+    step.ul_bits = uplink_bits(cfg.channel, 0, 0, 0);
+    step.dl_bits = downlink_bits(cfg.channel);
+    step.t_llm = reply->t_llm_s;
+    TokenTrace tr;
+    tr.position = int(prompt.size() + res.tokens.size());
+    tr.token = reply->next;
+    tr.from_cloud = true;
+    tr.piece = m.tokenizer().token_to_piece(reply->next);
+    fill_trace(tr, ledger.add(step));
+    res.tokens.push_back(reply->next);
+    if (cfg.keep_trace) res.trace.push_back(tr);
+    if (on_token) on_token(tr);
+    if (m.tokenizer().is_eog(reply->next)) break;
+  }
+  res.totals = ledger.totals();
+  return res;
+}
+
+}  // namespace hlm

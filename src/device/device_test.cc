@@ -1,0 +1,310 @@
+// Device loop + in-process cloud verifier on tiny random models (same vocabulary, the SLM a
+// perturbed copy of the LLM): policy upload rules from the trace, context synchronisation after
+// any mix of skips, uploads and rejections, greedy equivalence with the LLM, and refusals.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "cloud/cloud_verifier.h"
+#include "device/device.h"
+#include "engine/model_writer.h"
+
+namespace hlm {
+namespace {
+
+struct Pair {
+  std::shared_ptr<const Model> slm, llm;
+};
+
+const Pair& tiny_pair() {
+  static Pair p = [] {
+    const auto dir = std::filesystem::temp_directory_path();
+    TinyModelSpec llm_spec;
+    llm_spec.n_layer = 3;
+    TinyModelSpec slm_spec = llm_spec;
+    slm_spec.n_layer = 3;
+    slm_spec.perturb = 0.6f;
+    const std::string lp = (dir / "hlm_device_test_llm.gguf").string();
+    const std::string sp = (dir / "hlm_device_test_slm.gguf").string();
+    EXPECT_TRUE(write_tiny_model(lp, llm_spec).ok());
+    EXPECT_TRUE(write_tiny_model(sp, slm_spec).ok());
+    return Pair{Model::load(sp).value(), Model::load(lp).value()};
+  }();
+  return p;
+}
+
+const std::vector<int32_t> kPrompt = {1, 270, 275, 265, 100, 101, 277};
+
+RunConfig config(const std::string& policy, float temp = 0.8f, uint64_t seed = 5) {
+  RunConfig c;
+  c.policy = parse_policy(policy).value();
+  c.sampling.temperature = temp;
+  c.sampling.seed = seed;
+  c.max_tokens = 40;
+  c.n_ctx = 128;
+  return c;
+}
+
+struct Outcome {
+  RunResult result;
+  std::vector<int32_t> cloud_context;
+  std::vector<int32_t> pending;
+};
+
+Outcome run(const RunConfig& cfg, const Pair& pair = tiny_pair()) {
+  ThreadPool pool(2);
+  CloudVerifier cloud(pair.llm, pool, {4, 256});
+  Device dev(pair.slm, pool, cfg);
+  auto r = dev.generate(kPrompt, &cloud);
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  Outcome o{r.ok() ? r.value() : RunResult{}, {}, dev.pending()};
+  if (dev.session()) o.cloud_context = cloud.context(dev.session()).value();
+  return o;
+}
+
+TEST(DevicePolicies, SlmNeverUploadsHlmAlwaysDoes) {
+  auto slm = run(config("slm"));
+  EXPECT_EQ(slm.result.uploads, 0);
+  EXPECT_EQ(slm.result.llm_calls, 0);
+  EXPECT_EQ(slm.result.tokens.size(), 40u);
+  for (const auto& t : slm.result.trace) EXPECT_FALSE(t.uploaded);
+  auto hlm = run(config("hlm"));
+  EXPECT_EQ(hlm.result.uploads, int64_t(hlm.result.tokens.size()));
+  for (const auto& t : hlm.result.trace) {
+    EXPECT_TRUE(t.uploaded);
+    EXPECT_EQ(t.accepted, !t.resampled);
+    EXPECT_GT(t.ul_bytes, 49152u * 0);  // full upload priced
+  }
+  EXPECT_GT(hlm.result.resampled, 0) << "a perturbed SLM should be corrected sometimes";
+}
+
+TEST(DevicePolicies, UhlmUploadsExactlyTheUncertainTokens) {
+  for (float u_th : {0.0f, 0.2f, 0.5f}) {
+    auto o = run(config("uhlm(" + std::to_string(u_th) + ")"));
+    int64_t expected = 0;
+    for (const auto& t : o.result.trace) {
+      ASSERT_GE(t.u, 0.0f);
+      EXPECT_EQ(t.uploaded, t.u > u_th) << "u=" << t.u << " u_th=" << u_th;
+      expected += t.u > u_th;
+    }
+    EXPECT_EQ(o.result.uploads, expected);
+  }
+}
+
+TEST(DevicePolicies, IuhlmUploadsUncertainAndImportantTokens) {
+  for (const char* est : {"focus", "entropy", "received"}) {
+    auto o = run(config(std::string("iuhlm:u_th=0.1,est=") + est));
+    for (const auto& t : o.result.trace) {
+      if (t.u <= 0.1f) {
+        EXPECT_FALSE(t.uploaded);
+        continue;
+      }
+      EXPECT_GE(t.importance, -0.0f) << est;
+      EXPECT_EQ(t.uploaded, t.importance >= t.tau) << est << " I=" << t.importance << " tau=" << t.tau;
+    }
+  }
+}
+
+TEST(DeviceSync, CloudContextEqualsDeviceContext) {
+  for (const char* policy : {"hlm", "uhlm(0.1)", "rand(0.3)", "iuhlm:u_th=0.05,est=focus",
+                             "iuhlm:u_th=0.05,est=received,w=2", "spec(3)", "llm"}) {
+    for (uint64_t seed : {1, 2, 3}) {
+      auto o = run(config(policy, 0.9f, seed));
+      std::vector<int32_t> cloud = o.cloud_context;
+      cloud.insert(cloud.end(), o.pending.begin(), o.pending.end());
+      EXPECT_EQ(cloud, o.result.context()) << policy << " seed " << seed;
+    }
+  }
+}
+
+TEST(DeviceSync, TopKAndIdsEncodingsStaySynchronised) {
+  for (const char* enc : {"topk(8,8)", "ids"}) {
+    RunConfig c = config("uhlm(0.05)");
+    c.encoding = parse_encoding(enc).value();
+    auto o = run(c);
+    std::vector<int32_t> cloud = o.cloud_context;
+    cloud.insert(cloud.end(), o.pending.begin(), o.pending.end());
+    EXPECT_EQ(cloud, o.result.context()) << enc;
+    EXPECT_GT(o.result.uploads, 0);
+  }
+}
+
+// Greedy LLM decoding with the engine alone.
+std::vector<int32_t> llm_greedy(const Pair& pair, int n) {
+  ThreadPool pool(1);
+  Context ctx(pair.llm, 1, 128, pool);
+  std::vector<int32_t> out;
+  auto z = ctx.eval_last(0, kPrompt);
+  for (int i = 0; i < n; ++i) {
+    const int32_t t = argmax(*z);
+    out.push_back(t);
+    if (pair.llm->tokenizer().is_eog(t)) break;
+    z = ctx.eval_last(0, std::vector<int32_t>{t});
+  }
+  return out;
+}
+
+TEST(DeviceExactness, GreedyHlmAndSpecEqualLlmGreedy) {
+  const auto want = llm_greedy(tiny_pair(), 40);
+  for (const char* policy : {"hlm", "spec(4)", "llm"}) {
+    auto o = run(config(policy, 0.0f));
+    EXPECT_EQ(o.result.tokens, want) << policy;
+  }
+}
+
+TEST(DeviceAccounting, TotalsAddUp) {
+  auto o = run(config("uhlm(0.1)"));
+  const Totals& t = o.result.totals;
+  EXPECT_EQ(t.tokens, int64_t(o.result.tokens.size()));
+  double e = 0;
+  uint64_t ul = 0;
+  for (const auto& tr : o.result.trace) {
+    e += tr.e_device + tr.e_cloud;
+    ul += tr.ul_bytes;
+  }
+  // Per-token records exclude the session-opening step and the prompt prefill.
+  EXPECT_LE(e, t.e_total_j() + 1e-9);
+  EXPECT_GT(t.latency_s, 0);
+  EXPECT_GE(t.ul_bits / 8 + 1, ul);
+}
+
+TEST(CloudVerifier, RefusesMismatchedVocabularyAndUnknownSessions) {
+  ThreadPool pool(1);
+  CloudVerifier cloud(tiny_pair().llm, pool, {2, 64});
+  SessionParams sp;
+  sp.vocab_fingerprint = tiny_pair().llm->tokenizer().fingerprint() ^ 1;
+  sp.n_vocab = tiny_pair().llm->config().n_vocab;
+  sp.prompt = kPrompt;
+  auto bad = cloud.open(sp);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("vocabulary mismatch"), std::string::npos);
+
+  VerifyRequest req;
+  req.session = 999;
+  req.drafts = {5};
+  auto unknown = cloud.verify(req);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_NE(unknown.error().message.find("unknown session 999"), std::string::npos);
+
+  sp.vocab_fingerprint ^= 1;
+  auto id = cloud.open(sp);
+  ASSERT_TRUE(id.ok()) << id.error().message;
+  req.session = *id;
+  req.drafts = {1 << 20};
+  auto oob = cloud.verify(req);
+  ASSERT_FALSE(oob.ok());
+  EXPECT_NE(oob.error().message.find("out of range"), std::string::npos);
+  // The session still works after a bad request.
+  req.drafts = {};
+  EXPECT_TRUE(cloud.verify(req).ok());
+  EXPECT_EQ(cloud.context(*id)->size(), kPrompt.size() + 1);
+  // Sessions are bounded.
+  ASSERT_TRUE(cloud.open(sp).ok());
+  auto third = cloud.open(sp);
+  ASSERT_FALSE(third.ok());
+  EXPECT_NE(third.error().message.find("max-sessions"), std::string::npos);
+  EXPECT_TRUE(cloud.close(*id).ok());
+  EXPECT_TRUE(cloud.open(sp).ok());
+}
+
+TEST(CloudVerifier, BatchedVerificationEqualsOneByOne) {
+  ThreadPool pool(2);
+  const Pair& pair = tiny_pair();
+  SessionParams sp;
+  sp.vocab_fingerprint = pair.llm->tokenizer().fingerprint();
+  sp.n_vocab = pair.llm->config().n_vocab;
+  sp.sampling.temperature = 0.0f;
+  sp.encoding = Encoding::kIds;
+  CloudVerifier a(pair.llm, pool, {4, 128}), b(pair.llm, pool, {4, 128});
+  std::vector<VerifyRequest> reqs;
+  for (int s = 0; s < 3; ++s) {
+    sp.prompt = {1, 100 + s, 200 + s};
+    VerifyRequest r;
+    r.session = a.open(sp).value();
+    ASSERT_EQ(b.open(sp).value(), r.session);
+    r.pending = {50, 60 + s};
+    r.drafts = {70, 80};
+    r.want_bonus = s == 1;
+    reqs.push_back(r);
+  }
+  auto batched = a.verify_batch(reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    auto one = b.verify(reqs[i]);
+    ASSERT_TRUE(batched[i].ok() && one.ok());
+    EXPECT_EQ(batched[i]->n_accepted, one->n_accepted);
+    EXPECT_EQ(batched[i]->next, one->next);
+    EXPECT_EQ(a.context(reqs[i].session).value(), b.context(reqs[i].session).value());
+  }
+}
+
+}  // namespace
+}  // namespace hlm
+
+namespace hlm {
+namespace {
+
+// Forwards to a real verifier, but is unreachable for calls [down_from, down_until): the cloud
+// "restarts" there (its sessions are lost), as a killed and restarted server would be.
+class FlakyVerifier : public Verifier {
+ public:
+  FlakyVerifier(CloudVerifier& inner, int down_from, int down_until)
+      : inner_(inner), from_(down_from), until_(down_until) {}
+  Result<SessionId> open(const SessionParams& p) override {
+    if (down()) return Error{"connection refused", ErrorCode::kUnavailable};
+    return inner_.open(p);
+  }
+  Result<VerifyReply> verify(const VerifyRequest& r) override {
+    if (down()) {
+      if (calls_ == from_ + 1) (void)inner_.close(r.session);  // the restart loses the session
+      return Error{"connection reset", ErrorCode::kUnavailable};
+    }
+    return inner_.verify(r);
+  }
+  Status close(SessionId s) override { return inner_.close(s); }
+
+ private:
+  bool down() {
+    ++calls_;
+    return calls_ > from_ && calls_ <= until_;
+  }
+  CloudVerifier& inner_;
+  int from_, until_, calls_ = 0;
+};
+
+TEST(DeviceFailure, CloudLossMidGenerationLosesNoToken) {
+  ThreadPool pool(1);
+  const Pair& pair = tiny_pair();
+  CloudVerifier cloud(pair.llm, pool, {4, 256});
+  FlakyVerifier flaky(cloud, 5, 9);
+  RunConfig cfg = config("hlm");
+  cfg.retry_initial_s = 0.0;  // retry at the next upload
+  Device dev(pair.slm, pool, cfg);
+  auto r = dev.generate(kPrompt, &flaky);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_FALSE(r->tokens.empty());
+  EXPECT_TRUE(r->tokens.size() == size_t(cfg.max_tokens) ||
+              pair.slm->tokenizer().is_eog(r->tokens.back()));
+  EXPECT_GE(r->slm_only, 1);
+  EXPECT_GE(r->reconnects, 1);
+  int marked = 0;
+  for (const auto& t : r->trace) marked += t.slm_only;
+  EXPECT_EQ(marked, r->slm_only);
+  std::vector<int32_t> ctx = cloud.context(dev.session()).value();
+  ctx.insert(ctx.end(), dev.pending().begin(), dev.pending().end());
+  EXPECT_EQ(ctx, r->context());
+}
+
+TEST(DeviceFailure, UnreachableFromTheStartStillGenerates) {
+  ThreadPool pool(1);
+  const Pair& pair = tiny_pair();
+  CloudVerifier cloud(pair.llm, pool, {4, 256});
+  FlakyVerifier flaky(cloud, 0, 1 << 30);
+  Device dev(pair.slm, pool, config("uhlm(0.0)"));
+  auto r = dev.generate(kPrompt, &flaky);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->tokens.size(), 40u);
+  EXPECT_EQ(r->uploads, 0);
+}
+
+}  // namespace
+}  // namespace hlm
