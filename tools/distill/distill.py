@@ -1,0 +1,627 @@
+#!/usr/bin/env python3
+"""Derive hlm's device model (SLM) from the cloud model SmolLM2-135M-Instruct by truncation +
+knowledge distillation.  The whole pipeline, stage by stage, cached under --work so a rerun
+resumes where it stopped:
+
+  prompts   pip-download the BIG-bench package (bigbench==1.0.0, Apache-2.0), read every
+            benchmark_tasks/*/task.json, keep natural-language inputs, draw up to
+            --per-task per task with a fixed seed.  Split by index: i % 10 == 0 -> held out
+            (never trained on; used for the model card), the rest -> training.
+  gen       the teacher (llama-cpp-python on the teacher GGUF, 1 thread) answers each
+            chat-templated prompt (T=0.7, top-p 0.95, seed = base + index), then scores the
+            whole sequence (logits_all) and keeps, per position, the top-64 logits + the
+            log-sum-exp (fp16/int32/fp32) -> gen/{split}/NNNNN.npz
+  probe     the UNTRAINED truncated students (first m layers, m in --probe-m) are written as
+            GGUFs and scored against the teacher on held-out text (cheap, no training)
+  train     the student = token_embd (frozen, tied output) + layers [0, m) + output_norm in
+            PyTorch (fp32, Q4_1 fake-quantisation with a straight-through estimator so the
+            trained weights survive Q4_1 export); loss = KL(teacher || student) at T=1 over
+            the top-64 teacher tokens + one tail bucket; AdamW, cosine LR; checkpoints.
+  export    writes the delta GGUF (blk.0..m-1 as Q4_1, norms F32, output_norm F32; no
+            embedding) and a full student GGUF built the same way the C++ builder does
+            (teacher metadata with block_count = m, token_embd Q8_0 -> Q4_1).
+  eval      top-1 agreement, mean acceptance sum_x min(p, q), perplexities, on held-out
+            teacher text and on /usr/share/common-licenses/GPL-3; decode tok/s at 2 threads.
+
+    python3 tools/distill/distill.py --work /tmp/distill all
+    python3 tools/distill/distill.py --work /tmp/distill eval --student path.gguf
+"""
+
+import argparse
+import glob
+import hashlib
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import tarfile
+import time
+
+import numpy as np
+
+TEACHER_DEFAULT = os.path.expanduser("~/.cache/hlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+BIGBENCH = "bigbench==1.0.0"
+SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+TOPK = 64
+N_EMBD, N_HEAD, N_KV, HEAD_DIM, N_FF, ROPE_BASE, EPS = 576, 9, 3, 64, 1536, 100000.0, 1e-5
+
+
+def log(msg):
+    print(time.strftime("%H:%M:%S"), msg, flush=True)
+
+
+class Eta:
+    def __init__(self, total, what):
+        self.total, self.what, self.t0, self.last = total, what, time.time(), 0.0
+
+    def tick(self, done, extra=""):
+        now = time.time()
+        if now - self.last < 20 and done < self.total:
+            return
+        self.last = now
+        el = now - self.t0
+        eta = el / max(done, 1) * (self.total - done)
+        log(f"{self.what}: {done}/{self.total}  elapsed {el/60:.1f} min  ETA {eta/60:.1f} min {extra}")
+
+
+def chat_text(user):
+    return (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n"
+            f"<|im_start|>assistant\n")
+
+
+def stamp(work, stage, seconds, **extra):
+    path = os.path.join(work, "timings.json")
+    t = json.load(open(path)) if os.path.exists(path) else {}
+    t[stage] = dict(seconds=round(seconds, 1), **extra)
+    json.dump(t, open(path, "w"), indent=1)
+
+
+# ------------------------------------------------------------------------------------ prompts
+def stage_prompts(a):
+    out = os.path.join(a.work, "prompts.jsonl")
+    if os.path.exists(out):
+        return
+    t0 = time.time()
+    dl = os.path.join(a.work, "pkg")
+    os.makedirs(dl, exist_ok=True)
+    if not glob.glob(os.path.join(dl, "bigbench-*.tar.gz")):
+        log(f"pip download {BIGBENCH} (358 MB sdist)")
+        subprocess.check_call([sys.executable, "-m", "pip", "download", BIGBENCH, "--no-deps",
+                               "--no-binary", ":all:", "-d", dl])
+    sdist = glob.glob(os.path.join(dl, "bigbench-*.tar.gz"))[0]
+    rng = random.Random(a.seed)
+    by_task = {}
+    with tarfile.open(sdist) as tf:
+        for m in sorted((m for m in tf.getmembers() if m.name.endswith("/task.json")),
+                        key=lambda m: m.name):
+            if m.size > 20_000_000 or "/suicide_risk/" in m.name:
+                continue
+            try:
+                d = json.load(tf.extractfile(m))
+            except Exception:
+                continue
+            # group subtasks under their top-level task (list_functions has 250 subtasks)
+            task = m.name.split("benchmark_tasks/")[1].split("/")[0]
+            prefix = d.get("task_prefix", "") or ""
+            keep = []
+            for ex in d.get("examples", []):
+                s = ex.get("input")
+                if not isinstance(s, str):
+                    continue
+                s = (prefix + s).strip()
+                if not (40 <= len(s) <= 700):
+                    continue
+                letters = sum(c.isalpha() or c == " " for c in s)
+                if letters < 0.75 * len(s) or not s.isascii():
+                    continue
+                keep.append(s)
+            if keep:
+                by_task[task] = sorted(set(by_task.get(task, []) + keep))
+    prompts = []
+    for task in sorted(by_task):
+        ex = by_task[task]
+        rng.shuffle(ex)
+        prompts += [dict(task=task, prompt=p) for p in ex[:a.per_task]]
+    rng.shuffle(prompts)
+    with open(out + ".tmp", "w") as f:
+        for i, p in enumerate(prompts):
+            p["i"] = i
+            p["split"] = "heldout" if i % 10 == 0 else "train"
+            f.write(json.dumps(p) + "\n")
+    os.rename(out + ".tmp", out)
+    log(f"prompts: {len(prompts)} from {len(by_task)} BIG-bench tasks")
+    stamp(a.work, "prompts", time.time() - t0, n=len(prompts), tasks=len(by_task))
+
+
+def load_prompts(a, split):
+    ps = [json.loads(l) for l in open(os.path.join(a.work, "prompts.jsonl"))]
+    return [p for p in ps if p["split"] == split]
+
+
+# ------------------------------------------------------------------------------------ gen
+def llama(path, threads=1, logits_all=False, n_ctx=1024, seed=0):
+    import llama_cpp
+    return llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=512, n_threads=threads,
+                           n_threads_batch=threads, logits_all=logits_all, seed=seed,
+                           verbose=False)
+
+
+def full_logits(llm, toks):
+    llm.reset()
+    llm.eval(toks)
+    return np.array(llm.scores[:len(toks)], dtype=np.float32)
+
+
+def topk_pack(logits):
+    m = logits.max(1, keepdims=True)
+    lse = (m[:, 0] + np.log(np.exp(logits - m).sum(1))).astype(np.float32)
+    idx = np.argpartition(-logits, TOPK, axis=1)[:, :TOPK]
+    val = np.take_along_axis(logits, idx, 1)
+    return idx.astype(np.int32), val.astype(np.float16), lse
+
+
+def stage_gen(a, split, limit=None):
+    d = os.path.join(a.work, "gen", split)
+    os.makedirs(d, exist_ok=True)
+    ps = load_prompts(a, split)
+    limit = limit or (a.eval_n if split == "heldout" else None)
+    if limit:
+        ps = ps[:limit]
+    todo = [p for p in ps if not os.path.exists(os.path.join(d, f"{p['i']:05d}.npz"))]
+    if not todo:
+        return
+    t0 = time.time()
+    llm = llama(a.teacher, threads=a.threads, logits_all=True, n_ctx=1024, seed=a.seed)
+    eos = llm.token_eos()
+    eta = Eta(len(todo), f"gen[{split}]")
+    ntok = 0
+    for k, p in enumerate(todo):
+        ptoks = llm.tokenize(chat_text(p["prompt"]).encode(), add_bos=False, special=True)
+        ptoks = ptoks[: a.max_prompt]
+        llm.set_seed(a.seed + p["i"])
+        resp = []
+        for t in llm.generate(ptoks, temp=0.7, top_p=0.95, top_k=40, min_p=0.05,
+                              repeat_penalty=1.1, reset=True):
+            resp.append(t)
+            if t == eos or len(resp) >= a.max_new:
+                break
+        toks = ptoks + resp
+        idx, val, lse = topk_pack(full_logits(llm, toks))
+        tmp = os.path.join(d, f"{p['i']:05d}.tmp.npz")
+        np.savez(tmp, toks=np.array(toks, np.int32), n_prompt=len(ptoks), idx=idx, val=val, lse=lse)
+        os.rename(tmp, os.path.join(d, f"{p['i']:05d}.npz"))
+        ntok += len(toks)
+        eta.tick(k + 1, f"({ntok} tokens)")
+    stamp(a.work, f"gen_{split}", time.time() - t0, sequences=len(todo), tokens=ntok)
+
+
+def load_gen(a, split):
+    out = []
+    for f in sorted(glob.glob(os.path.join(a.work, "gen", split, "*[0-9].npz"))):
+        z = np.load(f)
+        out.append({k: z[k] for k in z.files})
+    return out
+
+
+# ------------------------------------------------------------------------------------ GGUF io
+def teacher_reader(path):
+    from gguf import GGUFReader
+    return GGUFReader(path)
+
+
+def deq(t):
+    from gguf import quants
+    return quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(
+        [int(x) for x in reversed(t.shape)]).astype(np.float32)
+
+
+def copy_metadata(reader, writer, block_count):
+    from gguf import GGUFValueType
+    for name, f in reader.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        vt = GGUFValueType(f.types[0])
+        val = f.contents()
+        if name == "llama.block_count":
+            val = block_count
+        if vt == GGUFValueType.ARRAY:
+            writer.add_key_value(name, val, vt, sub_type=GGUFValueType(f.types[1]))
+        else:
+            writer.add_key_value(name, val, vt)
+
+
+def write_gguf(path, reader, block_count, tensors, with_meta=True):
+    """tensors: list of (name, np array (raw bytes uint8 or f32), ggml type)."""
+    import gguf
+    w = gguf.GGUFWriter(path + ".tmp", arch="llama")
+    if with_meta:
+        copy_metadata(reader, w, block_count)
+    else:
+        w.add_uint32("llama.block_count", block_count)
+    for name, arr, typ in tensors:
+        if typ == gguf.GGMLQuantizationType.F32:
+            w.add_tensor(name, arr.astype(np.float32))
+        else:
+            w.add_tensor(name, arr, raw_dtype=typ)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    os.replace(path + ".tmp", path)
+
+
+def q41(arr):
+    import gguf
+    return gguf.quants.quantize(arr.astype(np.float32), gguf.GGMLQuantizationType.Q4_1)
+
+
+def truncated_student(a, layers, path):
+    """Untrained student: teacher layers `layers` renumbered 0.., embedding requantised Q4_1."""
+    import gguf
+    r = teacher_reader(a.teacher)
+    T = {t.name: t for t in r.tensors}
+    ts = [("token_embd.weight", q41(deq(T["token_embd.weight"])), gguf.GGMLQuantizationType.Q4_1)]
+    for new, old in enumerate(layers):
+        for t in r.tensors:
+            if t.name.startswith(f"blk.{old}."):
+                nm = f"blk.{new}." + t.name.split(".", 2)[2]
+                if t.tensor_type == gguf.GGMLQuantizationType.F32:
+                    ts.append((nm, np.asarray(t.data).reshape(-1), t.tensor_type))
+                else:
+                    ts.append((nm, np.asarray(t.data), t.tensor_type))
+    ts.append(("output_norm.weight", np.asarray(T["output_norm.weight"].data), gguf.GGMLQuantizationType.F32))
+    write_gguf(path, r, len(layers), ts)
+
+
+# ------------------------------------------------------------------------------------ eval
+def gpl_chunks(llm, n=512, max_chunks=4):
+    text = open("/usr/share/common-licenses/GPL-3").read()
+    toks = llm.tokenize(text.encode(), add_bos=False, special=False)
+    return [toks[i:i + n] for i in range(0, min(len(toks), n * max_chunks), n)]
+
+
+def score(a, student_path, heldout, gpl, tl_cache):
+    """Returns metrics per corpus. heldout: list of (toks, n_prompt); gpl: list of toks."""
+    st = llama(student_path, threads=a.threads, logits_all=True, n_ctx=1024)
+    te = None
+    res = {}
+    for name, seqs in (("heldout", heldout), ("gpl3", gpl)):
+        agree = acc = nll_t = nll_s = n = 0.0
+        for k, (toks, start) in enumerate(seqs):
+            key = (name, k)
+            if key not in tl_cache:
+                if te is None:
+                    te = llama(a.teacher, threads=a.threads, logits_all=True, n_ctx=1024)
+                tl_cache[key] = full_logits(te, toks)
+            lt = tl_cache[key]
+            ls = full_logits(st, toks)
+            # position j predicts toks[j+1]; score predictions of tokens [start, len)
+            s0 = max(start - 1, 0)
+            lt_, ls_ = lt[s0:len(toks) - 1], ls[s0:len(toks) - 1]
+            tgt = np.array(toks[s0 + 1:])
+            pt = np.exp(lt_ - lt_.max(1, keepdims=True)); pt /= pt.sum(1, keepdims=True)
+            ps = np.exp(ls_ - ls_.max(1, keepdims=True)); ps /= ps.sum(1, keepdims=True)
+            agree += (lt_.argmax(1) == ls_.argmax(1)).sum()
+            acc += np.minimum(pt, ps).sum()
+            r = np.arange(len(tgt))
+            nll_t += -np.log(pt[r, tgt] + 1e-30).sum()
+            nll_s += -np.log(ps[r, tgt] + 1e-30).sum()
+            n += len(tgt)
+        res[name] = dict(top1=float(agree / n), accept=float(acc / n),
+                         ppl_teacher=float(math.exp(nll_t / n)),
+                         ppl_student=float(math.exp(nll_s / n)), positions=int(n))
+    return res
+
+
+def eval_sets(a, n_heldout):
+    hd = load_gen(a, "heldout")[:n_heldout]
+    heldout = [(list(map(int, g["toks"])), int(g["n_prompt"])) for g in hd]
+    te = llama(a.teacher, threads=1, logits_all=False, n_ctx=1024)
+    gpl = [(c, 1) for c in gpl_chunks(te)]
+    return heldout, gpl
+
+
+def stage_probe(a):
+    out = os.path.join(a.work, "probe.json")
+    res = json.load(open(out)) if os.path.exists(out) else {}
+    t0 = time.time()
+    heldout, gpl = eval_sets(a, a.probe_n)
+    gpl = gpl[:2]
+    cache = {}
+    cands = {}
+    for m in a.probe_m:
+        cands[f"first{m}"] = list(range(m))
+        cands[f"first{m - 1}+last1"] = list(range(m - 1)) + [29]
+    for name, layers in cands.items():
+        if name in res:
+            continue
+        path = os.path.join(a.work, f"probe_{name}.gguf")
+        truncated_student(a, layers, path)
+        res[name] = dict(layers=layers, **score(a, path, heldout, gpl, cache))
+        log(f"probe {name}: {json.dumps(res[name])}")
+        os.remove(path)
+        json.dump(res, open(out, "w"), indent=1)
+    stamp(a.work, "probe", time.time() - t0)
+
+
+# ------------------------------------------------------------------------------------ train
+def build_torch_student(a, layers):
+    import torch
+    r = teacher_reader(a.teacher)
+    T = {t.name: t for t in r.tensors}
+    # frozen, exactly as shipped: the builder requantises the teacher's Q8_0 embedding to Q4_1
+    emb = torch.from_numpy(dequant_q41(q41(deq(T["token_embd.weight"]))).reshape(-1, N_EMBD))
+    params = {}
+    for new, old in enumerate(layers):
+        for nm in ("attn_norm", "ffn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                   "ffn_gate", "ffn_up", "ffn_down"):
+            params[f"blk.{new}.{nm}.weight"] = torch.nn.Parameter(
+                torch.from_numpy(deq(T[f"blk.{old}.{nm}.weight"]).copy()))
+    params["output_norm.weight"] = torch.nn.Parameter(
+        torch.from_numpy(deq(T["output_norm.weight"]).copy()))
+    return emb, params
+
+
+def dequant_q41(raw):
+    from gguf import quants, GGMLQuantizationType
+    return quants.dequantize(raw, GGMLQuantizationType.Q4_1).astype(np.float32)
+
+
+def fake_q41(w):
+    """Q4_1 round trip (ggml reference quantiser, fp16 scale/min) with a straight-through grad."""
+    import torch
+    rows, cols = w.shape
+    b = w.reshape(rows, cols // 32, 32)
+    mn = b.amin(-1, keepdim=True)
+    mx = b.amax(-1, keepdim=True)
+    d = (mx - mn) / 15
+    idv = torch.where(d > 0, 1.0 / d, torch.zeros_like(d))
+    q = torch.clamp(torch.floor((b - mn) * idv + 0.5), 0, 15)
+    deq_ = q * d.half().float() + mn.half().float()
+    return (w + (deq_.reshape(rows, cols) - w).detach())
+
+
+def forward(P, emb, n_layer, toks, fq, layer_weights=None):
+    """toks: [B, n] (right-padded; padding only affects padded positions). Returns [B, n, V]."""
+    import torch
+    F = torch.nn.functional
+    if toks.dim() == 1:
+        return forward(P, emb, n_layer, toks[None], fq, layer_weights)[0]
+    B, n = toks.shape
+    x = emb[toks]
+    pos = torch.arange(n, dtype=torch.float32)
+    inv = ROPE_BASE ** (-torch.arange(0, HEAD_DIM, 2, dtype=torch.float32) / HEAD_DIM)
+    ang = pos[:, None] * inv[None, :]
+    cos, sin = ang.cos()[:, None, :], ang.sin()[:, None, :]
+
+    def rope(t):  # ggml "normal" rope: adjacent pairs (2i, 2i+1) rotate together
+        t = t.view(B, n, -1, HEAD_DIM // 2, 2)
+        a_, b_ = t[..., 0], t[..., 1]
+        return torch.stack((a_ * cos - b_ * sin, a_ * sin + b_ * cos), -1).view(B, n, -1, HEAD_DIM)
+
+    def rms(v, w):
+        return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + EPS) * w
+
+    if layer_weights is None:
+        layer_weights = quantized_view(P, n_layer, fq)
+    W = layer_weights.__getitem__
+    mask = torch.full((n, n), float("-inf")).triu(1)
+    for l in range(n_layer):
+        p = f"blk.{l}."
+        h = rms(x, P[p + "attn_norm.weight"])
+        q = rope((h @ W(p + "attn_q.weight").T).view(B, n, N_HEAD, HEAD_DIM))
+        k = rope((h @ W(p + "attn_k.weight").T).view(B, n, N_KV, HEAD_DIM))
+        v = (h @ W(p + "attn_v.weight").T).view(B, n, N_KV, HEAD_DIM)
+        k = k.repeat_interleave(N_HEAD // N_KV, 2)
+        v = v.repeat_interleave(N_HEAD // N_KV, 2)
+        att = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(HEAD_DIM) + mask
+        o = torch.einsum("bhqk,bkhd->bqhd", att.softmax(-1), v).reshape(B, n, N_EMBD)
+        x = x + o @ W(p + "attn_output.weight").T
+        h = rms(x, P[p + "ffn_norm.weight"])
+        x = x + (F.silu(h @ W(p + "ffn_gate.weight").T) * (h @ W(p + "ffn_up.weight").T)) @ W(p + "ffn_down.weight").T
+    return rms(x, P["output_norm.weight"]) @ emb.T
+
+
+def quantized_view(P, n_layer, fq):
+    """The matrices as the forward pass sees them: Q4_1 fake-quantised (STE) when fq."""
+    return {k: (fake_q41(v) if fq and v.dim() == 2 else v) for k, v in P.items()}
+
+
+def kd_loss(logits, idx, val, lse):
+    """KL(teacher || student) over the teacher's top-k tokens + one tail bucket, per position."""
+    import torch
+    lt = val.float() - lse[:, None]                # teacher log-probs of its top-k
+    pt = lt.exp()
+    pt_tail = (1 - pt.sum(1)).clamp_min(1e-8)
+    ls_all = logits.log_softmax(-1)
+    ls = ls_all.gather(1, idx)
+    masked = logits.scatter(1, idx, float("-inf"))
+    ls_tail = masked.logsumexp(-1) - logits.logsumexp(-1)
+    kl = (pt * (lt - ls)).sum(1) + pt_tail * (pt_tail.log() - ls_tail)
+    return kl.mean()
+
+
+def stage_train(a):
+    import torch
+    torch.set_num_threads(1)
+    torch.manual_seed(a.seed)
+    ck = os.path.join(a.work, f"student_m{a.m}.pt")
+    done_flag = ck + ".done"
+    if os.path.exists(done_flag):
+        return
+    layers = list(range(a.m))
+    emb, P = build_torch_student(a, layers)
+    data = load_gen(a, "train")
+    log(f"train: {len(data)} sequences, {sum(len(g['toks']) for g in data)} tokens, m={a.m}")
+    # norms (1-D) learn with a larger LR: the truncated residual stream needs a new output scale
+    mats = [v for v in P.values() if v.dim() == 2]
+    norms = [v for v in P.values() if v.dim() == 1]
+    opt = torch.optim.AdamW([dict(params=mats, lr=a.lr, base=a.lr),
+                             dict(params=norms, lr=a.lr_norm, base=a.lr_norm)],
+                            betas=(0.9, 0.98), weight_decay=0.0)
+    step = 0
+    t_used = 0.0
+    if os.path.exists(ck):
+        s = torch.load(ck)
+        for k in P:
+            P[k].data.copy_(s["params"][k])
+        opt.load_state_dict(s["opt"])
+        step, t_used = s["step"], s["t_used"]
+        log(f"resumed at step {step}")
+    rng = random.Random(a.seed)
+    order = []
+    for ep in range(1000):
+        o = list(range(len(data)))
+        rng.shuffle(o)
+        order += o
+    per_step = a.accum
+    total = a.steps
+    eta = Eta(total, "train")
+    t0 = time.time() - t_used
+    run, ntok = 0.0, 0
+    while step < total:
+        sched = min(1.0, (step + 1) / 10) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
+        for g in opt.param_groups:
+            g["lr"] = g["base"] * sched
+        lr = a.lr * sched
+        opt.zero_grad()
+        batch = [data[order[step * per_step + j]] for j in range(per_step)]
+        lens = [min(len(g["toks"]), a.max_len) for g in batch]
+        n = max(lens)
+        toks = torch.zeros(len(batch), n, dtype=torch.int64)
+        for j, g in enumerate(batch):
+            toks[j, :lens[j]] = torch.from_numpy(g["toks"][:lens[j]].astype(np.int64))
+        logits = forward(P, emb, a.m, toks, a.fake_quant)
+        # valid positions only (position t predicts token t+1 of the same sequence)
+        lg = torch.cat([logits[j, :lens[j] - 1] for j in range(len(batch))])
+        cat = lambda key, dt: torch.from_numpy(np.concatenate([g[key][:lens[j] - 1] for j, g in enumerate(batch)]).astype(dt))
+        loss = kd_loss(lg, cat("idx", np.int64), cat("val", np.float32), cat("lse", np.float32))
+        loss.backward()
+        tot = loss.item()
+        ntok += sum(lens)
+        torch.nn.utils.clip_grad_norm_(list(P.values()), 1.0)
+        opt.step()
+        step += 1
+        run = tot if step == 1 else 0.95 * run + 0.05 * tot
+        eta.tick(step, f"loss {run:.4f} lr {lr:.2e} tokens {ntok}")
+        if step % 10 == 0 or step == total:
+            torch.save(dict(params={k: v.data for k, v in P.items()}, opt=opt.state_dict(),
+                            step=step, t_used=time.time() - t0), ck + ".tmp")
+            os.replace(ck + ".tmp", ck)
+    open(done_flag, "w").write("ok")
+    stamp(a.work, "train", time.time() - t0, steps=total, seqs_per_step=per_step, loss=run,
+          tokens_seen=ntok)
+
+
+# ------------------------------------------------------------------------------------ export
+def stage_export(a):
+    import gguf
+    import torch
+    P = torch.load(os.path.join(a.work, f"student_m{a.m}.pt"))["params"]
+    r = teacher_reader(a.teacher)
+    ts = []
+    for l in range(a.m):
+        for nm in ("attn_norm", "ffn_down", "ffn_gate", "ffn_up", "ffn_norm", "attn_k",
+                   "attn_output", "attn_q", "attn_v"):
+            k = f"blk.{l}.{nm}.weight"
+            w = P[k].numpy().astype(np.float32)
+            if w.ndim == 1:
+                ts.append((k, w, gguf.GGMLQuantizationType.F32))
+            else:
+                ts.append((k, q41(w), gguf.GGMLQuantizationType.Q4_1))
+    ts.append(("output_norm.weight", P["output_norm.weight"].numpy(), gguf.GGMLQuantizationType.F32))
+    delta = a.delta
+    import gguf as g_
+    w = g_.GGUFWriter(delta + ".tmp", arch="llama")
+    w.add_uint32("llama.block_count", a.m)
+    w.add_string("general.name", "hlm SLM delta (SmolLM2-135M-Instruct, first %d layers, distilled)" % a.m)
+    w.add_string("hlm.delta.teacher", os.path.basename(a.teacher))
+    w.add_string("hlm.delta.embedding", "token_embd.weight from the teacher, requantised Q8_0 -> Q4_1")
+    for name, arr, typ in ts:
+        if typ == g_.GGMLQuantizationType.F32:
+            w.add_tensor(name, arr.astype(np.float32))
+        else:
+            w.add_tensor(name, arr, raw_dtype=typ)
+    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+    os.replace(delta + ".tmp", delta)
+    log(f"delta: {delta} {os.path.getsize(delta)} bytes")
+    # A Python-built full student (for scoring; the shipped one is rebuilt by the C++ builder).
+    T = {t.name: t for t in r.tensors}
+    full = [("token_embd.weight", q41(deq(T["token_embd.weight"])), gguf.GGMLQuantizationType.Q4_1)] + ts
+    write_gguf(os.path.join(a.work, f"student_m{a.m}.py.gguf"), r, a.m, full)
+
+
+def bench(path, threads=2):
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = subprocess.check_output([sys.executable, os.path.join(here, "..", "reference", "bench_llamacpp.py"),
+                                   "--model", path, "--threads", str(threads), "--json"])
+    return json.loads(out)
+
+
+def stage_eval(a):
+    t0 = time.time()
+    heldout, gpl = eval_sets(a, a.eval_n)
+    cache = {}
+    res = {"student": a.student, "teacher": a.teacher}
+    res["metrics"] = score(a, a.student, heldout, gpl, cache)
+    res["size_student"] = os.path.getsize(a.student)
+    res["size_teacher"] = os.path.getsize(a.teacher)
+    res["sha256_student"] = hashlib.sha256(open(a.student, "rb").read()).hexdigest()
+    if not a.no_bench:
+        res["bench_student"] = bench(a.student)
+        res["bench_teacher"] = bench(a.teacher)
+    res["eval_seconds"] = round(time.time() - t0, 1)
+    print(json.dumps(res, indent=1))
+    json.dump(res, open(os.path.join(a.work, "eval_" + os.path.basename(a.student) + ".json"), "w"), indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default="/tmp/hlm-distill")
+    ap.add_argument("--teacher", default=TEACHER_DEFAULT)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--per-task", type=int, default=14)
+    ap.add_argument("--max-prompt", type=int, default=256)
+    ap.add_argument("--max-new", type=int, default=160)
+    ap.add_argument("--n-train", type=int, default=0, help="limit training prompts (0 = all)")
+    ap.add_argument("--probe-m", type=int, nargs="*", default=[4, 6, 8])
+    ap.add_argument("--probe-n", type=int, default=40)
+    ap.add_argument("--eval-n", type=int, default=60)
+    ap.add_argument("--m", type=int, default=6)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr-norm", type=float, default=1e-2)
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--accum", type=int, default=4)
+    ap.add_argument("--max-len", type=int, default=512)
+    ap.add_argument("--fake-quant", type=int, default=1)
+    ap.add_argument("--delta", default=None)
+    ap.add_argument("--student", default=None)
+    ap.add_argument("--no-bench", action="store_true")
+    ap.add_argument("stage", choices=["prompts", "gen-heldout", "gen-train", "probe", "train",
+                                      "export", "eval", "all"])
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    if a.delta is None:
+        a.delta = os.path.join(a.work, "slm-delta.gguf")
+    st = a.stage
+    if st in ("prompts", "all"):
+        stage_prompts(a)
+    if st in ("gen-heldout", "all"):
+        stage_gen(a, "heldout")
+    if st in ("gen-train", "all"):
+        stage_gen(a, "train", a.n_train or None)
+    if st in ("probe", "all"):
+        stage_probe(a)
+    if st in ("train", "all"):
+        stage_train(a)
+    if st in ("export", "all"):
+        stage_export(a)
+    if st == "eval":
+        stage_eval(a)
+
+
+if __name__ == "__main__":
+    main()
