@@ -1,0 +1,277 @@
+// hlm bench serve: N simulated devices against one server. Starts `hlm serve`'s server
+// in-process on 127.0.0.1 (port 0), runs N client threads that each open a session and issue
+// Verify calls back to back as the device loop does (a few pending tokens, one draft with its
+// p̂), and reports verification throughput, mean batch size and p50/p99 latency per N.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "apps/command.h"
+#include "apps/options.h"
+#include "engine/sampler.h"
+#include "method/upload.h"
+#include "models/registry.h"
+#include "protocol/remote_verifier.h"
+#include "server/server.h"
+
+namespace hlm::apps {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct BenchServeOptions {
+  std::string llm = "llm";
+  std::vector<int> devices = {1, 4, 16};
+  double seconds = 5.0;
+  std::string encoding = "full";
+  int max_pending = 2;  // each request carries 0..max_pending pending tokens
+  int prompt_tokens = 16;
+  int max_context = 1024;
+  int max_batch = 32;
+  ThreadOptions threads;
+  OutputOptions output;
+};
+
+struct DeviceStats {
+  std::vector<double> latencies_s;
+  uint64_t tokens = 0;
+  uint64_t errors = 0;
+  std::string first_error;
+};
+
+// One simulated device: open, verify until the deadline (reopening when the context fills).
+// Every device opens its session first; the clock starts when all have (session opens
+// evaluate prompts and are not what is measured).
+struct StartLine {
+  std::mutex mu;
+  std::condition_variable cv;
+  int waiting = 0, n = 0;
+  Clock::time_point start, deadline;
+  double seconds = 0;
+  const server::Metrics* metrics = nullptr;
+  uint64_t batches0 = 0;  // the server's batch histogram when the clock started
+  double batched0 = 0;
+  void arrive() {
+    std::unique_lock<std::mutex> lock(mu);
+    if (++waiting == n) {
+      batches0 = metrics->batch_size.count();
+      batched0 = metrics->batch_size.sum();
+      start = Clock::now();
+      deadline = start + std::chrono::duration_cast<Clock::duration>(
+                             std::chrono::duration<double>(seconds));
+      cv.notify_all();
+    } else {
+      cv.wait(lock, [&] { return waiting == n; });
+    }
+  }
+};
+
+void run_device(const std::string& target, const Model& m, const EncodingConfig& enc,
+                const BenchServeOptions& o, int index, StartLine& line, DeviceStats& out) {
+  std::mt19937_64 rng(1000 + index);
+  const int V = m.config().n_vocab;
+  std::uniform_int_distribution<int32_t> token(3, V - 1);
+  // A peaked draft distribution, encoded once (the device's own cost is not what is measured).
+  std::vector<float> logits(static_cast<size_t>(V));
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (float& z : logits) z = normal(rng);
+  const std::vector<float> p = softmax(logits, 1.0f);
+  const Payload payload = encode(p, enc);
+
+  RemoteOptions ro;
+  ro.target = target;
+  ro.timeout_s = 60;
+  RemoteVerifier remote(ro);
+  SessionParams sp;
+  sp.vocab_fingerprint = m.tokenizer().fingerprint();
+  sp.n_vocab = V;
+  sp.sampling = {0.8f, 0, 1.0f, uint64_t(index + 1)};
+  sp.encoding = enc.kind;
+  std::uniform_int_distribution<int> n_pending(0, o.max_pending);
+
+  SessionId session = 0;
+  int context = 0;
+  bool started = false;
+  Clock::time_point deadline = Clock::now() + std::chrono::hours(1);
+  while (Clock::now() < deadline) {
+    if (session == 0 || context + o.max_pending + 3 >= o.max_context) {
+      if (session) (void)remote.close(session);
+      sp.prompt.resize(size_t(o.prompt_tokens));
+      for (int32_t& t : sp.prompt) t = token(rng);
+      auto id = remote.open(sp);
+      if (!id) {
+        if (out.errors++ == 0) out.first_error = id.error().message;
+        session = 0;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        continue;
+      }
+      session = *id;
+      context = o.prompt_tokens;
+    }
+    if (!started) {
+      line.arrive();
+      deadline = line.deadline;
+      started = true;
+    }
+    VerifyRequest req;
+    req.session = session;
+    req.pending.resize(size_t(n_pending(rng)));
+    for (int32_t& t : req.pending) t = token(rng);
+    req.drafts = {token(rng)};
+    if (enc.kind != Encoding::kIds) req.p_hat = {payload};
+    const auto t0 = Clock::now();
+    auto r = remote.verify(req);
+    const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (!r) {
+      if (out.errors++ == 0) out.first_error = r.error().message;
+      session = 0;
+      continue;
+    }
+    out.latencies_s.push_back(dt);
+    const int added = int(req.pending.size()) + r->n_accepted + (r->has_next ? 1 : 0);
+    out.tokens += uint64_t(added);
+    context += added;
+  }
+  if (session) (void)remote.close(session);
+}
+
+double percentile(std::vector<double>& v, double q) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t i = std::min(v.size() - 1, size_t(q * double(v.size() - 1) + 0.5));
+  return v[i];
+}
+
+int bench_serve(const BenchServeOptions& o) {
+  auto enc = parse_encoding(o.encoding);
+  if (!enc) return fail(fmt::format("--encoding: {}", enc.error().message));
+  auto path = resolve_model(o.llm);
+  if (!path) return fail(path.error());
+  auto model = Model::load(*path);
+  if (!model) return fail(model.error());
+  const int max_devices = *std::max_element(o.devices.begin(), o.devices.end());
+
+  server::ServerOptions so;
+  so.listen = "127.0.0.1:0";
+  so.max_sessions = max_devices;
+  so.max_context = o.max_context;
+  so.max_batch = o.max_batch;
+  so.threads = o.threads.threads;
+  so.idle_timeout_s = 600;
+  auto srv = server::Server::start(*model, so);
+  if (!srv) return fail(srv.error());
+  const std::string target = (*srv)->address();
+  const server::Metrics& metrics = (*srv)->metrics();
+  if (!o.output.json) {
+    std::fprintf(stderr, "bench serve: %s on %s, encoding %s, %.1f s per point, %d threads\n",
+                 (*model)->config().name.c_str(), target.c_str(), to_string(*enc).c_str(),
+                 o.seconds, so.threads);
+    std::printf("%8s %12s %10s %10s %10s %10s %9s\n", "devices", "verif/s", "tokens/s",
+                "mean batch", "p50 ms", "p99 ms", "speedup");
+  }
+  nlohmann::json results = nlohmann::json::array();
+  double base = 0;
+  for (int n : o.devices) {
+    std::vector<DeviceStats> stats(static_cast<size_t>(n));
+    StartLine line;
+    line.n = n;
+    line.seconds = o.seconds;
+    line.metrics = &metrics;
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i) {
+      threads.emplace_back(run_device, std::cref(target), std::cref(**model), std::cref(*enc),
+                           std::cref(o), i, std::ref(line), std::ref(stats[size_t(i)]));
+    }
+    for (auto& t : threads) t.join();
+    const double elapsed = std::chrono::duration<double>(Clock::now() - line.start).count();
+    std::vector<double> lat;
+    uint64_t tokens = 0, errors = 0;
+    std::string first_error;
+    for (auto& s : stats) {
+      lat.insert(lat.end(), s.latencies_s.begin(), s.latencies_s.end());
+      tokens += s.tokens;
+      errors += s.errors;
+      if (first_error.empty()) first_error = s.first_error;
+    }
+    const double verifs = double(lat.size());
+    const double vps = verifs / elapsed;
+    const uint64_t nb = metrics.batch_size.count() - line.batches0;
+    const double mean_batch = nb ? (metrics.batch_size.sum() - line.batched0) / double(nb) : 0.0;
+    const double p50 = percentile(lat, 0.50) * 1e3, p99 = percentile(lat, 0.99) * 1e3;
+    if (base == 0) base = vps;
+    const double speedup = base > 0 ? vps / base : 0;
+    results.push_back({{"devices", n},
+                       {"verifications", uint64_t(verifs)},
+                       {"seconds", elapsed},
+                       {"verifications_per_s", vps},
+                       {"tokens_per_s", double(tokens) / elapsed},
+                       {"mean_batch", mean_batch},
+                       {"p50_ms", p50},
+                       {"p99_ms", p99},
+                       {"speedup_vs_first", speedup},
+                       {"errors", errors}});
+    if (!o.output.json) {
+      std::printf("%8d %12.1f %10.1f %10.2f %10.1f %10.1f %8.2fx\n", n, vps,
+                  double(tokens) / elapsed, mean_batch, p50, p99, speedup);
+      std::fflush(stdout);
+    }
+    if (errors) {
+      std::fprintf(stderr, "bench serve: %llu failed calls with %d devices; first: %s\n",
+                   static_cast<unsigned long long>(errors), n, first_error.c_str());
+    }
+  }
+  (*srv)->stop();
+  if (o.output.json) {
+    nlohmann::json j = {{"model", (*model)->config().name}, {"path", *path},
+                        {"encoding", to_string(*enc)},      {"threads", so.threads},
+                        {"seconds_per_point", o.seconds},   {"results", results}};
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_bench_serve_command(CLI::App& app, Commands& commands) {
+  // `hlm bench serve` joins the `bench` group (registered first by add_bench_command).
+  auto found = app.get_subcommands([](CLI::App* a) { return a->get_name() == "bench"; });
+  CLI::App* bench = found.empty() ? app.add_subcommand("bench", "Benchmarks") : found.front();
+  auto* sub = bench->add_subcommand(
+      "serve",
+      "N simulated devices against one in-process server: verifications/s, batch size, "
+      "latency");
+  auto o = std::make_shared<BenchServeOptions>();
+  sub->add_option("--llm", o->llm, "Cloud model: a GGUF path or a known name")
+      ->capture_default_str();
+  sub->add_option("--devices", o->devices, "Device counts to measure (e.g. 1,4,16)")
+      ->delimiter(',')
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  sub->add_option("--seconds", o->seconds, "Measuring time per device count")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--encoding", o->encoding, "Upload encoding: full | topk(k,bits) | ids")
+      ->capture_default_str();
+  sub->add_option("--max-pending", o->max_pending, "Pending tokens per request: 0..N")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 64));
+  sub->add_option("--max-context", o->max_context, "Server context per session")
+      ->capture_default_str()
+      ->check(CLI::Range(64, 1 << 20));
+  sub->add_option("--max-batch", o->max_batch, "Server's verifications per forward")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  o->threads.add(sub);
+  o->output.add(sub, "Print the results as one JSON object");
+  commands.on(sub, [o] { return bench_serve(*o); });
+}
+
+}  // namespace hlm::apps

@@ -1,0 +1,133 @@
+// Tests of the hlm command line as a user sees it: exit codes and messages, run as a subprocess.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "models/testing.h"
+
+namespace {
+
+using hlm::testing::ScopedEnv;
+using hlm::testing::ScopedTempDir;
+
+struct Outcome {
+  int code = -1;
+  std::string out;  // stdout and stderr together unless the command redirects
+};
+
+// Runs `hlm <args>` through the shell (arguments here are fixed test strings).
+Outcome hlm(const std::string& args, const std::string& redirect = "2>&1") {
+  Outcome r;
+  const std::string cmd = std::string("'") + HLM_BINARY + "' " + args + " " + redirect;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+TEST(HlmCli, VersionAndHelp) {
+  Outcome v = hlm("version");
+  EXPECT_EQ(v.code, 0) << v.out;
+  EXPECT_TRUE(contains(v.out, "hlm ")) << v.out;
+  Outcome j = hlm("version --json", "2>/dev/null");
+  EXPECT_EQ(j.code, 0);
+  EXPECT_TRUE(nlohmann::json::parse(j.out).contains("version")) << j.out;
+  Outcome h = hlm("--help");
+  EXPECT_EQ(h.code, 0);
+  for (const char* sub : {"generate", "models", "version"}) EXPECT_TRUE(contains(h.out, sub));
+}
+
+TEST(HlmCli, NoSubcommandIsAnError) {
+  Outcome r = hlm("");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "hlm: error:")) << r.out;
+}
+
+TEST(HlmCli, UnknownFlagExitsWithOne) {
+  Outcome r = hlm("generate --model x.gguf --prompt hi --no-such-flag");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "--no-such-flag")) << r.out;
+  Outcome s = hlm("no-such-command");
+  EXPECT_EQ(s.code, 1) << s.out;
+}
+
+TEST(HlmCli, InvalidValueExitsWithOne) {
+  Outcome r = hlm("generate --model x.gguf --prompt hi --max-tokens lots");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "max-tokens")) << r.out;
+  Outcome p = hlm("generate --model x.gguf");
+  EXPECT_EQ(p.code, 1) << p.out;
+  EXPECT_TRUE(contains(p.out, "--prompt")) << p.out;
+}
+
+TEST(HlmCli, MissingModelFileIsNamed) {
+  Outcome r = hlm("generate --model /nonexistent/dir/model.gguf --prompt hi");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "hlm: error:")) << r.out;
+  EXPECT_TRUE(contains(r.out, "/nonexistent/dir/model.gguf")) << r.out;
+}
+
+TEST(HlmCli, UnfetchedModelSaysToFetch) {
+  ScopedTempDir dir;
+  ScopedEnv env("HLM_MODELS_DIR", dir.path());
+  Outcome r = hlm("generate --model llm --prompt hi");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "hlm models fetch llm")) << r.out;
+  EXPECT_TRUE(contains(r.out, dir / "SmolLM2-135M-Instruct.Q4_1.gguf")) << r.out;
+}
+
+TEST(HlmCli, CorruptModelFileIsAnErrorNotACrash) {
+  ScopedTempDir dir;
+  const std::string bad = dir / "bad.gguf";
+  std::ofstream(bad) << "this is not a gguf file";
+  Outcome r = hlm("generate --model '" + bad + "' --prompt hi");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "hlm: error:")) << r.out;
+  EXPECT_TRUE(contains(r.out, bad)) << r.out;
+}
+
+TEST(HlmCli, ModelsListJson) {
+  ScopedTempDir dir;
+  ScopedEnv env("HLM_MODELS_DIR", dir.path());
+  Outcome r = hlm("models list --json", "2>/dev/null");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["dir"], dir.path());
+  ASSERT_GE(j["models"].size(), 1u);
+  const auto& m = j["models"][0];
+  EXPECT_EQ(m["name"], "llm");
+  EXPECT_EQ(m["file"], "SmolLM2-135M-Instruct.Q4_1.gguf");
+  EXPECT_EQ(m["size"], 98362432);
+  EXPECT_EQ(m["present"], false);
+  EXPECT_EQ(m["sha_ok"], false);
+  Outcome t = hlm("models list");
+  EXPECT_EQ(t.code, 0) << t.out;
+  EXPECT_TRUE(contains(t.out, "SmolLM2-135M-Instruct.Q4_1.gguf")) << t.out;
+}
+
+TEST(HlmCli, ModelsFetchErrors) {
+  ScopedTempDir dir;
+  ScopedEnv env("HLM_MODELS_DIR", dir.path());
+  Outcome u = hlm("models fetch no-such-model");
+  EXPECT_EQ(u.code, 1) << u.out;
+  EXPECT_TRUE(contains(u.out, "no-such-model")) << u.out;
+  ScopedEnv py("HLM_PYTHON", "/nonexistent/python3");
+  Outcome r = hlm("models fetch llm");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_TRUE(contains(r.out, "/nonexistent/python3 not found")) << r.out;
+}
+
+}  // namespace

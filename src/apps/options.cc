@@ -1,0 +1,50 @@
+// Options: flag names, help texts, defaults and validators of the shared option groups.
+#include "apps/options.h"
+
+#include "models/registry.h"
+
+namespace hlm::apps {
+
+void ModelOptions::add(CLI::App* app, const std::string& flag) {
+  std::string names;
+  for (const auto& m : known_models()) names += (names.empty() ? "" : ", ") + m.name;
+  app->add_option(flag, model, "Model: a GGUF file path or a known name (" + names + ")")
+      ->capture_default_str();
+  app->add_option("--ctx", ctx, "Context size in tokens (prompt plus generated)")
+      ->capture_default_str()
+      ->check(CLI::Range(16, 1 << 20));
+}
+
+void ThreadOptions::add(CLI::App* app) {
+  app->add_option("--threads", threads, "Worker threads (default: hardware threads)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+}
+
+void SamplingOptions::add(CLI::App* app) {
+  app->add_option("--temp", temperature, "Sampling temperature; 0 means greedy")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 100.0f));
+  app->add_option("--top-k", top_k, "Keep the k most likely tokens; 0 disables")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app->add_option("--top-p", top_p, "Nucleus sampling mass; 1 disables")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 1.0f));
+  app->add_option("--seed", seed, "Random seed")->capture_default_str();
+}
+
+void PromptOptions::add(CLI::App* app) {
+  app->add_option("--prompt,-p", prompt, "The prompt text")->required();
+  app->add_flag("--chat", chat, "Wrap the prompt in the model's chat template");
+  app->add_option("--system", system, "System message for --chat");
+  app->add_option("--max-tokens,-n", max_tokens, "Maximum number of tokens to generate")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+}
+
+void OutputOptions::add(CLI::App* app, const std::string& what) {
+  app->add_flag("--json", json, what);
+}
+
+}  // namespace hlm::apps

@@ -1,0 +1,142 @@
+// hlm run: hybrid generation with a device SLM and a cloud LLM under one policy, in one process
+// (the verifier runs in-process behind the same interface the network client implements).
+// Streams the text, then prints a one-line summary; --json prints the summary object.
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include "apps/command.h"
+#include "apps/options.h"
+#include "apps/prompt.h"
+#include "apps/run_options.h"
+#include "cloud/cloud_verifier.h"
+#include "eval/report.h"
+#include "models/registry.h"
+#include "protocol/remote_verifier.h"
+#include "server/security.h"
+
+namespace hlm::apps {
+namespace {
+
+struct RunOptions {
+  PairOptions models;
+  MethodOptions method;
+  ThreadOptions threads;
+  PromptOptions prompt;
+  OutputOptions output;
+  std::string trace_file;
+  // --cloud: verify through `hlm serve` instead of an in-process LLM.
+  std::string cloud;
+  std::string api_key_file;
+  bool emulate_channel = false;
+  double cloud_timeout_s = 10;
+};
+
+// The device model alone (--cloud): the server checks the vocabulary when the session opens.
+Result<ModelPair> load_device_only(const RunOptions& o) {
+  auto path = resolve_model(o.models.slm);
+  if (!path) return path.error();
+  auto m = Model::load(*path);
+  if (!m) return m.error();
+  return ModelPair{*m, nullptr};
+}
+
+int run_hybrid(const RunOptions& o) {
+  auto pair = o.cloud.empty() ? o.models.load() : load_device_only(o);
+  if (!pair) return fail(pair.error());
+  auto cfg = o.method.config(o.prompt.max_tokens, o.models.ctx);
+  if (!cfg) return fail(cfg.error());
+  auto prompt = prepare_prompt(*pair->slm, o.prompt, o.models.ctx);
+  if (!prompt) return fail(prompt.error());
+
+  std::ofstream trace;
+  if (!o.trace_file.empty()) {
+    trace.open(o.trace_file, std::ios::trunc);
+    if (!trace) return fail(fmt::format("--trace: cannot write {}", o.trace_file));
+  }
+  ThreadPool pool(o.threads.threads);
+  std::unique_ptr<Verifier> cloud;
+  if (o.cloud.empty()) {
+    cloud = std::make_unique<CloudVerifier>(pair->llm, pool, CloudOptions{1, o.models.ctx});
+  } else {
+    auto target = cloud_target(o.cloud);
+    if (!target) return fail(target.error());
+    RemoteOptions ro;
+    ro.target = *target;
+    ro.timeout_s = o.cloud_timeout_s;
+    if (o.emulate_channel) ro.emulate = cfg->channel;
+    if (!o.api_key_file.empty()) {
+      auto key = server::read_api_key_file(o.api_key_file);
+      if (!key) return fail(key.error());
+      ro.api_key = *key;
+    }
+    cloud = std::make_unique<RemoteVerifier>(ro);
+  }
+  Device device(pair->slm, pool, *cfg);
+  Utf8Stream stream;
+  auto on_token = [&](const TokenTrace& t) {
+    if (trace)
+      trace << trace_json(t).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
+    if (!o.output.json && !pair->slm->tokenizer().is_eog(t.token)) {
+      const std::string s = stream.push(t.piece);
+      std::fwrite(s.data(), 1, s.size(), stdout);
+      std::fflush(stdout);
+    }
+  };
+  auto result = device.generate(*prompt, cloud.get(), on_token);
+  if (!result) return fail(result.error());
+  const double wall_tps = result->wall_s > 0 ? double(result->tokens.size()) / result->wall_s : 0;
+  if (o.output.json) {
+    auto j = summary_json(*result);
+    j["policy"] = to_string(cfg->policy);
+    j["encoding"] = to_string(cfg->encoding);
+    j["channel"] = cfg->channel.name;
+    j["slm"] = pair->slm->path();
+    j["llm"] = pair->llm ? pair->llm->path() : o.cloud;
+    j["wall_tokens_per_s"] = wall_tps;
+    j["reconnects"] = result->reconnects;
+    j["slm_only"] = result->slm_only;
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  } else {
+    const std::string rest = stream.flush();
+    std::fwrite(rest.data(), 1, rest.size(), stdout);
+    std::printf("\n");
+    std::fprintf(stderr, "hlm run [%s, %s, %s]: %s | wall %.2f tokens/s%s\n",
+                 to_string(cfg->policy).c_str(), to_string(cfg->encoding).c_str(),
+                 cfg->channel.name.c_str(), summary_line(*result).c_str(), wall_tps,
+                 o.cloud.empty() ? ""
+                                 : fmt::format(" via {}{}", o.cloud,
+                                               o.emulate_channel ? " (channel emulated)" : "")
+                                       .c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_run_command(CLI::App& app, Commands& commands) {
+  auto* sub = app.add_subcommand(
+      "run", "Hybrid generation: the SLM drafts, the LLM verifies what the policy uploads");
+  auto o = std::make_shared<RunOptions>();
+  o->models.add(sub);
+  o->method.add(sub);
+  o->prompt.add(sub);
+  o->threads.add(sub);
+  sub->add_option("--trace", o->trace_file, "Write one JSON line per token to this file");
+  sub->add_option("--cloud", o->cloud,
+                  "Verify through `hlm serve` at host:port (grpc://host:port) instead of loading "
+                  "--llm here");
+  sub->add_option("--api-key-file", o->api_key_file, "File holding the server's API key");
+  sub->add_flag("--emulate-channel", o->emulate_channel,
+                "With --cloud: sleep the --channel's uplink/downlink times for the bytes sent, so "
+                "wall-clock figures follow the modelled ones");
+  sub->add_option("--cloud-timeout", o->cloud_timeout_s, "Deadline of each cloud call (s)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  o->output.add(sub, "Print the run summary as one JSON object instead of the text");
+  commands.on(sub, [o] { return run_hybrid(*o); });
+}
+
+}  // namespace hlm::apps

@@ -1,0 +1,100 @@
+// Hybrid option groups (see run_options.h).
+#include "apps/run_options.h"
+
+#include <fmt/format.h>
+
+#include "models/registry.h"
+
+namespace hlm::apps {
+
+void PairOptions::add(CLI::App* app) {
+  app->add_option("--slm", slm, "Device model: a GGUF path or a known name")->capture_default_str();
+  app->add_option("--llm", llm, "Cloud model: a GGUF path or a known name")->capture_default_str();
+  app->add_option("--ctx", ctx, "Context size in tokens")
+      ->capture_default_str()
+      ->check(CLI::Range(16, 1 << 20));
+}
+
+Result<ModelPair> PairOptions::load() const {
+  ModelPair p;
+  for (auto [name, out] : {std::pair{&slm, &p.slm}, {&llm, &p.llm}}) {
+    auto path = resolve_model(*name);
+    if (!path) return path.error();
+    auto m = Model::load(*path);
+    if (!m) return m.error();
+    *out = *m;
+  }
+  if (auto st = check_vocab_compatible(p.slm->tokenizer(), p.slm->path(), p.llm->tokenizer(),
+                                       p.llm->path());
+      !st) {
+    return st.error();
+  }
+  return p;
+}
+
+void MethodOptions::add(CLI::App* app) {
+  app->add_option("--policy", policy,
+                  "slm | llm | hlm | rand | uhlm | iuhlm | spec, optionally with arguments as in "
+                  "'uhlm(0.1)' or 'iuhlm:u_th=0.1,lambda=3,est=focus'")
+      ->capture_default_str();
+  app->add_option("--u-th", u_th, "Uncertainty threshold u_th (uhlm, iuhlm)");
+  app->add_option("--lambda", lambda, "Importance threshold knob λ (iuhlm)");
+  app->add_option("--u-hi", u_hi, "Always upload when u > u_hi (iuhlm; 1 disables)");
+  app->add_option("--estimator", estimator, "Importance estimator: focus | received | entropy");
+  app->add_option("--sinks", sinks, "Leading attention-sink positions dropped (s)");
+  app->add_option("--lookahead", lookahead, "w for received(w)");
+  app->add_option("--rate", rate, "Upload probability r (rand)");
+  app->add_option("--draft", draft, "Draft length k (spec)");
+  app->add_option("--encoding", encoding, "Upload encoding: full | topk(k,bits) | ids")
+      ->capture_default_str();
+  app->add_option("--channel", channel,
+                  "Channel preset narrowband | lte | wifi, with overrides as in 'lte:rtt=0.03'")
+      ->capture_default_str();
+  app->add_option("--unc-samples", unc_samples, "K: temperature-perturbed samples for u")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app->add_option("--theta-max", theta_max, "θ_max of the perturbation temperatures")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app->add_option("--temp", temperature, "Sampling temperature shared by both models; 0 = greedy")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0f, 100.0f));
+  app->add_option("--top-k", top_k, "Top-k filter on both sides; 0 disables")
+      ->capture_default_str();
+  app->add_option("--top-p", top_p, "Top-p filter on both sides; 1 disables")
+      ->capture_default_str();
+  app->add_option("--seed", seed, "Random seed")->capture_default_str();
+}
+
+Result<RunConfig> MethodOptions::config(int max_tokens, int ctx) const {
+  RunConfig c;
+  auto p = parse_policy(policy);
+  if (!p) return make_error("--policy: {}", p.error().message);
+  c.policy = *p;
+  if (u_th) c.policy.u_th = *u_th;
+  if (u_hi) c.policy.u_hi = *u_hi;
+  if (rate) c.policy.rate = *rate;
+  if (draft) c.policy.draft = *draft;
+  if (estimator) {
+    auto e = parse_estimator(*estimator);
+    if (!e) return make_error("--estimator: {}", e.error().message);
+    c.policy.importance.estimator = *e;
+  }
+  if (lambda) c.policy.importance.lambda = *lambda;
+  if (sinks) c.policy.importance.sinks = *sinks;
+  if (lookahead) c.policy.importance.lookahead = *lookahead;
+  if (auto st = validate(c.policy); !st) return make_error("policy: {}", st.error().message);
+  auto enc = parse_encoding(encoding);
+  if (!enc) return make_error("--encoding: {}", enc.error().message);
+  c.encoding = *enc;
+  auto ch = parse_channel(channel);
+  if (!ch) return make_error("--channel: {}", ch.error().message);
+  c.channel = *ch;
+  c.uncertainty = {unc_samples, theta_max};
+  c.sampling = {temperature, top_k, top_p, seed};
+  c.max_tokens = max_tokens;
+  c.n_ctx = ctx;
+  return c;
+}
+
+}  // namespace hlm::apps

@@ -1,0 +1,137 @@
+// hlm serve: the cloud side as a process. Loads the LLM and serves hlm.v1 over gRPC: sessions
+// with their own KV sequence, continuous batching of verifications across sessions, idle
+// expiry, API keys and rate limits, and Prometheus metrics at /metrics. Stops on SIGINT/SIGTERM.
+#include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "apps/command.h"
+#include "apps/options.h"
+#include "models/registry.h"
+#include "server/security.h"
+#include "server/server.h"
+
+namespace hlm::apps {
+namespace {
+
+struct ServeOptions {
+  std::string llm = "llm";
+  std::string api_key_file;
+  ThreadOptions threads;
+  server::ServerOptions server;
+  double batch_window_ms = 0.5;
+};
+
+int serve(ServeOptions& o) {
+  // Signals go to one waiting thread, not to whichever thread gRPC happens to run.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  server::ServerOptions so = o.server;
+  so.threads = o.threads.threads;
+  so.batch_window_s = o.batch_window_ms / 1000.0;
+  if (!o.api_key_file.empty()) {
+    auto key = server::read_api_key_file(o.api_key_file);
+    if (!key) return fail(key.error());
+    so.api_key = *key;
+  }
+  if (!server::is_loopback(so.listen) && so.api_key.empty()) {
+    return fail(fmt::format(
+        "refusing to listen on {} without an API key: pass --api-key-file FILE, or listen on "
+        "127.0.0.1",
+        so.listen));
+  }
+  auto path = resolve_model(o.llm);
+  if (!path) return fail(path.error());
+  auto model = Model::load(*path);
+  if (!model) return fail(model.error());
+  auto srv = server::Server::start(*model, so);
+  if (!srv) return fail(srv.error());
+  server::Server& s = **srv;
+  const auto& cfg = (*model)->config();
+  std::fprintf(
+      stderr,
+      "hlm serve: listening on %s (model %s, %d-token vocabulary, %d sessions x %d "
+      "tokens, %d threads%s%s)\n",
+      s.address().c_str(), cfg.name.empty() ? path->c_str() : cfg.name.c_str(), cfg.n_vocab,
+      so.max_sessions, so.max_context, so.threads, so.api_key.empty() ? "" : ", API key required",
+      so.rate_limit > 0 ? fmt::format(", {} req/s per client", so.rate_limit).c_str() : "");
+  if (s.metrics_port()) {
+    const std::string host = server::host_of(so.metrics_listen);
+    std::fprintf(stderr, "hlm serve: metrics at http://%s:%d/metrics\n", host.c_str(),
+                 s.metrics_port());
+    if (!server::is_loopback(so.metrics_listen)) {
+      std::fprintf(stderr, "hlm serve: warning: /metrics on %s is readable without a key\n",
+                   so.metrics_listen.c_str());
+    }
+  }
+  std::fflush(stderr);
+  std::thread([&s, stop_signals] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    std::fprintf(stderr, "hlm serve: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    s.stop();
+  }).detach();
+  s.wait();
+  s.stop();
+  std::fprintf(stderr, "hlm serve: stopped after %llu verifications\n",
+               static_cast<unsigned long long>(s.metrics().verifications.load()));
+  return 0;
+}
+
+}  // namespace
+
+void add_serve_command(CLI::App& app, Commands& commands) {
+  auto* sub = app.add_subcommand(
+      "serve", "Serve the cloud LLM to devices over gRPC (hlm run --cloud HOST:PORT)");
+  auto o = std::make_shared<ServeOptions>();
+  sub->add_option("--llm", o->llm, "Cloud model: a GGUF path or a known name")
+      ->capture_default_str();
+  sub->add_option("--listen", o->server.listen,
+                  "host:port to listen on (port 0 picks one); non-loopback needs --api-key-file")
+      ->capture_default_str();
+  sub->add_option("--max-sessions", o->server.max_sessions,
+                  "Concurrent sessions (one KV sequence each)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  sub->add_option("--max-context", o->server.max_context, "Tokens per session")
+      ->capture_default_str()
+      ->check(CLI::Range(16, 1 << 20));
+  sub->add_option("--api-key-file", o->api_key_file,
+                  "File whose first line is the API key clients must send (Bearer)");
+  o->threads.add(sub);
+  sub->add_option("--idle-timeout", o->server.idle_timeout_s,
+                  "Seconds after which an idle session is closed")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--metrics-listen", o->server.metrics_listen,
+                  "host:port for Prometheus metrics at /metrics (e.g. 127.0.0.1:7071)");
+  sub->add_option("--max-batch", o->server.max_batch, "Verifications per engine forward")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  sub->add_option("--batch-window-ms", o->batch_window_ms,
+                  "Longest wait for more requests before a forward")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 100.0));
+  sub->add_option("--max-drafts", o->server.max_drafts, "Drafts per request (spec(k) sends k)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  sub->add_option("--rate-limit", o->server.rate_limit,
+                  "Requests per second per client address (0: unlimited)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--rate-burst", o->server.rate_burst,
+                  "Burst size of the per-client limit (default: 2 s of --rate-limit)")
+      ->check(CLI::NonNegativeNumber);
+  commands.on(sub, [o] { return serve(*o); });
+}
+
+}  // namespace hlm::apps

@@ -1,0 +1,284 @@
+// RemoteVerifier implementation: one channel, per-call deadlines, status mapping, optional
+// channel emulation.
+#include "protocol/remote_verifier.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <thread>
+
+#include "protocol/convert.h"
+#include "protocol/hlm.grpc.pb.h"
+
+namespace hlm {
+namespace {
+
+using Clock = std::chrono::system_clock;
+
+// Transient conditions the device loop recovers from by going SLM-only and reconnecting.
+bool transient(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::UNAVAILABLE:         // no connection, server going away
+    case grpc::StatusCode::DEADLINE_EXCEEDED:   // no answer in time
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:  // rate limit or all sessions in use
+    case grpc::StatusCode::NOT_FOUND:           // session lost (server restarted or expired it)
+    case grpc::StatusCode::CANCELLED:
+    case grpc::StatusCode::ABORTED:
+      return true;
+    default:
+      return false;
+  }
+}
+
+const char* code_name(grpc::StatusCode c) {
+  switch (c) {
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    default:
+      return "ERROR";
+  }
+}
+
+Error to_error(const grpc::Status& s, std::string_view what, const std::string& target) {
+  Error e = make_error("cloud {} ({}): {}: {}", what, target, code_name(s.error_code()),
+                       s.error_message());
+  e.code = transient(s.error_code()) ? ErrorCode::kUnavailable : ErrorCode::kFailed;
+  return e;
+}
+
+void sleep_s(double s) {
+  if (s > 0) std::this_thread::sleep_for(std::chrono::duration<double>(s));
+}
+
+void prepare(grpc::ClientContext& ctx, const RemoteOptions& o, double timeout_s) {
+  ctx.set_deadline(Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(timeout_s)));
+  if (!o.api_key.empty()) ctx.AddMetadata("authorization", "Bearer " + o.api_key);
+}
+
+}  // namespace
+
+// The channel is rebuilt after a connection failure: gRPC 1.51's pick_first otherwise stays in
+// TRANSIENT_FAILURE with an idle subchannel after the server restarts, failing every call fast
+// without trying to reconnect.
+struct RemoteVerifier::Impl {
+  std::string target;
+  std::mutex mu;
+  std::shared_ptr<v1::VerifierService::Stub> stub;
+  bool broken = true;
+
+  std::shared_ptr<v1::VerifierService::Stub> get() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (broken) {
+      grpc::ChannelArguments args;
+      args.SetMaxReceiveMessageSize(16 << 20);
+      args.SetMaxSendMessageSize(-1);  // the server enforces its own limit and says so
+      // Reconnect quickly instead of gRPC's default backoff of up to 2 min. (Leave
+      // GRPC_ARG_MIN_RECONNECT_BACKOFF_MS alone: it also bounds each connection attempt.)
+      args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+      args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+      args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);  // the device loop owns retries
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+      stub = v1::VerifierService::NewStub(
+          grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+      broken = false;
+    }
+    return stub;
+  }
+  void check(const grpc::Status& s) {
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+      std::lock_guard<std::mutex> lock(mu);
+      broken = true;
+    }
+  }
+};
+
+Result<std::string> cloud_target(const std::string& url) {
+  std::string t = url;
+  for (const char* scheme : {"grpcs://", "https://"}) {
+    if (t.rfind(scheme, 0) == 0) {
+      return make_error(
+          "--cloud {}: TLS is not supported yet; use grpc://host:port over a trusted "
+          "link (loopback, VPN or an SSH tunnel)",
+          url);
+    }
+  }
+  for (const char* scheme : {"grpc://", "http://"}) {
+    if (t.rfind(scheme, 0) == 0) t = t.substr(std::string_view(scheme).size());
+  }
+  while (!t.empty() && t.back() == '/') t.pop_back();
+  if (t.empty()) return make_error("--cloud: empty address; expected host:port");
+  if (t.rfind("unix:", 0) != 0 && t.find(':') == std::string::npos) {
+    return make_error("--cloud {}: expected host:port (e.g. 127.0.0.1:7070)", url);
+  }
+  return t;
+}
+
+RemoteVerifier::RemoteVerifier(RemoteOptions options)
+    : options_(std::move(options)), impl_(std::make_unique<Impl>()) {
+  impl_->target = options_.target;
+}
+
+// Sessions still open (the device loop does not close its own) are closed on the way out, so
+// they do not hold server slots until the idle timeout. Best effort, short deadline.
+RemoteVerifier::~RemoteVerifier() {
+  std::vector<SessionId> open;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, s] : sessions_) open.push_back(id);
+  }
+  for (SessionId id : open) {
+    v1::CloseRequest req;
+    req.set_session(id);
+    v1::CloseReply reply;
+    grpc::ClientContext ctx;
+    prepare(ctx, options_, 0.5);
+    (void)impl_->get()->Close(&ctx, req, &reply);
+  }
+}
+
+RemoteStats RemoteVerifier::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+Result<SessionId> RemoteVerifier::open(const SessionParams& params) {
+  v1::OpenRequest req;
+  protocol::to_proto(params, &req);
+  v1::OpenReply reply;
+  grpc::ClientContext ctx;
+  prepare(ctx, options_, options_.open_timeout_s);
+  double emulated = 0;
+  if (options_.emulate) {
+    emulated += uplink_time_s(*options_.emulate,
+                              8 * req.ByteSizeLong() + uint64_t(options_.emulate->header_bits));
+    sleep_s(emulated);
+  }
+  const grpc::Status s = impl_->get()->Open(&ctx, req, &reply);
+  impl_->check(s);
+  if (s.ok() && options_.emulate) {
+    const double t = downlink_time_s(
+        *options_.emulate, 8 * reply.ByteSizeLong() + uint64_t(options_.emulate->header_bits));
+    sleep_s(t);
+    emulated += t;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.calls++;
+  stats_.sent_bytes += req.ByteSizeLong();
+  stats_.emulated_s += emulated;
+  if (!s.ok()) return to_error(s, "open", options_.target);
+  stats_.received_bytes += reply.ByteSizeLong();
+  if (reply.session() == 0) {
+    return make_error("cloud open ({}): OpenReply.session is 0", options_.target);
+  }
+  sessions_[reply.session()] = ClientSession{0, params.n_vocab};
+  return SessionId(reply.session());
+}
+
+Result<VerifyReply> RemoteVerifier::verify(const VerifyRequest& request) {
+  ClientSession cs;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = sessions_.find(request.session);
+    if (it == sessions_.end()) {
+      return make_error("verify: session {} was not opened by this client", request.session);
+    }
+    cs = it->second;
+  }
+  v1::VerifyRequest req;
+  protocol::to_proto(request, cs.step, &req);
+  v1::VerifyReply reply;
+  grpc::ClientContext ctx;
+  prepare(ctx, options_, options_.timeout_s);
+  double emulated = 0;
+  if (options_.emulate) {
+    emulated += uplink_time_s(*options_.emulate,
+                              8 * req.ByteSizeLong() + uint64_t(options_.emulate->header_bits));
+    sleep_s(emulated);
+  }
+  const grpc::Status s = impl_->get()->Verify(&ctx, req, &reply);
+  impl_->check(s);
+  if (s.ok() && options_.emulate) {
+    const double t = downlink_time_s(
+        *options_.emulate, 8 * reply.ByteSizeLong() + uint64_t(options_.emulate->header_bits));
+    sleep_s(t);
+    emulated += t;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  stats_.calls++;
+  stats_.sent_bytes += req.ByteSizeLong();
+  stats_.emulated_s += emulated;
+  if (!s.ok()) {
+    // The session may or may not have advanced on the server: it cannot be used again.
+    sessions_.erase(request.session);
+    return to_error(s, "verify", options_.target);
+  }
+  stats_.received_bytes += reply.ByteSizeLong();
+  auto r = protocol::from_proto(reply, int(request.drafts.size()), cs.n_vocab, request.want_bonus);
+  if (!r) {
+    sessions_.erase(request.session);
+    return make_error("cloud verify ({}): bad reply: {}", options_.target, r.error().message);
+  }
+  if (auto it = sessions_.find(request.session); it != sessions_.end()) it->second.step++;
+  return r;
+}
+
+Status RemoteVerifier::close(SessionId session) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    sessions_.erase(session);
+  }
+  v1::CloseRequest req;
+  req.set_session(session);
+  v1::CloseReply reply;
+  grpc::ClientContext ctx;
+  prepare(ctx, options_, options_.timeout_s);
+  const grpc::Status s = impl_->get()->Close(&ctx, req, &reply);
+  impl_->check(s);
+  if (!s.ok()) return to_error(s, "close", options_.target);
+  return ok_status();
+}
+
+Result<RemoteHealth> RemoteVerifier::health() {
+  v1::HealthRequest req;
+  v1::HealthReply reply;
+  grpc::ClientContext ctx;
+  prepare(ctx, options_, options_.timeout_s);
+  const grpc::Status s = impl_->get()->Health(&ctx, req, &reply);
+  impl_->check(s);
+  if (!s.ok()) return to_error(s, "health", options_.target);
+  RemoteHealth h;
+  h.serving = reply.serving();
+  h.protocol_version = reply.protocol_version();
+  h.vocab_fingerprint = reply.vocab_fingerprint();
+  h.n_vocab = reply.n_vocab();
+  h.sessions = reply.sessions();
+  h.max_sessions = reply.max_sessions();
+  h.max_context = reply.max_context();
+  h.model = reply.model();
+  return h;
+}
+
+}  // namespace hlm

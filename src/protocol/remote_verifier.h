@@ -1,0 +1,82 @@
+// RemoteVerifier: the Verifier interface over gRPC (hlm.v1), so the device loop runs unchanged
+// against `hlm serve`. Connection failures, deadlines, an overloaded server and a session the
+// server no longer knows (it restarted or expired the session) come back as
+// ErrorCode::kUnavailable: the device then continues SLM-only and reopens a session with its
+// whole context when the cloud answers again. Refusals (bad fields, mismatched vocabulary or
+// protocol version, a wrong API key) are ErrorCode::kFailed. Optionally emulates the SPEC §7
+// channel by sleeping the uplink and downlink times of the bytes actually sent.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include "cloud/verifier.h"
+#include "method/channel.h"
+
+namespace hlm {
+
+struct RemoteOptions {
+  // "host:port", or "grpc://host:port"; any gRPC target URI is passed through.
+  std::string target = "127.0.0.1:7070";
+  std::string api_key;           // sent as "authorization: Bearer <key>" when not empty
+  double timeout_s = 10.0;       // deadline of each Verify and Close
+  double open_timeout_s = 60.0;  // deadline of Open (the server evaluates the prompt)
+  // When set, sleep t_ul = (8·bytes + H)/R_ul + RTT/2 before each call and t_dl likewise after
+  // it, so wall-clock timings on loopback follow the modelled channel.
+  std::optional<ChannelConfig> emulate;
+};
+
+struct RemoteHealth {
+  bool serving = false;
+  uint32_t protocol_version = 0;
+  uint64_t vocab_fingerprint = 0;
+  int n_vocab = 0;
+  int sessions = 0;
+  int max_sessions = 0;
+  int max_context = 0;
+  std::string model;
+};
+
+// Bytes and emulated delays of everything this client sent and received.
+struct RemoteStats {
+  uint64_t calls = 0;
+  uint64_t sent_bytes = 0;
+  uint64_t received_bytes = 0;
+  double emulated_s = 0.0;
+};
+
+class RemoteVerifier : public Verifier {
+ public:
+  explicit RemoteVerifier(RemoteOptions options);
+  ~RemoteVerifier() override;
+
+  Result<SessionId> open(const SessionParams& params) override;
+  Result<VerifyReply> verify(const VerifyRequest& request) override;
+  Status close(SessionId session) override;
+  Result<RemoteHealth> health();
+
+  RemoteStats stats() const;
+  const RemoteOptions& options() const { return options_; }
+
+ private:
+  struct Impl;
+  struct ClientSession {
+    uint64_t step = 0;
+    int n_vocab = 0;
+  };
+  RemoteOptions options_;
+  std::unique_ptr<Impl> impl_;
+  mutable std::mutex mu_;
+  std::map<SessionId, ClientSession> sessions_;
+  RemoteStats stats_;
+};
+
+// "grpc://host:port" or "host:port" to a gRPC target; refuses schemes it cannot serve
+// (TLS is not implemented: grpcs:// and https:// are refused with a clear message).
+Result<std::string> cloud_target(const std::string& url);
+
+}  // namespace hlm

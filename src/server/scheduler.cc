@@ -1,0 +1,89 @@
+// BatchScheduler implementation.
+#include "server/scheduler.h"
+
+#include <vector>
+
+namespace hlm::server {
+
+BatchScheduler::BatchScheduler(CloudVerifier& cloud, Metrics& metrics, SchedulerOptions options)
+    : cloud_(cloud), metrics_(metrics), options_(options) {
+  if (options_.max_batch < 1) options_.max_batch = 1;
+  thread_ = std::thread([this] { loop(); });
+}
+
+BatchScheduler::~BatchScheduler() { stop(); }
+
+void BatchScheduler::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  for (Job& j : queue_) j.promise.set_value(make_error("the server is shutting down"));
+  queue_.clear();
+}
+
+std::future<Result<VerifyReply>> BatchScheduler::submit(VerifyRequest request) {
+  Job job{std::move(request), {}, std::chrono::steady_clock::now()};
+  auto f = job.promise.get_future();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) {
+      job.promise.set_value(make_error("the server is shutting down"));
+      return f;
+    }
+    queue_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+  return f;
+}
+
+void BatchScheduler::loop() {
+  using Clock = std::chrono::steady_clock;
+  std::vector<Job> batch;
+  std::vector<VerifyRequest> requests;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      // A tiny window lets requests that were a few microseconds behind join this forward.
+      if (options_.window_s > 0 && int(queue_.size()) < options_.max_batch) {
+        const auto until =
+            queue_.front().arrived + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(options_.window_s));
+        cv_.wait_until(lock, until,
+                       [&] { return stop_ || int(queue_.size()) >= options_.max_batch; });
+        if (stop_) return;
+      }
+      while (!queue_.empty() && int(batch.size()) < options_.max_batch) {
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    requests.clear();
+    for (Job& j : batch) requests.push_back(std::move(j.request));
+    std::vector<Result<VerifyReply>> results = cloud_.verify_batch(requests);
+    const auto done = Clock::now();
+    metrics_.batches++;
+    metrics_.batch_size.observe(double(batch.size()));
+    uint64_t tokens = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      if (results[i].ok()) {
+        const VerifyReply& r = results[i].value();
+        tokens += requests[i].pending.size() + size_t(r.n_accepted) + (r.has_next ? 1 : 0);
+        metrics_.drafts += requests[i].drafts.size();
+        metrics_.accepted += uint64_t(r.n_accepted);
+      }
+      metrics_.verify_latency.observe(
+          std::chrono::duration<double>(done - batch[i].arrived).count());
+      batch[i].promise.set_value(std::move(results[i]));
+    }
+    if (tokens) metrics_.add_tokens(tokens, done);
+    batch.clear();
+  }
+}
+
+}  // namespace hlm::server
