@@ -57,7 +57,7 @@ void BM_Matmul(benchmark::State& state) {
 void Args(benchmark::internal::Benchmark* b) {
   for (int shape = 0; shape < static_cast<int>(std::size(kShapes)); ++shape) {
     for (int threads : {1, 2}) {
-      for (int n_tok : {1, 32}) b->Args({shape, threads, n_tok});
+      for (int n_tok : {1, 32, 128}) b->Args({shape, threads, n_tok});
     }
   }
   b->ArgNames({"shape", "threads", "n_tok"})->UseRealTime();

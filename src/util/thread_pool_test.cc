@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <vector>
 
 namespace hlm {
@@ -33,6 +35,39 @@ TEST(ThreadPool, ManyShortLoops) {
     pool.parallel_for(10, 1, [&](size_t b, size_t e, int) { sum += static_cast<long>(e - b); });
   }
   EXPECT_EQ(sum.load(), 20000);
+}
+
+TEST(ThreadPool, ChunksAlignedToGrainAndWorkersNeverOverlap) {
+  for (int threads : {2, 3, 8}) {
+    ThreadPool pool(threads);
+    for (size_t n : {16u, 100u, 576u, 1536u, 49152u}) {
+      std::vector<std::atomic<int>> busy(threads);
+      std::atomic<size_t> covered{0};
+      std::atomic<bool> ok{true};
+      pool.parallel_for(n, 16, [&](size_t b, size_t e, int w) {
+        if (b % 16 != 0 || (e != n && e % 16 != 0) || b >= e) ok = false;
+        if (busy[w].fetch_add(1) != 0) ok = false;
+        covered += e - b;
+        busy[w].fetch_sub(1);
+      });
+      EXPECT_TRUE(ok.load()) << "threads " << threads << " n " << n;
+      EXPECT_EQ(covered.load(), n);
+    }
+  }
+}
+
+// More threads than cores (the test machine has few): loops must still finish promptly, and
+// the pool must shut down cleanly while workers are asleep or spinning.
+TEST(ThreadPool, OversubscribedAndIdle) {
+  ThreadPool pool(6);
+  std::atomic<long> sum{0};
+  for (int it = 0; it < 500; ++it) {
+    pool.parallel_for(96, 16, [&](size_t b, size_t e, int) { sum += static_cast<long>(e - b); });
+  }
+  EXPECT_EQ(sum.load(), 500 * 96);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // workers go to sleep
+  pool.parallel_for(96, 16, [&](size_t b, size_t e, int) { sum += static_cast<long>(e - b); });
+  EXPECT_EQ(sum.load(), 501 * 96);
 }
 
 }  // namespace
