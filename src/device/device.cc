@@ -88,6 +88,17 @@ struct SlmState {
   double take_time() { return std::exchange(unbilled_s, 0.0); }
 };
 
+// Evaluates the prompt on the SLM and charges it as a step that adds no tokens.
+Status prefill(SlmState& slm, const std::vector<int32_t>& prompt, Ledger& ledger, RunResult& res) {
+  if (auto st = slm.eval(prompt); !st) return st;
+  StepInput step;
+  step.t_slm = slm.take_time();
+  step.tokens = 0;
+  ledger.add(step);
+  res.t_slm_s += step.t_slm;
+  return ok_status();
+}
+
 // Session open: the prompt goes up once; priced as a step that adds no tokens.
 Result<SessionId> open_session(Verifier& v, const Model& m, const RunConfig& cfg,
                                const std::vector<int32_t>& prompt, Ledger& ledger) {
@@ -161,14 +172,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
   RunResult res;
   res.prompt = prompt;
 
-  if (auto st = slm.eval(prompt); !st) return st.error();
-  {
-    StepInput prefill;
-    prefill.t_slm = slm.take_time();
-    prefill.tokens = 0;
-    ledger.add(prefill);
-    res.t_slm_s += prefill.t_slm;
-  }
+  if (auto st = prefill(slm, prompt, ledger, res); !st) return st.error();
   CloudLink cloud;
   if (cfg.policy.kind != PolicyKind::kSlm) {
     auto id = open_session(*verifier, m, cfg, prompt, ledger);
@@ -346,14 +350,7 @@ Result<RunResult> Device::run_spec(const std::vector<int32_t>& prompt, Verifier&
   Ledger ledger(cfg.channel, false);
   RunResult res;
   res.prompt = prompt;
-  if (auto st = slm.eval(prompt); !st) return st.error();
-  {
-    StepInput prefill;
-    prefill.t_slm = slm.take_time();
-    prefill.tokens = 0;
-    ledger.add(prefill);
-    res.t_slm_s += prefill.t_slm;
-  }
+  if (auto st = prefill(slm, prompt, ledger, res); !st) return st.error();
   auto id = open_session(verifier, m, cfg, prompt, ledger);
   if (!id) return id.error();
   session_ = *id;
