@@ -30,11 +30,13 @@ Result<SessionId> CloudVerifier::open(const SessionParams& params) {
                       params.prompt.size(), options_.max_context);
   }
   for (int32_t t : params.prompt) {
-    if (t < 0 || t >= m.config().n_vocab) return make_error("open: prompt token {} out of range", t);
+    if (t < 0 || t >= m.config().n_vocab)
+      return make_error("open: prompt token {} out of range", t);
   }
   if (params.sampling.temperature < 0 || params.sampling.top_p <= 0 || params.sampling.top_p > 1 ||
       params.sampling.top_k < 0) {
-    return make_error("open: invalid sampling settings (temperature >= 0, top_k >= 0, 0 < top_p <= 1)");
+    return make_error(
+        "open: invalid sampling settings (temperature >= 0, top_k >= 0, 0 < top_p <= 1)");
   }
   std::lock_guard<std::mutex> lock(mu_);
   int slot = -1;
@@ -50,7 +52,8 @@ Result<SessionId> CloudVerifier::open(const SessionParams& params) {
   Session s{slot, params, params.prompt, dist::Rng(params.sampling.seed ^ 0x9e3779b97f4a7c15ull)};
   context_.clear(slot);
   if (params.prompt.size() > 1) {
-    SeqInput in{slot, std::span<const int32_t>(params.prompt).first(params.prompt.size() - 1), {}, nullptr};
+    SeqInput in{
+        slot, std::span<const int32_t>(params.prompt).first(params.prompt.size() - 1), {}, nullptr};
     auto r = context_.eval(std::span<const SeqInput>(&in, 1));
     if (!r) return r.error();
   }
@@ -85,10 +88,12 @@ Result<std::vector<int32_t>> CloudVerifier::context(SessionId session) const {
 Status CloudVerifier::check(const VerifyRequest& r, const Session& s) const {
   const int V = context_.model().config().n_vocab;
   for (int32_t t : r.pending) {
-    if (t < 0 || t >= V) return make_error("session {}: pending token {} out of range [0, {})", r.session, t, V);
+    if (t < 0 || t >= V)
+      return make_error("session {}: pending token {} out of range [0, {})", r.session, t, V);
   }
   for (int32_t t : r.drafts) {
-    if (t < 0 || t >= V) return make_error("session {}: draft token {} out of range [0, {})", r.session, t, V);
+    if (t < 0 || t >= V)
+      return make_error("session {}: draft token {} out of range [0, {})", r.session, t, V);
   }
   const bool ids = s.params.encoding == Encoding::kIds;
   if (!ids && r.p_hat.size() != r.drafts.size()) {
@@ -113,7 +118,8 @@ Result<VerifyReply> CloudVerifier::verify(const VerifyRequest& request) {
   return std::move(verify_batch(std::span<const VerifyRequest>(&request, 1)).front());
 }
 
-std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(std::span<const VerifyRequest> requests) {
+std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(
+    std::span<const VerifyRequest> requests) {
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
   std::lock_guard<std::mutex> lock(mu_);
@@ -172,7 +178,7 @@ std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(std::span<const Ver
       auto row = sampler.distribution(std::span<const float>(logits).subspan(size_t(j) * V, V));
       std::copy(row.begin(), row.end(), q.begin() + size_t(j) * V);
     }
-    const VerifyMode mode = s.params.encoding == Encoding::kIds ? VerifyMode::kIds
+    const VerifyMode mode = s.params.encoding == Encoding::kIds  ? VerifyMode::kIds
                             : s.params.sampling.temperature <= 0 ? VerifyMode::kGreedy
                                                                  : VerifyMode::kSpeculative;
     std::vector<float> p_hat;
@@ -196,7 +202,8 @@ std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(std::span<const Ver
       // One or more drafts without a bonus: check them in order, stop at the first rejection.
       for (int j = 0; j < k; ++j) {
         auto qj = std::span<const float>(q).subspan(size_t(j) * V, V);
-        auto pj = p_hat.empty() ? std::span<const float>() : std::span<const float>(p_hat).subspan(size_t(j) * V, V);
+        auto pj = p_hat.empty() ? std::span<const float>()
+                                : std::span<const float>(p_hat).subspan(size_t(j) * V, V);
         Verdict v = verify_token(mode, qj, pj, r.drafts[j], s.rng);
         if (!v.accepted) {
           reply.has_next = true;

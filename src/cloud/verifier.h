@@ -17,9 +17,9 @@ using SessionId = uint64_t;
 struct SessionParams {
   uint64_t vocab_fingerprint = 0;  // must equal the cloud model's
   int n_vocab = 0;
-  SamplingParams sampling;          // shared by both sides: T, top-k, top-p; seed for the cloud
+  SamplingParams sampling;  // shared by both sides: T, top-k, top-p; seed for the cloud
   Encoding encoding = Encoding::kFull;
-  std::vector<int32_t> prompt;      // the context the session starts from (at least one token)
+  std::vector<int32_t> prompt;  // the context the session starts from (at least one token)
 };
 
 // One exchange. drafts.size() is 0 (the cloud generates the next token itself: policy llm),
@@ -34,11 +34,11 @@ struct VerifyRequest {
 };
 
 struct VerifyReply {
-  int n_accepted = 0;      // accepted prefix of the drafts
-  bool has_next = false;   // a token follows the accepted prefix: a replacement after a
-                           // rejection, a bonus (spec), or the generated token (no drafts)
+  int n_accepted = 0;     // accepted prefix of the drafts
+  bool has_next = false;  // a token follows the accepted prefix: a replacement after a
+                          // rejection, a bonus (spec), or the generated token (no drafts)
   int32_t next = -1;
-  double t_llm_s = 0.0;    // cloud compute time for this request (its share of a batch)
+  double t_llm_s = 0.0;  // cloud compute time for this request (its share of a batch)
 };
 
 class Verifier {

@@ -26,11 +26,11 @@ std::vector<int32_t> RunResult::context() const {
 // A drafted token not yet committed, with what the policy needs to judge it.
 struct Device::Draft {
   int32_t d = -1;
-  std::vector<float> z;     // SLM logits that predicted d
-  AttentionRows rows;       // attention of the query that predicted d
-  Payload payload;          // p̂ as it would be uploaded
-  bool evaluated = false;   // d has been fed to the SLM
-  AttentionRows rows_after; // attention of d's own query (received(w) look-ahead)
+  std::vector<float> z;      // SLM logits that predicted d
+  AttentionRows rows;        // attention of the query that predicted d
+  Payload payload;           // p̂ as it would be uploaded
+  bool evaluated = false;    // d has been fed to the SLM
+  AttentionRows rows_after;  // attention of d's own query (received(w) look-ahead)
 };
 
 Device::Device(std::shared_ptr<const Model> slm, ThreadPool& pool, RunConfig config)
@@ -43,8 +43,9 @@ Result<RunResult> Device::generate(const std::vector<int32_t>& prompt, Verifier*
   if (prompt.empty()) return make_error("the prompt is empty: nothing to continue from");
   const int lookahead = config_.policy.importance.lookahead + 1;
   if (int(prompt.size()) + config_.max_tokens + lookahead + config_.policy.draft > config_.n_ctx) {
-    return make_error("prompt ({} tokens) + --max-tokens {} does not fit the context of {}; raise --ctx",
-                      prompt.size(), config_.max_tokens, config_.n_ctx);
+    return make_error(
+        "prompt ({} tokens) + --max-tokens {} does not fit the context of {}; raise --ctx",
+        prompt.size(), config_.max_tokens, config_.n_ctx);
   }
   pending_.clear();
   session_ = 0;
@@ -154,8 +155,8 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
   const Model& m = *slm_;
   const int V = m.config().n_vocab;
   const bool uses_importance = cfg.policy.kind == PolicyKind::kIuhlm;
-  const bool received = uses_importance &&
-                        cfg.policy.importance.estimator == ImportanceEstimator::kReceived;
+  const bool received =
+      uses_importance && cfg.policy.importance.estimator == ImportanceEstimator::kReceived;
   const int w = received ? cfg.policy.importance.lookahead : 0;
 
   SlmState slm(slm_, pool_, cfg.n_ctx);
@@ -370,7 +371,8 @@ Result<RunResult> Device::run_spec(const std::vector<int32_t>& prompt, Verifier&
       std::vector<float> p = sampler.distribution(slm.z);
       Payload pl = encode(p, cfg.encoding);
       if (cfg.encoding.kind == Encoding::kTopK) p = decode(pl);
-      req.drafts.push_back(cfg.sampling.temperature <= 0 ? dist::argmax(p) : dist::sample(p, draft_rng));
+      req.drafts.push_back(cfg.sampling.temperature <= 0 ? dist::argmax(p)
+                                                         : dist::sample(p, draft_rng));
       if (cfg.encoding.kind != Encoding::kIds) req.p_hat.push_back(std::move(pl));
     }
     auto reply = verifier.verify(req);

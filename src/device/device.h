@@ -43,15 +43,15 @@ struct TokenTrace {
   int position = 0;
   int32_t token = 0;
   std::string piece;
-  int32_t draft = -1;     // the SLM's draft (equals token unless resampled)
-  float u = -1.0f;        // -1 when not computed
+  int32_t draft = -1;  // the SLM's draft (equals token unless resampled)
+  float u = -1.0f;     // -1 when not computed
   float importance = -1.0f;
   float tau = -1.0f;
   bool uploaded = false;
-  bool accepted = false;  // uploaded and the draft survived
-  bool resampled = false; // the cloud replaced the draft
-  bool from_cloud = false;// llm policy or spec correction/bonus: the cloud produced it
-  bool slm_only = false;  // the cloud was unreachable: kept without verification
+  bool accepted = false;    // uploaded and the draft survived
+  bool resampled = false;   // the cloud replaced the draft
+  bool from_cloud = false;  // llm policy or spec correction/bonus: the cloud produced it
+  bool slm_only = false;    // the cloud was unreachable: kept without verification
   uint64_t ul_bytes = 0, dl_bytes = 0;
   double t_slm = 0, t_filter = 0, t_llm = 0, t_ul = 0, t_dl = 0;
   double e_device = 0, e_cloud = 0;
@@ -61,10 +61,10 @@ struct RunResult {
   std::vector<int32_t> prompt;
   std::vector<int32_t> tokens;  // generated
   std::string text;
-  int64_t uploads = 0;     // verification requests (per-token policies: uploaded tokens)
-  int64_t drafts_sent = 0; // drafted tokens sent for verification
-  int64_t accepted = 0;    // drafts accepted
-  int64_t resampled = 0;   // drafts replaced by the cloud
+  int64_t uploads = 0;      // verification requests (per-token policies: uploaded tokens)
+  int64_t drafts_sent = 0;  // drafted tokens sent for verification
+  int64_t accepted = 0;     // drafts accepted
+  int64_t resampled = 0;    // drafts replaced by the cloud
   int64_t llm_calls = 0;
   int64_t slm_only = 0;    // tokens kept without verification while the cloud was unreachable
   int64_t reconnects = 0;  // sessions reopened after the cloud came back

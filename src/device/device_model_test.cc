@@ -140,9 +140,10 @@ TEST_F(RealModels, FilterOverheadIsSmall) {
     t_slm += t.t_slm;
     t_filter += t.t_filter;
   }
-  std::printf("filter overhead (uncertainty K=20 + focus importance over all layers): %.2f%% of "
-              "the SLM step (%.3f ms vs %.3f ms per token)\n",
-              100 * t_filter / t_slm, 1e3 * t_filter / r->trace.size(), 1e3 * t_slm / r->trace.size());
+  std::printf(
+      "filter overhead (uncertainty K=20 + focus importance over all layers): %.2f%% of "
+      "the SLM step (%.3f ms vs %.3f ms per token)\n",
+      100 * t_filter / t_slm, 1e3 * t_filter / r->trace.size(), 1e3 * t_slm / r->trace.size());
   EXPECT_LT(t_filter / t_slm, 0.25);
 }
 

@@ -1,12 +1,13 @@
 // Device loop + in-process cloud verifier on tiny random models (same vocabulary, the SLM a
 // perturbed copy of the LLM): policy upload rules from the trace, context synchronisation after
 // any mix of skips, uploads and rejections, greedy equivalence with the LLM, and refusals.
+#include "device/device.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "cloud/cloud_verifier.h"
-#include "device/device.h"
 #include "engine/model_writer.h"
 
 namespace hlm {
@@ -100,7 +101,8 @@ TEST(DevicePolicies, IuhlmUploadsUncertainAndImportantTokens) {
         continue;
       }
       EXPECT_GE(t.importance, -0.0f) << est;
-      EXPECT_EQ(t.uploaded, t.importance >= t.tau) << est << " I=" << t.importance << " tau=" << t.tau;
+      EXPECT_EQ(t.uploaded, t.importance >= t.tau)
+          << est << " I=" << t.importance << " tau=" << t.tau;
     }
   }
 }

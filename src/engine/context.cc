@@ -239,7 +239,8 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
     for (size_t e = 0; e < size_t(n_tok) * D; ++e) S.x[e] += S.xn[e];
   }
 
-  for (const SeqInput& in : inputs) kv_.set_length(in.seq, kv_.length(in.seq) + int(in.tokens.size()));
+  for (const SeqInput& in : inputs)
+    kv_.set_length(in.seq, kv_.length(in.seq) + int(in.tokens.size()));
 
   if (n_logits > 0) {
     grow(S.logits_in, size_t(n_logits) * D);

@@ -159,7 +159,8 @@ TEST_F(DefaultModel, PerplexityWithinTwoPercentOfLlamaCpp) {
 
 TEST_F(DefaultModel, InvariantsOnRealModel) {
   ThreadPool pool(2);
-  const auto ids = model_->tokenizer().encode("The quick brown fox jumps over the lazy", false, false);
+  const auto ids =
+      model_->tokenizer().encode("The quick brown fox jumps over the lazy", false, false);
   Context a(model_, 2, 128, pool), b(model_, 1, 128, pool);
   AttentionRequest req = AttentionRequest::all(model_->config().n_layer);
   // Batched two sequences equal each alone; rollback then re-eval equals fresh.
@@ -170,7 +171,8 @@ TEST_F(DefaultModel, InvariantsOnRealModel) {
   auto alone = b.eval_last(0, ids);
   ASSERT_TRUE(alone.ok());
   float d = 0;
-  for (size_t i = 0; i < alone->size(); ++i) d = std::max(d, std::abs((*out)[0].logits[i] - (*alone)[i]));
+  for (size_t i = 0; i < alone->size(); ++i)
+    d = std::max(d, std::abs((*out)[0].logits[i] - (*alone)[i]));
   EXPECT_LE(d, 1e-3f);
   const AttentionRows& rows = (*out)[0].attention;
   ASSERT_EQ(rows.n_pos, int(ids.size()));

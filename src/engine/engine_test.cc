@@ -7,8 +7,8 @@
 #include <fstream>
 
 #include "engine/context.h"
-#include "engine/sampler.h"
 #include "engine/model_writer.h"
+#include "engine/sampler.h"
 #include "gguf/gguf_writer.h"
 
 namespace hlm {

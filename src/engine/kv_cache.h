@@ -2,8 +2,8 @@
 // Context writes into it and owns positions; truncate() is the rollback.
 #pragma once
 
-#include <cassert>
 #include <algorithm>
+#include <cassert>
 #include <cstddef>
 #include <vector>
 
@@ -12,9 +12,13 @@ namespace hlm {
 class KvCache {
  public:
   KvCache(int n_layer, int n_seq, int capacity, int kv_dim)
-      : n_layer_(n_layer), n_seq_(n_seq), capacity_(capacity), kv_dim_(kv_dim),
+      : n_layer_(n_layer),
+        n_seq_(n_seq),
+        capacity_(capacity),
+        kv_dim_(kv_dim),
         k_(static_cast<size_t>(n_layer) * n_seq * capacity * kv_dim),
-        v_(k_.size()), length_(n_seq, 0) {}
+        v_(k_.size()),
+        length_(n_seq, 0) {}
 
   int n_seq() const { return n_seq_; }
   int capacity() const { return capacity_; }

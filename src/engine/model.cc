@@ -71,18 +71,22 @@ Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
 
   c.arch = f.get_string("general.architecture").value_or("");
   if (c.arch != "llama" && c.arch != "mistral") {
-    return make_error("{}: architecture '{}' is not supported (hlm runs llama-family models: "
-                      "general.architecture must be 'llama' or 'mistral')",
-                      path, c.arch.empty() ? "<missing>" : c.arch);
+    return make_error(
+        "{}: architecture '{}' is not supported (hlm runs llama-family models: "
+        "general.architecture must be 'llama' or 'mistral')",
+        path, c.arch.empty() ? "<missing>" : c.arch);
   }
   c.name = f.get_string("general.name").value_or(path);
   auto need = [&](const std::string& key) -> Result<int64_t> {
     auto v = f.get_int(c.arch + "." + key);
-    if (!v || *v <= 0) return make_error("{}: missing or invalid metadata '{}.{}'", path, c.arch, key);
+    if (!v || *v <= 0)
+      return make_error("{}: missing or invalid metadata '{}.{}'", path, c.arch, key);
     return *v;
   };
-  for (auto [key, out] : {std::pair{"embedding_length", &c.n_embd}, {"block_count", &c.n_layer},
-                          {"feed_forward_length", &c.n_ff}, {"attention.head_count", &c.n_head}}) {
+  for (auto [key, out] : {std::pair{"embedding_length", &c.n_embd},
+                          {"block_count", &c.n_layer},
+                          {"feed_forward_length", &c.n_ff},
+                          {"attention.head_count", &c.n_head}}) {
     auto v = need(key);
     if (!v) return v.error();
     *out = static_cast<int>(*v);
@@ -95,12 +99,13 @@ Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
   c.head_dim = c.n_embd / c.n_head;
   c.n_rot = static_cast<int>(f.get_int(c.arch + ".rope.dimension_count").value_or(c.head_dim));
   if (c.n_rot <= 0 || c.n_rot > c.head_dim || c.n_rot % 2) {
-    return make_error("{}: rope.dimension_count {} invalid for head size {}", path, c.n_rot, c.head_dim);
+    return make_error("{}: rope.dimension_count {} invalid for head size {}", path, c.n_rot,
+                      c.head_dim);
   }
   c.n_ctx_train = static_cast<int>(f.get_int(c.arch + ".context_length").value_or(2048));
   c.rope_base = static_cast<float>(f.get_float(c.arch + ".rope.freq_base").value_or(10000.0));
-  c.rms_eps = static_cast<float>(
-      f.get_float(c.arch + ".attention.layer_norm_rms_epsilon").value_or(1e-5));
+  c.rms_eps =
+      static_cast<float>(f.get_float(c.arch + ".attention.layer_norm_rms_epsilon").value_or(1e-5));
 
   auto tok = Tokenizer::from_gguf(f);
   if (!tok) return tok.error();

@@ -37,9 +37,9 @@ struct Weight {
 };
 
 struct LayerWeights {
-  const float* attn_norm;  // [n_embd]
-  Weight wq, wk, wv, wo;   // q: [n_head*head_dim, n_embd]; k,v: [n_head_kv*head_dim, n_embd]
-  const float* ffn_norm;   // [n_embd]
+  const float* attn_norm;       // [n_embd]
+  Weight wq, wk, wv, wo;        // q: [n_head*head_dim, n_embd]; k,v: [n_head_kv*head_dim, n_embd]
+  const float* ffn_norm;        // [n_embd]
   Weight w_gate, w_up, w_down;  // gate/up: [n_ff, n_embd]; down: [n_embd, n_ff]
 };
 

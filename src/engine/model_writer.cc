@@ -48,9 +48,9 @@ Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
     types.push_back(6);
   }
   const std::string sp = "\xe2\x96\x81";  // SentencePiece's word-boundary mark
-  const std::string pieces[] = {sp,   "e",        "t",  "a",  "o",  "n",     "s",
-                                "h",  "r",        "l",  sp + "t", "he", sp + "the", "in",
-                                "er", sp + "a",   "an", "re", "on", sp + "s"};
+  const std::string pieces[] = {sp,   "e",      "t",  "a",      "o",  "n",        "s",
+                                "h",  "r",      "l",  sp + "t", "he", sp + "the", "in",
+                                "er", sp + "a", "an", "re",     "on", sp + "s"};
   float score = -1;
   for (const auto& p : pieces) {
     tokens.push_back(p);
@@ -122,8 +122,9 @@ Status write_truncated_model(const std::string& src, const std::string& dst, int
   GgufWriter w;
   w.copy_metadata(*f);
   w.set_u32(arch + ".block_count", static_cast<uint32_t>(n_layers));
-  w.set_string("general.name", fmt::format("{} (first {} layers)",
-                                           f->get_string("general.name").value_or("model"), n_layers));
+  w.set_string("general.name",
+               fmt::format("{} (first {} layers)", f->get_string("general.name").value_or("model"),
+                           n_layers));
   for (const auto& t : f->tensors()) {
     if (t.name.rfind("blk.", 0) == 0 && std::stoi(t.name.substr(4)) >= n_layers) continue;
     w.add_tensor(t.name, t.type, t.shape, t.data, t.n_bytes);

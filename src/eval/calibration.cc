@@ -44,7 +44,8 @@ Result<std::vector<CalibrationPoint>> collect_calibration(
   config.encoding = EncodingConfig{};
   config.keep_trace = true;
   config.measure_uncertainty = true;
-  if (auto st = check_vocab_compatible(slm->tokenizer(), slm->path(), llm->tokenizer(), llm->path());
+  if (auto st =
+          check_vocab_compatible(slm->tokenizer(), slm->path(), llm->tokenizer(), llm->path());
       !st) {
     return st.error();
   }
@@ -73,8 +74,10 @@ Result<std::vector<CalibrationPoint>> collect_calibration(
     const int V = slm->config().n_vocab;
     for (int t = 0; t < n; ++t) {
       const TokenTrace& tr = r->trace[t];
-      auto p = sampler.distribution(std::span<const float>((*ps)[0].logits).subspan(size_t(t) * V, V));
-      auto q = sampler.distribution(std::span<const float>((*qs)[0].logits).subspan(size_t(t) * V, V));
+      auto p =
+          sampler.distribution(std::span<const float>((*ps)[0].logits).subspan(size_t(t) * V, V));
+      auto q =
+          sampler.distribution(std::span<const float>((*qs)[0].logits).subspan(size_t(t) * V, V));
       CalibrationPoint pt;
       pt.u = tr.u;
       pt.p_d = p[tr.draft];

@@ -35,13 +35,13 @@ nlohmann::json summary_json(const RunResult& r) {
 }
 
 nlohmann::json trace_json(const TokenTrace& t) {
-  nlohmann::json j = {{"position", t.position},   {"token", t.token},       {"piece", t.piece},
-                      {"draft", t.draft},         {"uploaded", t.uploaded}, {"accepted", t.accepted},
-                      {"resampled", t.resampled}, {"from_cloud", t.from_cloud},
-                      {"slm_only", t.slm_only},   {"ul_bytes", t.ul_bytes}, {"dl_bytes", t.dl_bytes},
-                      {"t_slm", t.t_slm},         {"t_filter", t.t_filter}, {"t_llm", t.t_llm},
-                      {"t_ul", t.t_ul},           {"t_dl", t.t_dl},         {"e_device", t.e_device},
-                      {"e_cloud", t.e_cloud}};
+  nlohmann::json j = {
+      {"position", t.position},   {"token", t.token},           {"piece", t.piece},
+      {"draft", t.draft},         {"uploaded", t.uploaded},     {"accepted", t.accepted},
+      {"resampled", t.resampled}, {"from_cloud", t.from_cloud}, {"slm_only", t.slm_only},
+      {"ul_bytes", t.ul_bytes},   {"dl_bytes", t.dl_bytes},     {"t_slm", t.t_slm},
+      {"t_filter", t.t_filter},   {"t_llm", t.t_llm},           {"t_ul", t.t_ul},
+      {"t_dl", t.t_dl},           {"e_device", t.e_device},     {"e_cloud", t.e_cloud}};
   j["u"] = t.u >= 0 ? nlohmann::json(t.u) : nlohmann::json(nullptr);
   j["I"] = t.importance >= 0 || t.tau >= 0 ? nlohmann::json(t.importance) : nlohmann::json(nullptr);
   j["tau"] = t.tau >= 0 || t.importance >= 0 ? nlohmann::json(t.tau) : nlohmann::json(nullptr);
@@ -55,9 +55,9 @@ std::string summary_line(const RunResult& r) {
       " | energy {:.2f} J (device {:.2f}, cloud {:.2f}) | modelled {:.2f} tokens/s | filter "
       "{:.2f}% of SLM",
       r.tokens.size(), r.uploads, 100.0 * j["upload_rate"].get<double>(), r.accepted, r.resampled,
-      j["tsr"].get<double>(), j["uplink_bytes"].get<uint64_t>(), j["downlink_bytes"].get<uint64_t>(),
-      r.totals.e_total_j(), r.totals.e_device_j, r.totals.e_cloud_j, r.totals.throughput_tps(),
-      100.0 * j["filter_overhead"].get<double>());
+      j["tsr"].get<double>(), j["uplink_bytes"].get<uint64_t>(),
+      j["downlink_bytes"].get<uint64_t>(), r.totals.e_total_j(), r.totals.e_device_j,
+      r.totals.e_cloud_j, r.totals.throughput_tps(), 100.0 * j["filter_overhead"].get<double>());
 }
 
 }  // namespace hlm

@@ -9,8 +9,19 @@ namespace hlm {
 namespace {
 
 enum GgufType : uint32_t {
-  kU8 = 0, kI8 = 1, kU16 = 2, kI16 = 3, kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7,
-  kString = 8, kArray = 9, kU64 = 10, kI64 = 11, kF64 = 12,
+  kU8 = 0,
+  kI8 = 1,
+  kU16 = 2,
+  kI16 = 3,
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12,
 };
 
 // Strings and arrays beyond these sizes are treated as corruption, not allocation requests.
@@ -49,23 +60,33 @@ class Cursor {
 
 bool read_scalar(Cursor& c, uint32_t type, GgufValue* out) {
   switch (type) {
-#define HLM_READ_AS(T, STORE) \
-  {                           \
-    T x;                      \
+#define HLM_READ_AS(T, STORE)      \
+  {                                \
+    T x;                           \
     if (!c.read(&x)) return false; \
-    out->v = STORE(x);        \
-    return true;              \
+    out->v = STORE(x);             \
+    return true;                   \
   }
-    case kU8: HLM_READ_AS(uint8_t, uint64_t)
-    case kI8: HLM_READ_AS(int8_t, int64_t)
-    case kU16: HLM_READ_AS(uint16_t, uint64_t)
-    case kI16: HLM_READ_AS(int16_t, int64_t)
-    case kU32: HLM_READ_AS(uint32_t, uint64_t)
-    case kI32: HLM_READ_AS(int32_t, int64_t)
-    case kU64: HLM_READ_AS(uint64_t, uint64_t)
-    case kI64: HLM_READ_AS(int64_t, int64_t)
-    case kF32: HLM_READ_AS(float, double)
-    case kF64: HLM_READ_AS(double, double)
+    case kU8:
+      HLM_READ_AS(uint8_t, uint64_t)
+    case kI8:
+      HLM_READ_AS(int8_t, int64_t)
+    case kU16:
+      HLM_READ_AS(uint16_t, uint64_t)
+    case kI16:
+      HLM_READ_AS(int16_t, int64_t)
+    case kU32:
+      HLM_READ_AS(uint32_t, uint64_t)
+    case kI32:
+      HLM_READ_AS(int32_t, int64_t)
+    case kU64:
+      HLM_READ_AS(uint64_t, uint64_t)
+    case kI64:
+      HLM_READ_AS(int64_t, int64_t)
+    case kF32:
+      HLM_READ_AS(float, double)
+    case kF64:
+      HLM_READ_AS(double, double)
     case kBool: {
       uint8_t x;
       if (!c.read(&x)) return false;
@@ -114,7 +135,8 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
 
   uint32_t magic = 0;
   if (!c.read(&magic) || magic != 0x46554747u) {  // "GGUF" little-endian
-    return make_error("{}: not a GGUF file (bad magic; expected the bytes 'GGUF' at offset 0)", path);
+    return make_error("{}: not a GGUF file (bad magic; expected the bytes 'GGUF' at offset 0)",
+                      path);
   }
   if (!c.read(&f.version_)) return make_error("{}: truncated GGUF header", path);
   if (f.version_ != 2 && f.version_ != 3) {
@@ -132,7 +154,8 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
     std::string key;
     uint32_t type;
     if (!c.read_string(&key) || !c.read(&type)) {
-      return make_error("{}: truncated or corrupt metadata at key #{} (offset {})", path, i, c.pos());
+      return make_error("{}: truncated or corrupt metadata at key #{} (offset {})", path, i,
+                        c.pos());
     }
     GgufValue value;
     if (type == kArray) {
@@ -151,8 +174,8 @@ Result<GgufFile> GgufFile::open(const std::string& path) {
       }
       value.v = std::move(arr);
     } else if (!read_scalar(c, type, &value)) {
-      return make_error("{}: truncated or corrupt value (type {}) for metadata key '{}'", path, type,
-                        key);
+      return make_error("{}: truncated or corrupt value (type {}) for metadata key '{}'", path,
+                        type, key);
     }
     f.kv_[key] = std::move(value);
   }
@@ -241,7 +264,8 @@ std::vector<std::string> GgufFile::get_strings(const std::string& key) const {
   const GgufValue* v = find(key);
   if (!v || !v->as_array()) return out;
   out.reserve(v->as_array()->size());
-  for (const auto& e : *v->as_array()) out.push_back(e.as_string() ? *e.as_string() : std::string());
+  for (const auto& e : *v->as_array())
+    out.push_back(e.as_string() ? *e.as_string() : std::string());
   return out;
 }
 

@@ -1,11 +1,12 @@
 // Tests for the GGUF reader and writer: round trip, and clear errors on bad files.
+#include "gguf/gguf.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
-#include "gguf/gguf.h"
 #include "gguf/gguf_writer.h"
 
 namespace hlm {
@@ -100,12 +101,14 @@ TEST(Gguf, TruncatedAtEveryLength) {
   // naming the file. The last 28 bytes are alignment padding after y.weight's 68 bytes.
   const size_t padding = 32 - 68 % 32;
   for (size_t n = 0; n + padding < bytes.size(); n += (n < 400 ? 1 : 7)) {
-    std::ofstream(cut, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(n));
+    std::ofstream(cut, std::ios::binary | std::ios::trunc)
+        .write(bytes.data(), static_cast<std::streamsize>(n));
     auto f = GgufFile::open(cut);
     ASSERT_FALSE(f.ok()) << "prefix " << n;
     EXPECT_NE(f.error().message.find(cut), std::string::npos);
   }
-  std::ofstream(cut, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size() - padding - 10));
+  std::ofstream(cut, std::ios::binary | std::ios::trunc)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size() - padding - 10));
   auto f = GgufFile::open(cut);
   ASSERT_FALSE(f.ok());
   EXPECT_NE(f.error().message.find("truncated"), std::string::npos);

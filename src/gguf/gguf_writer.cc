@@ -9,8 +9,17 @@
 namespace hlm {
 namespace {
 
-enum : uint32_t { kU32 = 4, kI32 = 5, kF32 = 6, kBool = 7, kString = 8, kArray = 9, kU64 = 10,
-                  kI64 = 11, kF64 = 12 };
+enum : uint32_t {
+  kU32 = 4,
+  kI32 = 5,
+  kF32 = 6,
+  kBool = 7,
+  kString = 8,
+  kArray = 9,
+  kU64 = 10,
+  kI64 = 11,
+  kF64 = 12
+};
 
 template <class T>
 void append(std::vector<uint8_t>& out, const T& v) {
@@ -26,17 +35,29 @@ void append_string(std::vector<uint8_t>& out, const std::string& s) {
 // Encodes one GgufValue (scalar) with its type tag chosen from the variant.
 uint32_t encode_scalar(const GgufValue& v, std::vector<uint8_t>& out) {
   if (auto* u = std::get_if<uint64_t>(&v.v)) {
-    if (*u <= UINT32_MAX) { append(out, static_cast<uint32_t>(*u)); return kU32; }
+    if (*u <= UINT32_MAX) {
+      append(out, static_cast<uint32_t>(*u));
+      return kU32;
+    }
     append(out, *u);
     return kU64;
   }
   if (auto* i = std::get_if<int64_t>(&v.v)) {
-    if (*i >= INT32_MIN && *i <= INT32_MAX) { append(out, static_cast<int32_t>(*i)); return kI32; }
+    if (*i >= INT32_MIN && *i <= INT32_MAX) {
+      append(out, static_cast<int32_t>(*i));
+      return kI32;
+    }
     append(out, *i);
     return kI64;
   }
-  if (auto* d = std::get_if<double>(&v.v)) { append(out, static_cast<float>(*d)); return kF32; }
-  if (auto* b = std::get_if<bool>(&v.v)) { append(out, static_cast<uint8_t>(*b)); return kBool; }
+  if (auto* d = std::get_if<double>(&v.v)) {
+    append(out, static_cast<float>(*d));
+    return kF32;
+  }
+  if (auto* b = std::get_if<bool>(&v.v)) {
+    append(out, static_cast<uint8_t>(*b));
+    return kBool;
+  }
   append_string(out, *v.as_string());
   return kString;
 }
@@ -48,16 +69,39 @@ void GgufWriter::put_key(const std::string& key, uint32_t type, std::vector<uint
   append(rec, type);
   rec.insert(rec.end(), payload.begin(), payload.end());
   for (auto& [k, v] : kv_) {
-    if (k == key) { v = std::move(rec); return; }
+    if (k == key) {
+      v = std::move(rec);
+      return;
+    }
   }
   kv_.emplace_back(key, std::move(rec));
 }
 
-void GgufWriter::set_u32(const std::string& key, uint32_t v) { std::vector<uint8_t> p; append(p, v); put_key(key, kU32, p); }
-void GgufWriter::set_i32(const std::string& key, int32_t v) { std::vector<uint8_t> p; append(p, v); put_key(key, kI32, p); }
-void GgufWriter::set_f32(const std::string& key, float v) { std::vector<uint8_t> p; append(p, v); put_key(key, kF32, p); }
-void GgufWriter::set_bool(const std::string& key, bool v) { std::vector<uint8_t> p; append(p, static_cast<uint8_t>(v)); put_key(key, kBool, p); }
-void GgufWriter::set_string(const std::string& key, const std::string& v) { std::vector<uint8_t> p; append_string(p, v); put_key(key, kString, p); }
+void GgufWriter::set_u32(const std::string& key, uint32_t v) {
+  std::vector<uint8_t> p;
+  append(p, v);
+  put_key(key, kU32, p);
+}
+void GgufWriter::set_i32(const std::string& key, int32_t v) {
+  std::vector<uint8_t> p;
+  append(p, v);
+  put_key(key, kI32, p);
+}
+void GgufWriter::set_f32(const std::string& key, float v) {
+  std::vector<uint8_t> p;
+  append(p, v);
+  put_key(key, kF32, p);
+}
+void GgufWriter::set_bool(const std::string& key, bool v) {
+  std::vector<uint8_t> p;
+  append(p, static_cast<uint8_t>(v));
+  put_key(key, kBool, p);
+}
+void GgufWriter::set_string(const std::string& key, const std::string& v) {
+  std::vector<uint8_t> p;
+  append_string(p, v);
+  put_key(key, kString, p);
+}
 
 void GgufWriter::set_strings(const std::string& key, const std::vector<std::string>& v) {
   std::vector<uint8_t> p;
@@ -150,7 +194,8 @@ Status GgufWriter::write(const std::string& path, uint32_t alignment) const {
   };
   pad_to(head.size());
   for (const auto& t : tensors_) {
-    out.write(reinterpret_cast<const char*>(t.data.data()), static_cast<std::streamsize>(t.data.size()));
+    out.write(reinterpret_cast<const char*>(t.data.data()),
+              static_cast<std::streamsize>(t.data.size()));
     pad_to(t.data.size());
   }
   out.close();

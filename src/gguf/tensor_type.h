@@ -29,19 +29,19 @@ enum class TensorType : uint32_t {
 
 struct TensorTypeInfo {
   std::string_view name;
-  int block_size;     // elements per block
-  int type_size;      // bytes per block
-  bool supported;     // hlm can compute with it
+  int block_size;  // elements per block
+  int type_size;   // bytes per block
+  bool supported;  // hlm can compute with it
 };
 
 namespace detail {
 // Indexed by ggml_type id; entries with an empty name are ids hlm does not know.
 inline constexpr TensorTypeInfo kTypeTable[] = {
-    {"F32", 1, 4, true},      {"F16", 1, 2, true},     {"Q4_0", 32, 18, true},
-    {"Q4_1", 32, 20, true},   {"", 0, 0, false},       {"", 0, 0, false},
-    {"Q5_0", 32, 22, true},   {"Q5_1", 32, 24, true},  {"Q8_0", 32, 34, true},
-    {"Q8_1", 32, 36, false},  {"Q2_K", 256, 84, false}, {"Q3_K", 256, 110, false},
-    {"Q4_K", 256, 144, true}, {"Q5_K", 256, 176, true}, {"Q6_K", 256, 210, true},
+    {"F32", 1, 4, true},       {"F16", 1, 2, true},      {"Q4_0", 32, 18, true},
+    {"Q4_1", 32, 20, true},    {"", 0, 0, false},        {"", 0, 0, false},
+    {"Q5_0", 32, 22, true},    {"Q5_1", 32, 24, true},   {"Q8_0", 32, 34, true},
+    {"Q8_1", 32, 36, false},   {"Q2_K", 256, 84, false}, {"Q3_K", 256, 110, false},
+    {"Q4_K", 256, 144, true},  {"Q5_K", 256, 176, true}, {"Q6_K", 256, 210, true},
     {"Q8_K", 256, 292, false},
 };
 inline constexpr TensorTypeInfo kBF16Info{"BF16", 1, 2, true};
@@ -56,7 +56,9 @@ constexpr const TensorTypeInfo* tensor_type_info(uint32_t id) {
   return nullptr;
 }
 
-inline const TensorTypeInfo& info(TensorType t) { return *tensor_type_info(static_cast<uint32_t>(t)); }
+inline const TensorTypeInfo& info(TensorType t) {
+  return *tensor_type_info(static_cast<uint32_t>(t));
+}
 
 // Bytes taken by a row of n elements (n must be a multiple of the block size).
 inline size_t row_bytes(TensorType t, int64_t n) {

@@ -1,12 +1,12 @@
 // Result<T>: a value or an error message that names the file, field or peer and what was expected.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <cstdlib>
 #include <string>
 #include <utility>
 #include <variant>
-
-#include <fmt/format.h>
 
 namespace hlm {
 

@@ -77,8 +77,8 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
     fn(0, n, 0);
     return;
   }
-  const size_t max_chunks = std::min<size_t>(0xffff, static_cast<size_t>(n_threads_) *
-                                                         kChunksPerThread);
+  const size_t max_chunks =
+      std::min<size_t>(0xffff, static_cast<size_t>(n_threads_) * kChunksPerThread);
   const size_t n_chunks_wanted = std::min(units, max_chunks);
   const size_t per = (units + n_chunks_wanted - 1) / n_chunks_wanted;  // units per chunk
   const uint32_t n_chunks = static_cast<uint32_t>((units + per - 1) / per);
@@ -129,9 +129,8 @@ void ThreadPool::worker_loop(int index) {
         if (waited > kYieldTime) {
           std::unique_lock<std::mutex> lock(mu_);
           sleepers_.fetch_add(1, std::memory_order_seq_cst);
-          cv_.wait(lock, [&] {
-            return ticket_gen(ticket_.load(std::memory_order_seq_cst)) != seen;
-          });
+          cv_.wait(lock,
+                   [&] { return ticket_gen(ticket_.load(std::memory_order_seq_cst)) != seen; });
           sleepers_.fetch_sub(1, std::memory_order_relaxed);
           g = ticket_gen(ticket_.load(std::memory_order_acquire));
         }

@@ -30,8 +30,7 @@ class ThreadPool {
   // thread) and calls fn(begin, end, worker_index) for each, on the calling thread (index 0)
   // and the workers; returns when all are done. Calls with the same worker_index never overlap.
   // Not reentrant.
-  void parallel_for(size_t n, size_t grain,
-                    const std::function<void(size_t, size_t, int)>& fn);
+  void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t, int)>& fn);
 
  private:
   void worker_loop(int index);
