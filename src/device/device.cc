@@ -253,6 +253,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     if (imp) {
       tr.importance = imp->value;
       tr.tau = imp->threshold;
+      tr.lambda_flip = imp->lambda_flip;
     }
 
     StepInput step;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -47,6 +48,8 @@ struct TokenTrace {
   float u = -1.0f;     // -1 when not computed
   float importance = -1.0f;
   float tau = -1.0f;
+  float lambda_flip = std::numeric_limits<float>::quiet_NaN();  // Importance::lambda_flip; NaN:
+                                                                // not computed
   bool uploaded = false;
   bool accepted = false;    // uploaded and the draft survived
   bool resampled = false;   // the cloud replaced the draft

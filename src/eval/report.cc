@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 namespace hlm {
 namespace {
 
@@ -45,6 +47,14 @@ nlohmann::json trace_json(const TokenTrace& t) {
   j["u"] = t.u >= 0 ? nlohmann::json(t.u) : nlohmann::json(nullptr);
   j["I"] = t.importance >= 0 || t.tau >= 0 ? nlohmann::json(t.importance) : nlohmann::json(nullptr);
   j["tau"] = t.tau >= 0 || t.importance >= 0 ? nlohmann::json(t.tau) : nlohmann::json(nullptr);
+  // +inf (no evidence: important at any λ) has no JSON spelling; "inf" keeps it distinct from
+  // "not computed" (null).
+  if (std::isnan(t.lambda_flip)) {
+    j["lambda_flip"] = nullptr;
+  } else {
+    j["lambda_flip"] =
+        std::isinf(t.lambda_flip) ? nlohmann::json("inf") : nlohmann::json(t.lambda_flip);
+  }
   return j;
 }
 

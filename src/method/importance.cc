@@ -4,10 +4,17 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <limits>
 
 #include "engine/context.h"
 
 namespace hlm {
+namespace {
+
+// lambda_flip of a row that carries no evidence: important at every λ.
+constexpr float kNoEvidence = std::numeric_limits<float>::infinity();
+
+}  // namespace
 
 std::string_view to_string(ImportanceEstimator e) {
   switch (e) {
@@ -98,7 +105,7 @@ Importance focus_importance(std::span<const float> a_prime, float lambda) {
   const size_t n = a_prime.size();
   if (n <= 1) {
     const float v = n == 1 ? 1.0f : 0.0f;
-    return {v, v, true};
+    return {v, v, true, kNoEvidence};
   }
   double sum = 0.0, max = a_prime[0];
   for (float v : a_prime) {
@@ -108,24 +115,27 @@ Importance focus_importance(std::span<const float> a_prime, float lambda) {
   const double mean = sum / n;
   double var = 0.0;
   for (float v : a_prime) var += (v - mean) * (v - mean);
-  const double tau = mean + lambda * std::sqrt(var / n);
-  return {static_cast<float>(max), static_cast<float>(tau), max >= tau};
+  const double sd = std::sqrt(var / n);
+  const double tau = mean + lambda * sd;
+  // A flat row (sd = 0) is important at every λ, as the rule reads.
+  const float flip = sd > 0.0 ? static_cast<float>((max - mean) / sd) : kNoEvidence;
+  return {static_cast<float>(max), static_cast<float>(tau), max >= tau, flip};
 }
 
 Importance entropy_importance(std::span<const float> a_prime, float lambda) {
   const size_t n = a_prime.size();
-  if (n <= 1) return {1.0f, lambda, true};
+  if (n <= 1) return {1.0f, lambda, true, kNoEvidence};
   double h = 0.0;
   for (float v : a_prime) {
     if (v > 0.0f) h -= v * std::log(static_cast<double>(v));
   }
   const double value = 1.0 - h / std::log(static_cast<double>(n));
-  return {static_cast<float>(value), lambda, value >= lambda};
+  return {static_cast<float>(value), lambda, value >= lambda, static_cast<float>(value)};
 }
 
 Importance received_importance(std::span<const std::vector<float>> later, int position, int sinks,
                                float lambda) {
-  if (later.empty() || position < sinks) return {1.0f, lambda, true};
+  if (later.empty() || position < sinks) return {1.0f, lambda, true, kNoEvidence};
   double total = 0.0;
   int used = 0;
   for (const std::vector<float>& a : later) {
@@ -135,9 +145,9 @@ Importance received_importance(std::span<const std::vector<float>> later, int po
     total += static_cast<double>(ap.size()) * ap[position - sinks];
     ++used;
   }
-  if (used == 0) return {1.0f, lambda, true};
+  if (used == 0) return {1.0f, lambda, true, kNoEvidence};
   const double value = total / used;
-  return {static_cast<float>(value), lambda, value >= lambda};
+  return {static_cast<float>(value), lambda, value >= lambda, static_cast<float>(value)};
 }
 
 Importance importance(const AttentionRows& rows, const ImportanceConfig& cfg) {
@@ -151,7 +161,7 @@ Importance importance(const AttentionRows& rows, const ImportanceConfig& cfg) {
       break;
   }
   assert(false && "received(w) needs the look-ahead rows: call received_importance");
-  return {1.0f, cfg.lambda_value(), true};
+  return {1.0f, cfg.lambda_value(), true, kNoEvidence};
 }
 
 Importance received_importance(std::span<const AttentionRows> later, int position,

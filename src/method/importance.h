@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -43,10 +44,14 @@ struct ImportanceConfig {
 };
 
 // value = I; threshold = τ (focus) or λ (received, entropy); important = the estimator's rule.
+// lambda_flip is the largest λ at which this token is still important (focus: (I − mean)/std;
+// received, entropy: I; +inf when the row carries no evidence). Traced so that a λ grid can be
+// chosen from the quantiles of a run instead of by guessing.
 struct Importance {
   float value = 0.0f;
   float threshold = 0.0f;
   bool important = true;
+  float lambda_flip = std::numeric_limits<float>::infinity();
 };
 
 // a ∈ Δⁿ: the mean over heads and layers of probs[l][h][j] ([n_layers][n_heads][n_pos]).

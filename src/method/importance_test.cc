@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
+#include <random>
 #include <vector>
 
 #include "engine/context.h"
@@ -105,6 +107,38 @@ TEST(Importance, Received) {
   EXPECT_NEAR(received_importance(rows, 2, cfg).value, 1.15, 1e-5);
   cfg.lookahead = 1;
   EXPECT_NEAR(received_importance(rows, 2, cfg).value, 1.5, 1e-5);
+}
+
+// lambda_flip is where the decision flips: important at λ just below it, not just above, for
+// random rows (fixed seed) under every estimator; rows without evidence report +inf.
+TEST(Importance, LambdaFlipIsTheDecisionBoundary) {
+  std::mt19937 rng(7);
+  std::gamma_distribution<float> gamma(0.3f, 1.0f);  // shape < 1: peaked rows, as attention is
+  std::uniform_int_distribution<int> length(2, 64);
+  for (int trial = 0; trial < 500; ++trial) {
+    std::vector<float> a(static_cast<size_t>(length(rng)));
+    for (float& v : a) v = gamma(rng) + 1e-6f;
+    const std::vector<float> ap = drop_sinks(a, 1);
+    const std::vector<std::vector<float>> later = {a};
+    const int position = 1 + trial % (int(a.size()) - 1);
+    using Fn = std::function<Importance(float)>;
+    for (const Fn& f : {Fn([&](float l) { return focus_importance(ap, l); }),
+                        Fn([&](float l) { return entropy_importance(ap, l); }),
+                        Fn([&](float l) { return received_importance(later, position, 1, l); })}) {
+      const float flip = f(0.0f).lambda_flip;
+      if (std::isinf(flip)) {
+        EXPECT_TRUE(f(1e6f).important);
+        continue;
+      }
+      const float eps = 1e-3f * std::max(1.0f, std::fabs(flip));
+      EXPECT_TRUE(f(flip - eps).important) << "trial " << trial << " flip " << flip;
+      EXPECT_FALSE(f(flip + eps).important) << "trial " << trial << " flip " << flip;
+    }
+  }
+  EXPECT_TRUE(std::isinf(focus_importance(std::vector<float>{1.0f}, 3.0f).lambda_flip));
+  EXPECT_TRUE(std::isinf(focus_importance(std::vector<float>{0.5f, 0.5f}, 3.0f).lambda_flip));
+  EXPECT_TRUE(
+      std::isinf(received_importance(std::vector<std::vector<float>>{}, 3, 1, 1.0f).lambda_flip));
 }
 
 TEST(Importance, FromRowsWithConfig) {
