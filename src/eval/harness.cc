@@ -278,9 +278,10 @@ Result<std::vector<SweepPoint>> parse_sweep(std::string_view text) {
       if (axis.empty()) continue;
       const size_t eq = axis.find('=');
       if (eq == std::string_view::npos) {
-        return make_error("--sweep: '{}' is not key=v1,v2,... (keys: u_th, lambda, est, u_hi, "
-                          "s, r, k)",
-                          axis);
+        return make_error(
+            "--sweep: '{}' is not key=v1,v2,... (keys: u_th, lambda, est, u_hi, "
+            "s, r, k)",
+            axis);
       }
       const std::string key(trim(axis.substr(0, eq)));
       if (std::find(std::begin(kKeys), std::end(kKeys), key) == std::end(kKeys)) {
@@ -376,6 +377,19 @@ Result<std::vector<EvalSetting>> expand_settings(const std::vector<std::string>&
 
 // ------------------------------------------------------------------------------------ running
 
+// The sampling seed of one (seed, prompt) run: the same for every method on that prompt (so
+// methods are compared on common random numbers) but different across prompts, so that one
+// prompt's random stream (rand's upload pattern, the draws) does not repeat on every other.
+// FNV-1a of the id, mixed with the seed by splitmix64's finaliser: stable across platforms.
+uint64_t run_seed(uint64_t seed, const std::string& prompt_id) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : prompt_id) h = (h ^ c) * 1099511628211ull;
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (h | 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 std::string run_key(const std::string& prompt_id, const std::string& method,
                     const std::string& label, uint64_t seed) {
   return fmt::format("{}|{}|{}|{}", prompt_id, method, label, seed);
@@ -392,6 +406,7 @@ json result_line(const EvalPrompt& prompt, const EvalSetting& setting, uint64_t 
   j["method"] = setting.method;
   j["setting"] = setting.label;
   j["seed"] = seed;
+  j["run_seed"] = config.sampling.seed;
   j["policy"] = to_string(config.policy);
   j["output_ids"] = result.tokens;
   j["acceptance_rate"] =
@@ -457,7 +472,8 @@ Result<EvalStats> run_eval(std::shared_ptr<const Model> slm, std::shared_ptr<con
   size_t to_run = 0;
   for (const auto& s : config.settings) {
     for (uint64_t seed : config.seeds) {
-      for (const auto& p : prompts) to_run += done.count(run_key(p.id, s.method, s.label, seed)) ? 0 : 1;
+      for (const auto& p : prompts)
+        to_run += done.count(run_key(p.id, s.method, s.label, seed)) ? 0 : 1;
     }
   }
 
@@ -498,7 +514,7 @@ Result<EvalStats> run_eval(std::shared_ptr<const Model> slm, std::shared_ptr<con
     RunConfig cfg = config.base;
     cfg.policy = setting.policy;
     cfg.keep_trace = false;
-    cfg.sampling.seed = seed;
+    cfg.sampling.seed = run_seed(seed, prompt.id);
     std::string rate_source;
     if (setting.policy.kind == PolicyKind::kRand) {
       rate_source = "given";
@@ -592,14 +608,26 @@ MeanCi mean_ci95(const std::vector<double>& values) {
 }
 
 const std::vector<std::string>& summary_metrics() {
-  static const std::vector<std::string> kMetrics = {
-      "bertscore_f1_llm",   "bertscore_f1_ref",     "rougeL_f1_llm",
-      "rougeL_f1_ref",      "n_tokens",             "upload_rate",
-      "tsr",                "acceptance_rate",      "llm_calls_per_token",
-      "uplink_bytes_per_token", "e_per_token_j",    "e_device_per_token_j",
-      "e_cloud_per_token_j", "energy_saving_vs_hlm", "e_total_j",
-      "tokens_per_s",       "latency_s",            "filter_overhead",
-      "wall_s",             "wall_tokens_per_s"};
+  static const std::vector<std::string> kMetrics = {"bertscore_f1_llm",
+                                                    "bertscore_f1_ref",
+                                                    "rougeL_f1_llm",
+                                                    "rougeL_f1_ref",
+                                                    "n_tokens",
+                                                    "upload_rate",
+                                                    "tsr",
+                                                    "acceptance_rate",
+                                                    "llm_calls_per_token",
+                                                    "uplink_bytes_per_token",
+                                                    "e_per_token_j",
+                                                    "e_device_per_token_j",
+                                                    "e_cloud_per_token_j",
+                                                    "energy_saving_vs_hlm",
+                                                    "e_total_j",
+                                                    "tokens_per_s",
+                                                    "latency_s",
+                                                    "filter_overhead",
+                                                    "wall_s",
+                                                    "wall_tokens_per_s"};
   return kMetrics;
 }
 
@@ -644,7 +672,8 @@ Result<json> write_summary(const std::string& out_dir) {
   std::map<std::pair<std::string, uint64_t>, double> hlm_energy;
   for (const auto& j : *lines) {
     if (j.value("method", "") == "hlm") {
-      hlm_energy[{j.value("id", ""), j.value("seed", uint64_t(0))}] = number_or_nan(j, "e_per_token_j");
+      hlm_energy[{j.value("id", ""), j.value("seed", uint64_t(0))}] =
+          number_or_nan(j, "e_per_token_j");
     }
   }
 
@@ -692,14 +721,13 @@ Result<json> write_summary(const std::string& out_dir) {
   std::string csv = "method,setting,n_prompts,n_runs";
   for (const auto& m : metrics) csv += fmt::format(",{0},{0}_ci95", m);
   csv += "\n";
-  auto csv_num = [](double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : std::string(); };
+  auto csv_num = [](double v) {
+    return std::isfinite(v) ? fmt::format("{:.6g}", v) : std::string();
+  };
   for (const auto& g : groups) {
-    json row = {{"method", g.method},
-                {"setting", g.label},
-                {"policy", g.policy},
-                {"n_prompts", g.by_prompt.size()},
-                {"n_runs", g.runs},
-                {"seeds", g.seeds}};
+    json row = {{"method", g.method}, {"setting", g.label},
+                {"policy", g.policy}, {"n_prompts", g.by_prompt.size()},
+                {"n_runs", g.runs},   {"seeds", g.seeds}};
     if (!g.rate_source.empty()) row["rate_source"] = g.rate_source;
     json ms = json::object();
     csv += fmt::format("{},\"{}\",{},{}", g.method, g.label, g.by_prompt.size(), g.runs);
@@ -717,8 +745,9 @@ Result<json> write_summary(const std::string& out_dir) {
     rows.push_back(std::move(row));
   }
   summary["groups"] = std::move(rows);
-  summary["ci"] = "mean over prompts (each prompt first averaged over seeds) ± half-width of the "
-                  "two-sided 95% Student-t interval";
+  summary["ci"] =
+      "mean over prompts (each prompt first averaged over seeds) ± half-width of the "
+      "two-sided 95% Student-t interval";
   summary["energy_saving"] = "1 - E/E_hlm on total energy per token, paired per prompt and seed";
   {
     std::ifstream in(out_dir + "/config.json");

@@ -53,8 +53,8 @@ Result<std::vector<EvalSetting>> expand_settings(const std::vector<std::string>&
 
 struct EvalPrompt {
   std::string id;
-  std::string text;       // the prompt as given (before the chat template)
-  std::string reference;  // the data set's answer ("" if none)
+  std::string text;          // the prompt as given (before the chat template)
+  std::string reference;     // the data set's answer ("" if none)
   std::vector<int32_t> ids;  // prepared token ids (chat template applied)
 };
 
@@ -69,12 +69,12 @@ struct EvalConfig {
 };
 
 struct EvalProgress {
-  size_t done = 0;     // finished or skipped
+  size_t done = 0;  // finished or skipped
   size_t total = 0;
   size_t skipped = 0;  // found in results.jsonl
   size_t ran = 0;
   double elapsed_s = 0;
-  double eta_s = 0;    // from the mean time of the runs done in this session
+  double eta_s = 0;  // from the mean time of the runs done in this session
   const EvalSetting* setting = nullptr;
   const EvalPrompt* prompt = nullptr;
 };
@@ -83,14 +83,19 @@ struct EvalStats {
   size_t total = 0, skipped = 0, ran = 0;
 };
 
+// The sampling seed of the run of `seed` on one prompt: shared by every method on that prompt,
+// distinct across prompts.
+uint64_t run_seed(uint64_t seed, const std::string& prompt_id);
+
 // The key under which a run is recorded (and found again on resume).
 std::string run_key(const std::string& prompt_id, const std::string& method,
                     const std::string& label, uint64_t seed);
 
 // Runs every setting × seed × prompt not yet present in out_dir/results.jsonl (prompt by prompt
-// through all settings; rand matched to iuhlm last, once iuhlm's rates are known), appending and flushing one line per run. Writes out_dir/prompts.jsonl (id, prompt,
-// reference) and config.json. A partial last line left by an interruption is dropped first.
-// `on_progress` is called before each run and at the end.
+// through all settings; rand matched to iuhlm last, once iuhlm's rates are known), appending and
+// flushing one line per run. Writes out_dir/prompts.jsonl (id, prompt, reference) and config.json.
+// A partial last line left by an interruption is dropped first. `on_progress` is called before each
+// run and at the end.
 Result<EvalStats> run_eval(std::shared_ptr<const Model> slm, std::shared_ptr<const Model> llm,
                            ThreadPool& pool, const EvalConfig& config,
                            const std::vector<EvalPrompt>& prompts,

@@ -53,7 +53,9 @@ struct TempDir {
 std::vector<EvalPrompt> prompts(int n) {
   std::vector<EvalPrompt> out;
   for (int i = 0; i < n; ++i) {
-    out.push_back({"p" + std::to_string(i), "prompt " + std::to_string(i), "ref",
+    out.push_back({"p" + std::to_string(i),
+                   "prompt " + std::to_string(i),
+                   "ref",
                    {1, 270 + i, 275, 265, 100 + i, 101, 277}});
   }
   return out;
@@ -61,9 +63,9 @@ std::vector<EvalPrompt> prompts(int n) {
 
 EvalConfig config(const std::string& dir, const std::string& methods, const std::string& sweep) {
   EvalConfig c;
-  c.settings = expand_settings(parse_methods(methods).value(), parse_sweep(sweep).value(),
-                               PolicyConfig{})
-                   .value();
+  c.settings =
+      expand_settings(parse_methods(methods).value(), parse_sweep(sweep).value(), PolicyConfig{})
+          .value();
   c.seeds = {1, 2};
   c.base.max_tokens = 6;
   c.base.n_ctx = 64;
@@ -128,8 +130,8 @@ TEST(Settings, EachMethodTakesOnlyItsKeysAndRandFollowsIuhlm) {
 }
 
 TEST(Settings, ReceivedLookaheadComesFromEst) {
-  auto s = expand_settings({"iuhlm"}, parse_sweep("est=received(2),entropy").value(),
-                           PolicyConfig{});
+  auto s =
+      expand_settings({"iuhlm"}, parse_sweep("est=received(2),entropy").value(), PolicyConfig{});
   ASSERT_TRUE(s.ok());
   ASSERT_EQ(s->size(), 2u);
   EXPECT_EQ((*s)[0].policy.importance.estimator, ImportanceEstimator::kReceived);
@@ -183,6 +185,18 @@ TEST(Harness, RunsEverythingOnceAndResumes) {
     EXPECT_TRUE(j.contains("output_ids"));
     if (j["method"] == "iuhlm") iuhlm_rate[j["setting"]].push_back(j["upload_rate"]);
   }
+  // Every method on a (prompt, seed) shares one run seed; prompts get different ones.
+  std::map<std::pair<std::string, uint64_t>, std::set<uint64_t>> run_seeds;
+  std::set<uint64_t> distinct;
+  for (const auto& j : lines) {
+    run_seeds[{j["id"], j["seed"]}].insert(j["run_seed"].get<uint64_t>());
+    distinct.insert(j["run_seed"].get<uint64_t>());
+  }
+  for (const auto& [k, seeds] : run_seeds) EXPECT_EQ(seeds.size(), 1u) << k.first;
+  EXPECT_EQ(distinct.size(), run_seeds.size());
+  EXPECT_EQ(run_seed(5, "a"), run_seed(5, "a"));
+  EXPECT_NE(run_seed(5, "a"), run_seed(5, "b"));
+  EXPECT_NE(run_seed(5, "a"), run_seed(6, "a"));
   for (const auto& j : lines) {
     if (j["method"] != "rand") continue;
     const auto& rates = iuhlm_rate[j["setting"]];
