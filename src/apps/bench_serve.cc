@@ -36,6 +36,7 @@ struct BenchServeOptions {
   int prompt_tokens = 16;
   int max_context = 1024;
   int max_batch = 32;
+  double gather = server::ServerOptions{}.batch_gather;
   ThreadOptions threads;
   OutputOptions output;
 };
@@ -164,6 +165,7 @@ int bench_serve(const BenchServeOptions& o) {
   so.max_sessions = max_devices;
   so.max_context = o.max_context;
   so.max_batch = o.max_batch;
+  so.batch_gather = o.gather;
   so.threads = o.threads.threads;
   so.idle_timeout_s = 600;
   auto srv = server::Server::start(*model, so);
@@ -269,6 +271,10 @@ void add_bench_serve_command(CLI::App& app, Commands& commands) {
   sub->add_option("--max-batch", o->max_batch, "Server's verifications per forward")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
+  sub->add_option("--batch-gather", o->gather,
+                  "Server's wait for the devices of the last forwards, as a fraction of it")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 4.0));
   o->threads.add(sub);
   o->output.add(sub, "Print the results as one JSON object");
   commands.on(sub, [o] { return bench_serve(*o); });

@@ -30,6 +30,7 @@ struct RunOptions {
   // --cloud: verify through `hlm serve` instead of an in-process LLM.
   std::string cloud;
   std::string api_key_file;
+  std::string tls_ca_file;
   bool emulate_channel = false;
   double cloud_timeout_s = 10;
 };
@@ -64,7 +65,14 @@ int run_hybrid(const RunOptions& o) {
     auto target = cloud_target(o.cloud);
     if (!target) return fail(target.error());
     RemoteOptions ro;
-    ro.target = *target;
+    ro.target = target->target;
+    ro.tls = target->tls;
+    if (!o.tls_ca_file.empty()) {
+      auto roots = server::read_pem_file(o.tls_ca_file, "--tls-ca");
+      if (!roots) return fail(roots.error());
+      ro.tls = true;
+      ro.tls_roots_pem = *roots;
+    }
     ro.timeout_s = o.cloud_timeout_s;
     if (o.emulate_channel) ro.emulate = cfg->channel;
     if (!o.api_key_file.empty()) {
@@ -126,8 +134,11 @@ void add_run_command(CLI::App& app, Commands& commands) {
   o->threads.add(sub);
   sub->add_option("--trace", o->trace_file, "Write one JSON line per token to this file");
   sub->add_option("--cloud", o->cloud,
-                  "Verify through `hlm serve` at host:port (grpc://host:port) instead of loading "
-                  "--llm here");
+                  "Verify through `hlm serve` at host:port (grpc://host:port; grpcs:// for TLS) "
+                  "instead of loading --llm here");
+  sub->add_option("--tls-ca", o->tls_ca_file,
+                  "With --cloud: PEM roots that sign the server's certificate (implies TLS; "
+                  "grpcs:// without it uses the system's roots)");
   sub->add_option("--api-key-file", o->api_key_file, "File holding the server's API key");
   sub->add_flag("--emulate-channel", o->emulate_channel,
                 "With --cloud: sleep the --channel's uplink/downlink times for the bytes sent, so "

@@ -21,6 +21,7 @@ namespace {
 struct ServeOptions {
   std::string llm = "llm";
   std::string api_key_file;
+  std::string tls_cert_file, tls_key_file;
   ThreadOptions threads;
   server::ServerOptions server;
   double batch_window_ms = 0.5;
@@ -43,6 +44,17 @@ int serve(ServeOptions& o) {
     if (!key) return fail(key.error());
     so.api_key = *key;
   }
+  if (!o.tls_cert_file.empty() || !o.tls_key_file.empty()) {
+    if (o.tls_cert_file.empty() || o.tls_key_file.empty()) {
+      return fail("TLS needs both --tls-cert and --tls-key");
+    }
+    auto cert = server::read_pem_file(o.tls_cert_file, "--tls-cert");
+    if (!cert) return fail(cert.error());
+    auto key = server::read_pem_file(o.tls_key_file, "--tls-key");
+    if (!key) return fail(key.error());
+    so.tls_cert_pem = *cert;
+    so.tls_key_pem = *key;
+  }
   if (!server::is_loopback(so.listen) && so.api_key.empty()) {
     return fail(fmt::format(
         "refusing to listen on {} without an API key: pass --api-key-file FILE, or listen on "
@@ -60,10 +72,17 @@ int serve(ServeOptions& o) {
   std::fprintf(
       stderr,
       "hlm serve: listening on %s (model %s, %d-token vocabulary, %d sessions x %d "
-      "tokens, %d threads%s%s)\n",
+      "tokens, %d threads%s%s%s)\n",
       s.address().c_str(), cfg.name.empty() ? path->c_str() : cfg.name.c_str(), cfg.n_vocab,
-      so.max_sessions, so.max_context, so.threads, so.api_key.empty() ? "" : ", API key required",
+      so.max_sessions, so.max_context, so.threads, so.tls_cert_pem.empty() ? "" : ", TLS",
+      so.api_key.empty() ? "" : ", API key required",
       so.rate_limit > 0 ? fmt::format(", {} req/s per client", so.rate_limit).c_str() : "");
+  if (!server::is_loopback(so.listen) && so.tls_cert_pem.empty()) {
+    std::fprintf(stderr,
+                 "hlm serve: warning: %s is plaintext: the API key and every token travel "
+                 "unencrypted (pass --tls-cert and --tls-key)\n",
+                 so.listen.c_str());
+  }
   if (s.metrics_port()) {
     const std::string host = server::host_of(so.metrics_listen);
     std::fprintf(stderr, "hlm serve: metrics at http://%s:%d/metrics\n", host.c_str(),
@@ -114,6 +133,9 @@ void add_serve_command(CLI::App& app, Commands& commands) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--metrics-listen", o->server.metrics_listen,
                   "host:port for Prometheus metrics at /metrics (e.g. 127.0.0.1:7071)");
+  sub->add_option("--tls-cert", o->tls_cert_file,
+                  "PEM certificate chain: serve gRPC over TLS (with --tls-key)");
+  sub->add_option("--tls-key", o->tls_key_file, "PEM private key of --tls-cert");
   sub->add_option("--max-batch", o->server.max_batch, "Verifications per engine forward")
       ->capture_default_str()
       ->check(CLI::Range(1, 1024));
@@ -121,6 +143,11 @@ void add_serve_command(CLI::App& app, Commands& commands) {
                   "Longest wait for more requests before a forward")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 100.0));
+  sub->add_option("--batch-gather", o->server.batch_gather,
+                  "Wait up to this fraction of the last forward for the devices it served "
+                  "(0: take only what is queued)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 4.0));
   sub->add_option("--max-drafts", o->server.max_drafts, "Drafts per request (spec(k) sends k)")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));

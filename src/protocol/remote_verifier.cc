@@ -85,6 +85,7 @@ void prepare(grpc::ClientContext& ctx, const RemoteOptions& o, double timeout_s)
 // without trying to reconnect.
 struct RemoteVerifier::Impl {
   std::string target;
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
   std::mutex mu;
   std::shared_ptr<v1::VerifierService::Stub> stub;
   bool broken = true;
@@ -101,8 +102,7 @@ struct RemoteVerifier::Impl {
       args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
       args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);  // the device loop owns retries
       args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-      stub = v1::VerifierService::NewStub(
-          grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+      stub = v1::VerifierService::NewStub(grpc::CreateCustomChannel(target, credentials, args));
       broken = false;
     }
     return stub;
@@ -115,30 +115,34 @@ struct RemoteVerifier::Impl {
   }
 };
 
-Result<std::string> cloud_target(const std::string& url) {
+Result<CloudTarget> cloud_target(const std::string& url) {
   std::string t = url;
-  for (const char* scheme : {"grpcs://", "https://"}) {
+  bool tls = false;
+  for (const char* scheme : {"grpcs://", "https://", "grpc://", "http://"}) {
     if (t.rfind(scheme, 0) == 0) {
-      return make_error(
-          "--cloud {}: TLS is not supported yet; use grpc://host:port over a trusted "
-          "link (loopback, VPN or an SSH tunnel)",
-          url);
+      tls = std::string_view(scheme).find("s://") != std::string_view::npos;
+      t = t.substr(std::string_view(scheme).size());
+      break;
     }
-  }
-  for (const char* scheme : {"grpc://", "http://"}) {
-    if (t.rfind(scheme, 0) == 0) t = t.substr(std::string_view(scheme).size());
   }
   while (!t.empty() && t.back() == '/') t.pop_back();
   if (t.empty()) return make_error("--cloud: empty address; expected host:port");
   if (t.rfind("unix:", 0) != 0 && t.find(':') == std::string::npos) {
     return make_error("--cloud {}: expected host:port (e.g. 127.0.0.1:7070)", url);
   }
-  return t;
+  return CloudTarget{t, tls};
 }
 
 RemoteVerifier::RemoteVerifier(RemoteOptions options)
     : options_(std::move(options)), impl_(std::make_unique<Impl>()) {
   impl_->target = options_.target;
+  if (options_.tls || !options_.tls_roots_pem.empty()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = options_.tls_roots_pem;
+    impl_->credentials = grpc::SslCredentials(ssl);
+  } else {
+    impl_->credentials = grpc::InsecureChannelCredentials();
+  }
 }
 
 // Sessions still open (the device loop does not close its own) are closed on the way out, so

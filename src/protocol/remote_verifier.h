@@ -22,7 +22,10 @@ namespace hlm {
 struct RemoteOptions {
   // "host:port", or "grpc://host:port"; any gRPC target URI is passed through.
   std::string target = "127.0.0.1:7070";
-  std::string api_key;           // sent as "authorization: Bearer <key>" when not empty
+  std::string api_key;  // sent as "authorization: Bearer <key>" when not empty
+  // TLS: on for grpcs:// targets or when roots are given; roots are PEM (empty: the system's).
+  bool tls = false;
+  std::string tls_roots_pem;
   double timeout_s = 10.0;       // deadline of each Verify and Close
   double open_timeout_s = 60.0;  // deadline of Open (the server evaluates the prompt)
   // When set, sleep t_ul = (8·bytes + H)/R_ul + RTT/2 before each call and t_dl likewise after
@@ -75,8 +78,11 @@ class RemoteVerifier : public Verifier {
   RemoteStats stats_;
 };
 
-// "grpc://host:port" or "host:port" to a gRPC target; refuses schemes it cannot serve
-// (TLS is not implemented: grpcs:// and https:// are refused with a clear message).
-Result<std::string> cloud_target(const std::string& url);
+// "grpc://host:port", "host:port" (plaintext) or "grpcs://host:port" (TLS) to a gRPC target.
+struct CloudTarget {
+  std::string target;
+  bool tls = false;
+};
+Result<CloudTarget> cloud_target(const std::string& url);
 
 }  // namespace hlm

@@ -1,6 +1,7 @@
 // BatchScheduler implementation.
 #include "server/scheduler.h"
 
+#include <algorithm>
 #include <vector>
 
 namespace hlm::server {
@@ -40,6 +41,27 @@ std::future<Result<VerifyReply>> BatchScheduler::submit(VerifyRequest request) {
   return f;
 }
 
+std::chrono::steady_clock::time_point BatchScheduler::gather_deadline() const {
+  using Clock = std::chrono::steady_clock;
+  const auto after = [&](double s) {
+    return queue_.front().arrived +
+           std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  };
+  const auto window = after(options_.window_s);
+  if (options_.gather_fraction <= 0 || int(queue_.size()) >= options_.max_batch) return window;
+  // Still missing: a session of the last two forwards that has nothing queued.
+  const auto queued = [&](SessionId id) {
+    return std::any_of(queue_.begin(), queue_.end(),
+                       [&](const Job& j) { return j.request.session == id; });
+  };
+  const bool missing = std::any_of(served_last_.begin(), served_last_.end(),
+                                   [&](SessionId id) { return !queued(id); }) ||
+                       std::any_of(served_before_.begin(), served_before_.end(),
+                                   [&](SessionId id) { return !queued(id); });
+  if (!missing) return queue_.front().arrived;
+  return std::max(window, after(options_.gather_fraction * last_forward_s_));
+}
+
 void BatchScheduler::loop() {
   using Clock = std::chrono::steady_clock;
   std::vector<Job> batch;
@@ -49,13 +71,9 @@ void BatchScheduler::loop() {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
       if (stop_) return;
-      // A tiny window lets requests that were a few microseconds behind join this forward.
-      if (options_.window_s > 0 && int(queue_.size()) < options_.max_batch) {
-        const auto until =
-            queue_.front().arrived + std::chrono::duration_cast<Clock::duration>(
-                                         std::chrono::duration<double>(options_.window_s));
-        cv_.wait_until(lock, until,
-                       [&] { return stop_ || int(queue_.size()) >= options_.max_batch; });
+      // Re-evaluated on every arrival: the wait ends as soon as everyone expected is queued.
+      while (Clock::now() < gather_deadline()) {
+        cv_.wait_until(lock, gather_deadline());
         if (stop_) return;
       }
       while (!queue_.empty() && int(batch.size()) < options_.max_batch) {
@@ -65,8 +83,16 @@ void BatchScheduler::loop() {
     }
     requests.clear();
     for (Job& j : batch) requests.push_back(std::move(j.request));
+    const auto t_forward = Clock::now();
     std::vector<Result<VerifyReply>> results = cloud_.verify_batch(requests);
     const auto done = Clock::now();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      last_forward_s_ = std::chrono::duration<double>(done - t_forward).count();
+      served_before_ = std::move(served_last_);
+      served_last_.clear();
+      for (const VerifyRequest& r : requests) served_last_.push_back(r.session);
+    }
     metrics_.batches++;
     metrics_.batch_size.observe(double(batch.size()));
     uint64_t tokens = 0;

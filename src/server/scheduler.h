@@ -1,7 +1,13 @@
 // BatchScheduler: continuous batching of Verify calls. Handlers submit requests from many
-// sessions; one thread takes whatever is queued (up to max_batch, after at most a tiny window
-// for stragglers) and serves it with ONE CloudVerifier::verify_batch() forward, then hands each
-// caller its own result. A bad request fails alone and never holds up the others.
+// sessions; one thread takes what is queued (up to max_batch) and serves it with ONE
+// CloudVerifier::verify_batch() forward, then hands each caller its own result. A bad request
+// fails alone and never holds up the others.
+//
+// Gathering: devices served by one forward come back a round trip later, at slightly different
+// times. Taking only what is queued would split them into alternating large and small batches,
+// so the scheduler waits for the sessions it served in the last two forwards, up to a fraction
+// of the last forward's duration (Triton's "max queue delay", made relative to the forward):
+// a lone device never waits, and a busy server trades a few percent of latency for full batches.
 #pragma once
 
 #include <chrono>
@@ -21,6 +27,9 @@ struct SchedulerOptions {
   // After the first request arrives, wait at most this long for others before the forward
   // (0: take only what is queued already).
   double window_s = 0.0005;
+  // While sessions served by the last two forwards are still missing, wait up to this fraction
+  // of the last forward's duration for them (0 disables gathering).
+  double gather_fraction = 0.25;
 };
 
 class BatchScheduler {
@@ -39,6 +48,8 @@ class BatchScheduler {
     std::chrono::steady_clock::time_point arrived;
   };
   void loop();
+  // How long the batch headed by the queue's front may still wait, given who is queued.
+  std::chrono::steady_clock::time_point gather_deadline() const;
 
   CloudVerifier& cloud_;
   Metrics& metrics_;
@@ -47,6 +58,9 @@ class BatchScheduler {
   std::condition_variable cv_;
   std::deque<Job> queue_;
   bool stop_ = false;
+  // Sessions of the previous and the latest forward, and how long the latest forward took.
+  std::vector<SessionId> served_before_, served_last_;
+  double last_forward_s_ = 0;
   std::thread thread_;
 };
 

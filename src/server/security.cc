@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <iterator>
 #include <utility>
 
 #include "models/sha256.h"
@@ -70,6 +71,16 @@ Result<std::string> read_api_key_file(const std::string& path) {
         path, line.size(), path);
   }
   return line;
+}
+
+Result<std::string> read_pem_file(const std::string& path, std::string_view flag) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return make_error("{}: cannot read {}", flag, path);
+  std::string pem((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (pem.find("-----BEGIN ") == std::string::npos) {
+    return make_error("{}: {} is not PEM (no \"-----BEGIN \" line)", flag, path);
+  }
+  return pem;
 }
 
 bool keys_equal(std::string_view presented, std::string_view key) {

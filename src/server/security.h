@@ -23,6 +23,10 @@ bool is_loopback(std::string_view listen_address);
 // key and keys shorter than 16 characters.
 Result<std::string> read_api_key_file(const std::string& path);
 
+// Reads a PEM file (a TLS certificate chain, key or roots) for `flag`; refuses a missing file
+// and one without a "-----BEGIN " block, naming both.
+Result<std::string> read_pem_file(const std::string& path, std::string_view flag);
+
 // Compares `presented` with the key without data-dependent branches or early exits: both are
 // hashed (SHA-256) and the digests compared with an OR-accumulated XOR, so the time depends
 // neither on where they differ nor on the key's length.

@@ -368,6 +368,10 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<const Model> llm, 
   if (o.max_drafts < 1) return make_error("--max-drafts must be at least 1");
   if (!(o.idle_timeout_s > 0)) return make_error("--idle-timeout must be positive (seconds)");
   if (o.max_batch < 1) return make_error("--max-batch must be at least 1");
+  if (!(o.batch_gather >= 0)) return make_error("--batch-gather must be at least 0");
+  if (o.tls_cert_pem.empty() != o.tls_key_pem.empty()) {
+    return make_error("TLS needs both a certificate (--tls-cert) and its private key (--tls-key)");
+  }
   if (o.threads <= 0) o.threads = int(std::max(1u, std::thread::hardware_concurrency()));
   if (o.rate_limit > 0 && o.rate_burst <= 0) o.rate_burst = std::max(1.0, 2 * o.rate_limit);
   if (!is_loopback(o.listen) && o.api_key.empty()) {
@@ -385,14 +389,20 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<const Model> llm, 
   impl->cloud = std::make_unique<CloudVerifier>(llm, *impl->pool,
                                                 CloudOptions{o.max_sessions, o.max_context});
   impl->scheduler = std::make_unique<BatchScheduler>(
-      *impl->cloud, impl->metrics, SchedulerOptions{o.max_batch, o.batch_window_s});
+      *impl->cloud, impl->metrics, SchedulerOptions{o.max_batch, o.batch_window_s, o.batch_gather});
   impl->limiter = std::make_unique<RateLimiter>(o.rate_limit, o.rate_burst);
   impl->host = host_of(o.listen);
 
   const size_t max_msg =
       o.max_message_bytes ? o.max_message_bytes : protocol::max_verify_request_bytes(impl->limits);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(o.listen, grpc::InsecureServerCredentials(), &impl->port);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!o.tls_cert_pem.empty()) {
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({o.tls_key_pem, o.tls_cert_pem});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+  builder.AddListeningPort(o.listen, credentials, &impl->port);
   builder.RegisterService(impl.get());
   builder.SetMaxReceiveMessageSize(int(std::min<size_t>(max_msg, size_t(INT32_MAX))));
   grpc::ResourceQuota quota("hlm-serve");

@@ -20,12 +20,15 @@ struct ServerOptions {
   int max_context = 2048;  // tokens per session
   // Required when `listen` is not a loopback address; clients send "Bearer <key>".
   std::string api_key;
+  // TLS: PEM certificate chain and private key; both empty = plaintext.
+  std::string tls_cert_pem, tls_key_pem;
   int threads = 0;  // engine threads; 0 = hardware concurrency
   double idle_timeout_s = 300;
   std::string metrics_listen;  // "" = no metrics endpoint
   int max_batch = 32;
   double batch_window_s = 0.0005;
-  int max_drafts = 16;  // per Verify (spec(k) sends k)
+  double batch_gather = 0.25;  // SchedulerOptions::gather_fraction
+  int max_drafts = 16;         // per Verify (spec(k) sends k)
   // gRPC receive limit; 0 derives it from the model's vocabulary and max_drafts.
   size_t max_message_bytes = 0;
   double rate_limit = 0;  // requests per second per client address; 0 = unlimited

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "cloud/cloud_verifier.h"
@@ -21,6 +22,7 @@
 #include "protocol/convert.h"
 #include "protocol/hlm.grpc.pb.h"
 #include "protocol/remote_verifier.h"
+#include "server/security.h"
 
 namespace hlm::server {
 namespace {
@@ -402,6 +404,84 @@ TEST(ServerSecurity, ApiKeyRequiredAndCheckedAndNonLoopbackNeedsOne) {
   auto refused_listen = Server::start(tiny_pair().llm, open_world);
   ASSERT_FALSE(refused_listen.ok());
   EXPECT_NE(refused_listen.error().message.find("API key"), std::string::npos);
+}
+
+// TLS: a certificate made here with the openssl CLI (shipped with ca-certificates) for
+// 127.0.0.1. A client trusting it generates through the server; a plaintext client and a
+// client trusting other roots are refused as outages (the handshake fails), never served.
+TEST(ServerSecurity, TlsServesTrustingClientsOnly) {
+  const auto dir = std::filesystem::temp_directory_path() / fmt::format("hlm_tls_{}", getpid());
+  std::filesystem::create_directories(dir);
+  const std::string cert = (dir / "cert.pem").string(), key = (dir / "key.pem").string();
+  const std::string other = (dir / "other.pem").string(), other_key = (dir / "other.key").string();
+  auto make_cert = [&](const std::string& c, const std::string& k) {
+    const std::string cmd = fmt::format(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout '{}' -out '{}' -days 1 -subj "
+        "/CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1",
+        k, c);
+    return std::system(cmd.c_str()) == 0;
+  };
+  if (!make_cert(cert, key) || !make_cert(other, other_key)) {
+    std::filesystem::remove_all(dir);
+    GTEST_SKIP() << "the openssl CLI could not make a test certificate";
+  }
+  EXPECT_FALSE(read_pem_file((dir / "missing.pem").string(), "--tls-cert").ok());
+  const std::string plain = (dir / "plain.txt").string();
+  std::ofstream(plain) << "not a certificate\n";
+  const auto not_pem = read_pem_file(plain, "--tls-cert");
+  ASSERT_FALSE(not_pem.ok());
+  EXPECT_NE(not_pem.error().message.find("not PEM"), std::string::npos) << not_pem.error().message;
+  EXPECT_NE(not_pem.error().message.find(plain), std::string::npos);
+  ServerOptions o;
+  o.tls_cert_pem = read_pem_file(cert, "--tls-cert").value();
+  o.tls_key_pem = read_pem_file(key, "--tls-key").value();
+  ServerOptions half = o;
+  half.tls_key_pem.clear();
+  half.listen = "127.0.0.1:0";
+  auto refused = Server::start(tiny_pair().llm, half);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("--tls-key"), std::string::npos);
+
+  auto srv = start(o);
+  ASSERT_TRUE(srv);
+  const auto url = cloud_target("grpcs://" + srv->address());
+  ASSERT_TRUE(url.ok());
+  EXPECT_TRUE(url->tls);
+  EXPECT_FALSE(cloud_target("grpc://" + srv->address())->tls);
+
+  SessionParams sp;
+  sp.vocab_fingerprint = tiny_pair().llm->tokenizer().fingerprint();
+  sp.n_vocab = tiny_pair().llm->config().n_vocab;
+  sp.prompt = kPrompt;
+  auto open_with = [&](RemoteOptions ro) {
+    ro.target = url->target;
+    ro.open_timeout_s = 5;
+    RemoteVerifier remote(ro);
+    return remote.open(sp);
+  };
+  RemoteOptions trusting;
+  trusting.tls_roots_pem = o.tls_cert_pem;
+  RemoteOptions plaintext;
+  RemoteOptions wrong_roots;
+  wrong_roots.tls_roots_pem = read_pem_file(other, "--tls-ca").value();
+  EXPECT_TRUE(open_with(trusting).ok());
+  for (const RemoteOptions& ro : {plaintext, wrong_roots}) {
+    auto r = open_with(ro);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.error().code, ErrorCode::kUnavailable) << r.error().message;
+  }
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(srv->metrics().verifications.load(), 0u);
+
+  // The whole device loop over TLS.
+  ThreadPool pool(1);
+  trusting.target = url->target;
+  RemoteVerifier remote(trusting);
+  Device dev(tiny_pair().slm, pool, config("hlm"));
+  auto r = dev.generate(kPrompt, &remote);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->tokens.size(), 40u);
+  EXPECT_EQ(r->slm_only, 0);
 }
 
 TEST(ServerSecurity, RateLimitPerClient) {
