@@ -72,6 +72,27 @@ def channel_table(work):
             "|---|---|---|---|---|---|---|\n" + "\n".join(out))
 
 
+def grid_section(grid):
+    """How the study's u_th and λ values were read off the data (tools/eval/study_grid.py)."""
+    if not grid:
+        return ""
+    lines = ["Grid from the data (`tools/eval/study_grid.py`, step `grid`): iuhlm at u_th = 0 and "
+             "λ = −1 (scores every token, vetoes nothing) traced "
+             f"{grid['tokens']} tokens per estimator; u_th at quantiles "
+             f"{', '.join(f'{q:g}' for q in grid['study_u_quantiles'])} of their uncertainty "
+             f"(u_th = {', '.join(f'{v:g}' for v in grid['study_u_th'])}), and per estimator λ at "
+             f"quantiles {', '.join(f'{q:g}' for q in grid['lambda_quantiles'])} of `lambda_flip` "
+             "(the largest λ at which a token is still important) among the tokens above u_th, "
+             "i.e. λ values that veto about that share of the candidate uploads. uhlm runs at "
+             f"u_th = {', '.join(f'{v:g}' for v in grid['uhlm_u_th'])}.", "",
+             "| estimator | u_th | candidates | λ grid |", "|---|---|---|---|"]
+    for est, e in grid["estimators"].items():
+        for u, g in e["by_u_th"].items():
+            lines.append(f"| {est} | {u} | {g['candidates']} | "
+                         f"{', '.join(f'{v:g}' for v in g['lambda'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def importance_section(imp):
     if not imp:
         return "(the importance study has not been run)"
@@ -103,10 +124,9 @@ def importance_section(imp):
                      "within it.")
     else:
         lines.append("**Choice from the data:** none. No estimator has a positive mean Δ over its "
-                     "matched points, so the data give no reason to move the default away from "
-                     "`focus` with λ = 3 (the code's current default); estimators that never vetoed "
-                     "an upload (column above) are indistinguishable from uhlm at these λ values, "
-                     "which calls for a wider λ grid rather than a choice.")
+                     "matched points: at these upload rates, vetoing uploads by importance did not "
+                     "buy quality that the same number of uploads chosen by uncertainty alone "
+                     "would not.")
     lines += ["", f"**Does iuhlm dominate uhlm?** {imp['verdict']}."]
     return "\n".join(lines)
 
@@ -123,6 +143,7 @@ def main():
     dev = load(os.path.join(a.work, "dev", "summary.json"))
     cal = load(os.path.join(a.work, "calibration.json"))
     imp = load("docs/results/importance.json")
+    grid = load(os.path.join(a.work, "study_grid.json"))
     cfg = (test or {}).get("config", {})
     scoring = (test or {}).get("scoring", {})
     commands = ""
@@ -147,6 +168,13 @@ def main():
                   "available. Its drafts are rejected by the LLM most of the time (see the "
                   "calibration's mean β), so the method comparison below shows the pipeline, not "
                   "the method's potential. Rerun this page once `slm` exists.\n")
+    else:
+        md.append("> **Device model.** `slm` is the distilled 6-layer student of the cloud model "
+                  "(docs/models.md has its held-out top-1 agreement and acceptance against the "
+                  "LLM). It falls far short of the paper's TinyLlama/Llama-2 pair in agreement, so "
+                  "the LLM rejects or resamples many drafts and the absolute savings are smaller "
+                  "than with a strong device model; the comparison between methods is what the "
+                  "page shows.\n")
     md.append("## Setup\n")
     md.append(f"- Device model (SLM): `{slm_path}`\n- Cloud model (LLM): `{cfg.get('llm', a.llm)}`")
     md.append(f"- Prompts: `data/prompts/` — AlpacaEval evaluation set from the PyPI package "
@@ -218,6 +246,7 @@ def main():
         md.append(f"{n} dev prompts × {dev.get('config', {}).get('max_tokens')} tokens; iuhlm "
                   "over estimator × u_th × λ, uhlm over a finer u_th grid "
                   "(`tools/eval/importance_study.py`).\n")
+        md.append(grid_section(grid))
     md.append(importance_section(imp) + "\n")
 
     md.append("## Exact commands\n")

@@ -118,7 +118,8 @@ def main():
     # u does not depend on the estimator; pool every run for its quantiles.
     all_u = [u for ts in tokens.values() for u, _ in ts]
     study_u = grid(all_u, sq)
-    curve_u = grid(all_u, cq)
+    # The uhlm curve includes the study's thresholds, so each iuhlm point has its uhlm twin.
+    curve_u = sorted(set(grid(all_u, cq)) | set(study_u))
     result = {"lambda_quantiles": lq, "study_u_quantiles": sq, "curve_u_quantiles": cq,
               "tokens": len(all_u), "study_u_th": study_u, "uhlm_u_th": curve_u,
               "estimators": {}}
