@@ -13,24 +13,8 @@
 namespace hlm {
 namespace {
 
-struct Pair {
-  std::shared_ptr<const Model> slm, llm;
-};
-
-const Pair& tiny_pair() {
-  static Pair p = [] {
-    const auto dir = std::filesystem::temp_directory_path();
-    TinyModelSpec llm_spec;
-    llm_spec.n_layer = 3;
-    TinyModelSpec slm_spec = llm_spec;
-    slm_spec.n_layer = 3;
-    slm_spec.perturb = 0.6f;
-    const std::string lp = (dir / "hlm_device_test_llm.gguf").string();
-    const std::string sp = (dir / "hlm_device_test_slm.gguf").string();
-    EXPECT_TRUE(write_tiny_model(lp, llm_spec).ok());
-    EXPECT_TRUE(write_tiny_model(sp, slm_spec).ok());
-    return Pair{Model::load(sp).value(), Model::load(lp).value()};
-  }();
+const TinyPair& tiny_pair() {
+  static const TinyPair p = make_tiny_pair(3).value();
   return p;
 }
 
@@ -52,7 +36,7 @@ struct Outcome {
   std::vector<int32_t> pending;
 };
 
-Outcome run(const RunConfig& cfg, const Pair& pair = tiny_pair()) {
+Outcome run(const RunConfig& cfg, const TinyPair& pair = tiny_pair()) {
   ThreadPool pool(2);
   CloudVerifier cloud(pair.llm, pool, {4, 256});
   Device dev(pair.slm, pool, cfg);
@@ -132,7 +116,7 @@ TEST(DeviceSync, TopKAndIdsEncodingsStaySynchronised) {
 }
 
 // Greedy LLM decoding with the engine alone.
-std::vector<int32_t> llm_greedy(const Pair& pair, int n) {
+std::vector<int32_t> llm_greedy(const TinyPair& pair, int n) {
   ThreadPool pool(1);
   Context ctx(pair.llm, 1, 128, pool);
   std::vector<int32_t> out;
@@ -211,7 +195,7 @@ TEST(CloudVerifier, RefusesMismatchedVocabularyAndUnknownSessions) {
 
 TEST(CloudVerifier, BatchedVerificationEqualsOneByOne) {
   ThreadPool pool(2);
-  const Pair& pair = tiny_pair();
+  const TinyPair& pair = tiny_pair();
   SessionParams sp;
   sp.vocab_fingerprint = pair.llm->tokenizer().fingerprint();
   sp.n_vocab = pair.llm->config().n_vocab;
@@ -275,7 +259,7 @@ class FlakyVerifier : public Verifier {
 
 TEST(DeviceFailure, CloudLossMidGenerationLosesNoToken) {
   ThreadPool pool(1);
-  const Pair& pair = tiny_pair();
+  const TinyPair& pair = tiny_pair();
   CloudVerifier cloud(pair.llm, pool, {4, 256});
   FlakyVerifier flaky(cloud, 5, 9);
   RunConfig cfg = config("hlm");
@@ -298,7 +282,7 @@ TEST(DeviceFailure, CloudLossMidGenerationLosesNoToken) {
 
 TEST(DeviceFailure, UnreachableFromTheStartStillGenerates) {
   ThreadPool pool(1);
-  const Pair& pair = tiny_pair();
+  const TinyPair& pair = tiny_pair();
   CloudVerifier cloud(pair.llm, pool, {4, 256});
   FlakyVerifier flaky(cloud, 0, 1 << 30);
   Device dev(pair.slm, pool, config("uhlm(0.0)"));

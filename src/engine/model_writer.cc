@@ -1,10 +1,16 @@
 // Model writers (see model_writer.h).
 #include "engine/model_writer.h"
 
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cmath>
+#include <filesystem>
 #include <random>
 #include <vector>
 
+#include "engine/model.h"
 #include "gguf/gguf.h"
 #include "gguf/gguf_writer.h"
 #include "ops/ops.h"
@@ -130,6 +136,30 @@ Status write_truncated_model(const std::string& src, const std::string& dst, int
     w.add_tensor(t.name, t.type, t.shape, t.data, t.n_bytes);
   }
   return w.write(dst, static_cast<uint32_t>(f->alignment()));
+}
+
+Result<TinyPair> make_tiny_pair(int n_layer, float perturb) {
+  static std::atomic<int> counter{0};
+  const int n = counter++;
+  const auto dir = std::filesystem::temp_directory_path();
+  TinyModelSpec llm_spec;
+  llm_spec.n_layer = n_layer;
+  TinyModelSpec slm_spec = llm_spec;
+  slm_spec.perturb = perturb;
+  TinyPair pair;
+  for (auto [spec, out, role] :
+       {std::tuple{&llm_spec, &pair.llm, "llm"}, std::tuple{&slm_spec, &pair.slm, "slm"}}) {
+    const std::string path =
+        (dir / fmt::format("hlm_tiny_{}_{}_{}.gguf", getpid(), n, role)).string();
+    Status st = write_tiny_model(path, *spec);
+    Result<std::shared_ptr<const Model>> m =
+        st.ok() ? Model::load(path) : Result<std::shared_ptr<const Model>>(st.error());
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+    if (!m) return m.error();
+    *out = std::move(m).value();
+  }
+  return pair;
 }
 
 }  // namespace hlm

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "gguf/tensor_type.h"
@@ -30,6 +31,16 @@ struct TinyModelSpec {
 // Writes a llama-architecture GGUF with a SentencePiece-style vocabulary of byte tokens plus
 // <unk>, <s>, </s> and a few merged pieces; weights drawn from N(0, 0.02..) with the seed.
 Status write_tiny_model(const std::string& path, const TinyModelSpec& spec);
+
+class Model;
+
+// A cloud model and a device model on one vocabulary for tests: a tiny model with n_layer
+// blocks and a copy with every weight perturbed by `perturb`, written to unique temporary files,
+// loaded, and the files removed (the mappings stay valid).
+struct TinyPair {
+  std::shared_ptr<const Model> slm, llm;
+};
+Result<TinyPair> make_tiny_pair(int n_layer, float perturb = 0.6f);
 
 // Writes `src` keeping only its first n_layers transformer blocks (embedding, final norm,
 // output and tokenizer unchanged): an untrained stand-in for a distilled device model.

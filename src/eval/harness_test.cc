@@ -18,23 +18,8 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-struct Pair {
-  std::shared_ptr<const Model> slm, llm;
-};
-
-const Pair& tiny_pair() {
-  static Pair p = [] {
-    const auto dir = fs::temp_directory_path();
-    TinyModelSpec llm_spec;
-    llm_spec.n_layer = 2;
-    TinyModelSpec slm_spec = llm_spec;
-    slm_spec.perturb = 0.6f;
-    const std::string lp = (dir / "hlm_harness_test_llm.gguf").string();
-    const std::string sp = (dir / "hlm_harness_test_slm.gguf").string();
-    EXPECT_TRUE(write_tiny_model(lp, llm_spec).ok());
-    EXPECT_TRUE(write_tiny_model(sp, slm_spec).ok());
-    return Pair{Model::load(sp).value(), Model::load(lp).value()};
-  }();
+const TinyPair& tiny_pair() {
+  static const TinyPair p = make_tiny_pair(2).value();
   return p;
 }
 

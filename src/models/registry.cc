@@ -32,9 +32,8 @@ const std::vector<ModelEntry>& table() {
       },
       {
           .name = "slm",
-          .aliases = {"smollm2-135m-instruct-slm-m6"},
-          .description = "hlm device model: SmolLM2-135M-Instruct's first 6 layers, distilled "
-                         "(tools/distill), Q4_1; built from llm plus models/slm-delta.gguf",
+          .aliases = {"smollm2-135m-instruct-slm"},
+          .description = HLM_SLM_DESCRIPTION "; built from llm plus models/slm-delta.gguf",
           .file = HLM_SLM_FILE,
           .sha256 = HLM_SLM_SHA256,
           .size = HLM_SLM_SIZE,

@@ -115,6 +115,39 @@ struct RemoteVerifier::Impl {
   }
 };
 
+namespace {
+
+// One metered call: sleeps the emulated uplink time, calls, sleeps the downlink time on
+// success, and books bytes and emulated time into `stats` under `mu`.
+template <class Req, class Reply, class Rpc>
+grpc::Status metered_call(const RemoteOptions& o, std::mutex& mu, RemoteStats& stats,
+                          const Req& req, Reply* reply, double timeout_s, Rpc rpc) {
+  grpc::ClientContext ctx;
+  prepare(ctx, o, timeout_s);
+  const auto link_bits = [&](size_t bytes) {
+    return 8 * uint64_t(bytes) + uint64_t(o.emulate->header_bits);
+  };
+  double emulated = 0;
+  if (o.emulate) {
+    emulated = uplink_time_s(*o.emulate, link_bits(req.ByteSizeLong()));
+    sleep_s(emulated);
+  }
+  const grpc::Status s = rpc(&ctx, req, reply);
+  if (s.ok() && o.emulate) {
+    const double t = downlink_time_s(*o.emulate, link_bits(reply->ByteSizeLong()));
+    sleep_s(t);
+    emulated += t;
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  stats.calls++;
+  stats.sent_bytes += req.ByteSizeLong();
+  stats.emulated_s += emulated;
+  if (s.ok()) stats.received_bytes += reply->ByteSizeLong();
+  return s;
+}
+
+}  // namespace
+
 Result<CloudTarget> cloud_target(const std::string& url) {
   std::string t = url;
   bool tls = false;
@@ -172,28 +205,13 @@ Result<SessionId> RemoteVerifier::open(const SessionParams& params) {
   v1::OpenRequest req;
   protocol::to_proto(params, &req);
   v1::OpenReply reply;
-  grpc::ClientContext ctx;
-  prepare(ctx, options_, options_.open_timeout_s);
-  double emulated = 0;
-  if (options_.emulate) {
-    emulated += uplink_time_s(*options_.emulate,
-                              8 * req.ByteSizeLong() + uint64_t(options_.emulate->header_bits));
-    sleep_s(emulated);
-  }
-  const grpc::Status s = impl_->get()->Open(&ctx, req, &reply);
+  auto stub = impl_->get();
+  const grpc::Status s =
+      metered_call(options_, mu_, stats_, req, &reply, options_.open_timeout_s,
+                   [&](auto* ctx, const auto& rq, auto* rp) { return stub->Open(ctx, rq, rp); });
   impl_->check(s);
-  if (s.ok() && options_.emulate) {
-    const double t = downlink_time_s(
-        *options_.emulate, 8 * reply.ByteSizeLong() + uint64_t(options_.emulate->header_bits));
-    sleep_s(t);
-    emulated += t;
-  }
-  std::lock_guard<std::mutex> lock(mu_);
-  stats_.calls++;
-  stats_.sent_bytes += req.ByteSizeLong();
-  stats_.emulated_s += emulated;
   if (!s.ok()) return to_error(s, "open", options_.target);
-  stats_.received_bytes += reply.ByteSizeLong();
+  std::lock_guard<std::mutex> lock(mu_);
   if (reply.session() == 0) {
     return make_error("cloud open ({}): OpenReply.session is 0", options_.target);
   }
@@ -214,32 +232,17 @@ Result<VerifyReply> RemoteVerifier::verify(const VerifyRequest& request) {
   v1::VerifyRequest req;
   protocol::to_proto(request, cs.step, &req);
   v1::VerifyReply reply;
-  grpc::ClientContext ctx;
-  prepare(ctx, options_, options_.timeout_s);
-  double emulated = 0;
-  if (options_.emulate) {
-    emulated += uplink_time_s(*options_.emulate,
-                              8 * req.ByteSizeLong() + uint64_t(options_.emulate->header_bits));
-    sleep_s(emulated);
-  }
-  const grpc::Status s = impl_->get()->Verify(&ctx, req, &reply);
+  auto stub = impl_->get();
+  const grpc::Status s =
+      metered_call(options_, mu_, stats_, req, &reply, options_.timeout_s,
+                   [&](auto* ctx, const auto& rq, auto* rp) { return stub->Verify(ctx, rq, rp); });
   impl_->check(s);
-  if (s.ok() && options_.emulate) {
-    const double t = downlink_time_s(
-        *options_.emulate, 8 * reply.ByteSizeLong() + uint64_t(options_.emulate->header_bits));
-    sleep_s(t);
-    emulated += t;
-  }
   std::lock_guard<std::mutex> lock(mu_);
-  stats_.calls++;
-  stats_.sent_bytes += req.ByteSizeLong();
-  stats_.emulated_s += emulated;
   if (!s.ok()) {
     // The session may or may not have advanced on the server: it cannot be used again.
     sessions_.erase(request.session);
     return to_error(s, "verify", options_.target);
   }
-  stats_.received_bytes += reply.ByteSizeLong();
   auto r = protocol::from_proto(reply, int(request.drafts.size()), cs.n_vocab, request.want_bonus);
   if (!r) {
     sessions_.erase(request.session);

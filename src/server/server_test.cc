@@ -27,26 +27,8 @@
 namespace hlm::server {
 namespace {
 
-struct Pair {
-  std::shared_ptr<const Model> slm, llm;
-};
-
-const Pair& tiny_pair() {
-  static Pair p = [] {
-    const auto dir = std::filesystem::temp_directory_path();
-    TinyModelSpec llm_spec;
-    llm_spec.n_layer = 3;
-    TinyModelSpec slm_spec = llm_spec;
-    slm_spec.perturb = 0.6f;
-    const std::string lp = (dir / fmt::format("hlm_server_test_llm_{}.gguf", getpid())).string();
-    const std::string sp = (dir / fmt::format("hlm_server_test_slm_{}.gguf", getpid())).string();
-    EXPECT_TRUE(write_tiny_model(lp, llm_spec).ok());
-    EXPECT_TRUE(write_tiny_model(sp, slm_spec).ok());
-    Pair pair{Model::load(sp).value(), Model::load(lp).value()};
-    std::filesystem::remove(lp);  // mapped already
-    std::filesystem::remove(sp);
-    return pair;
-  }();
+const TinyPair& tiny_pair() {
+  static const TinyPair p = make_tiny_pair(3).value();
   return p;
 }
 
