@@ -15,23 +15,11 @@ namespace {
 using hlm::testing::ScopedEnv;
 using hlm::testing::ScopedTempDir;
 
-struct Outcome {
-  int code = -1;
-  std::string out;  // stdout and stderr together unless the command redirects
-};
+using Outcome = hlm::testing::CommandOutput;
 
-// Runs `hlm <args>` through the shell (arguments here are fixed test strings).
+// Runs `hlm <args>` (stdout and stderr together unless `redirect` says otherwise).
 Outcome hlm(const std::string& args, const std::string& redirect = "2>&1") {
-  Outcome r;
-  const std::string cmd = std::string("'") + HLM_BINARY + "' " + args + " " + redirect;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+  return hlm::testing::run_command(std::string("'") + HLM_BINARY + "' " + args + " " + redirect);
 }
 
 bool contains(const std::string& s, const std::string& part) {

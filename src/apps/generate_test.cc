@@ -7,25 +7,11 @@
 #include <string>
 
 #include "models/registry.h"
+#include "models/testing.h"
 
 namespace {
 
-struct Outcome {
-  int code = -1;
-  std::string out;
-};
-
-Outcome run(const std::string& cmd) {
-  Outcome r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using hlm::testing::run_command;
 
 class HlmGenerate : public ::testing::Test {
  protected:
@@ -40,7 +26,7 @@ TEST_F(HlmGenerate, ChatJsonGreedyIsDeterministic) {
   const std::string cmd =
       hlm("generate --model llm --chat --prompt 'What is the capital of France?' --max-tokens 12 "
           "--temp 0 --threads 2 --json 2>/dev/null");
-  Outcome a = run(cmd);
+  auto a = run_command(cmd);
   ASSERT_EQ(a.code, 0) << a.out;
   auto j = nlohmann::json::parse(a.out);
   EXPECT_GT(j["n_prompt_tokens"].get<int>(), 5);
@@ -49,23 +35,23 @@ TEST_F(HlmGenerate, ChatJsonGreedyIsDeterministic) {
   EXPECT_GT(j["tokens_per_s"].get<double>(), 0.0);
   EXPECT_FALSE(j["text"].get<std::string>().empty());
   EXPECT_NE(j["model"].get<std::string>().find("SmolLM2"), std::string::npos);
-  Outcome b = run(cmd);
+  auto b = run_command(cmd);
   ASSERT_EQ(b.code, 0);
   EXPECT_EQ(nlohmann::json::parse(b.out)["text"], j["text"]);
 }
 
 TEST_F(HlmGenerate, StreamsTextToStdout) {
-  Outcome r =
-      run(hlm("generate --model llm --prompt 'Once upon a time' --max-tokens 8 --seed 1 "
-              "--threads 2 2>/dev/null"));
+  auto r =
+      run_command(hlm("generate --model llm --prompt 'Once upon a time' --max-tokens 8 --seed 1 "
+                      "--threads 2 2>/dev/null"));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_FALSE(r.out.empty());
 }
 
 TEST_F(HlmGenerate, PromptLongerThanContextIsAnError) {
-  Outcome r =
-      run(hlm("generate --model llm --prompt 'one two three four five six seven eight nine "
-              "ten eleven twelve thirteen fourteen fifteen sixteen seventeen' --ctx 16 2>&1"));
+  auto r = run_command(
+      hlm("generate --model llm --prompt 'one two three four five six seven eight nine "
+          "ten eleven twelve thirteen fourteen fifteen sixteen seventeen' --ctx 16 2>&1"));
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("--ctx"), std::string::npos) << r.out;
 }

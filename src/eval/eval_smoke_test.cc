@@ -17,22 +17,7 @@
 
 namespace {
 
-struct Proc {
-  int code = -1;
-  std::string out;
-};
-
-Proc run(const std::string& cmd) {
-  Proc r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using hlm::testing::run_command;
 
 TEST(EvalSmoke, AllMethodsResumeAndSummarise) {
   auto llm = hlm::resolve_model("llm");
@@ -44,7 +29,7 @@ TEST(EvalSmoke, AllMethodsResumeAndSummarise) {
   const std::string cmd = std::string("HLM_SOURCE_DIR='") + HLM_SOURCE_ROOT + "' '" + HLM_BINARY +
                           "' eval --smoke --slm '" + slm + "' --threads 2 --quiet --out '" + out +
                           "' 2>&1";
-  Proc a = run(cmd);
+  auto a = run_command(cmd);
   ASSERT_EQ(a.code, 0) << a.out;
   auto lines = hlm::read_jsonl(out + "/results.jsonl");
   ASSERT_TRUE(lines.ok());
@@ -58,7 +43,7 @@ TEST(EvalSmoke, AllMethodsResumeAndSummarise) {
   auto summary = nlohmann::json::parse(in);
   EXPECT_EQ(summary["groups"].size(), 10u);
 
-  Proc b = run(cmd);
+  auto b = run_command(cmd);
   ASSERT_EQ(b.code, 0) << b.out;
   EXPECT_NE(b.out.find("hlm eval"), std::string::npos);
   EXPECT_EQ(hlm::read_jsonl(out + "/results.jsonl")->size(), 20u);

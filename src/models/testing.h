@@ -1,9 +1,11 @@
-// Test helpers for hlm_models tests: a scoped environment variable and a scoped temporary
-// directory.
+// Test helpers: a scoped environment variable, a scoped temporary directory, and a shell
+// command's exit code and output (for tests that run the hlm binary as a user does).
 #pragma once
 
 #include <stdlib.h>
+#include <sys/wait.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -56,5 +58,23 @@ class ScopedTempDir {
  private:
   std::string path_;
 };
+
+struct CommandOutput {
+  int code = -1;    // exit code; 128 + signal when killed
+  std::string out;  // what the command wrote to stdout (add 2>&1 for stderr)
+};
+
+// Runs `cmd` through the shell (tests pass fixed strings) and collects its stdout.
+inline CommandOutput run_command(const std::string& cmd) {
+  CommandOutput r;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
 
 }  // namespace hlm::testing
