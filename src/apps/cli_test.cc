@@ -87,6 +87,25 @@ TEST(HlmCli, CorruptModelFileIsAnErrorNotACrash) {
   EXPECT_TRUE(contains(r.out, bad)) << r.out;
 }
 
+// `hlm models derive` on bad input: the corrupt teacher or delta is named, nothing is written.
+TEST(HlmCli, ModelsDeriveNamesBadInputs) {
+  ScopedTempDir dir;
+  const std::string bad = dir / "bad.gguf", out = dir / "student.gguf";
+  std::ofstream(bad) << "this is not a gguf file";
+  Outcome t =
+      hlm("models derive --teacher '" + bad + "' --delta '" + bad + "' --out '" + out + "'");
+  EXPECT_EQ(t.code, 1) << t.out;
+  EXPECT_TRUE(contains(t.out, bad)) << t.out;
+  Outcome d = hlm("models derive --teacher '" + bad + "' --delta '" + dir / "missing.gguf" +
+                  "' --out '" + out + "'");
+  EXPECT_EQ(d.code, 1) << d.out;
+  EXPECT_TRUE(contains(d.out, "hlm: error:")) << d.out;
+  EXPECT_FALSE(std::ifstream(out).good());
+  Outcome m = hlm("models derive --delta x.gguf");
+  EXPECT_EQ(m.code, 1) << m.out;
+  EXPECT_TRUE(contains(m.out, "--out")) << m.out;
+}
+
 TEST(HlmCli, ModelsListJson) {
   ScopedTempDir dir;
   ScopedEnv env("HLM_MODELS_DIR", dir.path());

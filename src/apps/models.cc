@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -9,8 +10,10 @@
 
 #include "apps/command.h"
 #include "apps/options.h"
+#include "models/derive.h"
 #include "models/fetch.h"
 #include "models/registry.h"
+#include "models/sha256.h"
 
 namespace hlm::apps {
 namespace {
@@ -111,6 +114,37 @@ int run_list(const ModelsListOptions& o) {
   return 0;
 }
 
+struct ModelsDeriveOptions {
+  std::string teacher = "llm";
+  std::string delta;
+  std::string out;
+  OutputOptions output;
+};
+
+// What `hlm models fetch slm` does, for a delta of one's own (tools/distill's export): the
+// sha256 and size it prints are what models/slm-delta.json records.
+int run_derive(const ModelsDeriveOptions& o) {
+  auto teacher = resolve_model(o.teacher);
+  if (!teacher) return fail(teacher.error());
+  if (auto st = build_student(*teacher, o.delta, o.out); !st) return fail(st.error());
+  auto sha = sha256_file(o.out);
+  if (!sha) return fail(sha.error());
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(o.out, ec);
+  if (o.output.json) {
+    std::printf("%s\n", nlohmann::json({{"teacher", *teacher},
+                                        {"delta", o.delta},
+                                        {"student", o.out},
+                                        {"sha256", *sha},
+                                        {"size", size}})
+                            .dump()
+                            .c_str());
+  } else {
+    std::printf("%s  %s (%ju bytes)\n", sha->c_str(), o.out.c_str(), uintmax_t(size));
+  }
+  return 0;
+}
+
 int run_path(const ModelsPathOptions& o) {
   auto path = resolve_model(o.name);
   if (!path) return fail(path.error());
@@ -141,6 +175,17 @@ void add_models_command(CLI::App& app, Commands& commands) {
   list->add_flag("--no-verify", lo->no_verify, "Skip the SHA-256 check");
   lo->output.add(list);
   commands.on(list, [lo] { return run_list(*lo); });
+
+  auto* derive = models->add_subcommand(
+      "derive", "Build a device model from a teacher plus a distilled delta (as fetch builds slm)");
+  auto dopt = std::make_shared<ModelsDeriveOptions>();
+  derive->add_option("--teacher", dopt->teacher, "Teacher GGUF: a path or a known name")
+      ->capture_default_str();
+  derive->add_option("--delta", dopt->delta, "Delta GGUF written by tools/distill export")
+      ->required();
+  derive->add_option("--out", dopt->out, "Student GGUF to write")->required();
+  dopt->output.add(derive, "Print the student's path, sha256 and size as JSON");
+  commands.on(derive, [dopt] { return run_derive(*dopt); });
 
   auto* path = models->add_subcommand("path", "Print the file a model name or path resolves to");
   auto po = std::make_shared<ModelsPathOptions>();
