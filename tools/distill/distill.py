@@ -169,7 +169,10 @@ def stage_gen(a, split, limit=None):
     limit = limit or (a.eval_n if split == "heldout" else None)
     if limit:
         ps = ps[:limit]
-    todo = [p for p in ps if not os.path.exists(os.path.join(d, f"{p['i']:05d}.npz"))]
+    done = lambda p: os.path.exists(os.path.join(d, f"{p['i']:05d}.npz"))
+    todo = [p for p in ps if not done(p)]
+    if a.reverse:  # a second worker takes the list from the other end
+        todo = todo[::-1]
     if not todo:
         return
     t0 = time.time()
@@ -178,6 +181,8 @@ def stage_gen(a, split, limit=None):
     eta = Eta(len(todo), f"gen[{split}]")
     ntok = 0
     for k, p in enumerate(todo):
+        if done(p):  # another worker got here first
+            continue
         ptoks = llm.tokenize(chat_text(p["prompt"]).encode(), add_bos=False, special=True)
         ptoks = ptoks[: a.max_prompt]
         llm.set_seed(a.seed + p["i"])
@@ -189,7 +194,7 @@ def stage_gen(a, split, limit=None):
                 break
         toks = ptoks + resp
         idx, val, lse = topk_pack(full_logits(llm, toks))
-        tmp = os.path.join(d, f"{p['i']:05d}.tmp.npz")
+        tmp = os.path.join(d, f"{p['i']:05d}.{os.getpid()}.tmp.npz")
         np.savez(tmp, toks=np.array(toks, np.int32), n_prompt=len(ptoks), idx=idx, val=val, lse=lse)
         os.rename(tmp, os.path.join(d, f"{p['i']:05d}.npz"))
         ntok += len(toks)
@@ -445,7 +450,7 @@ def kd_loss(logits, idx, val, lse):
 
 def stage_train(a):
     import torch
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     ck = os.path.join(a.work, f"student_m{a.m}.pt")
     done_flag = ck + ".done"
@@ -587,6 +592,8 @@ def main():
     ap.add_argument("--max-prompt", type=int, default=256)
     ap.add_argument("--max-new", type=int, default=160)
     ap.add_argument("--n-train", type=int, default=0, help="limit training prompts (0 = all)")
+    ap.add_argument("--reverse", action="store_true",
+                    help="gen: work through the prompts from the end (a second worker)")
     ap.add_argument("--probe-m", type=int, nargs="*", default=[4, 6, 8])
     ap.add_argument("--probe-n", type=int, default=40)
     ap.add_argument("--eval-n", type=int, default=60)
