@@ -70,8 +70,7 @@ int run_hybrid(const RunOptions& o) {
     if (!o.tls_ca_file.empty()) {
       auto roots = server::read_pem_file(o.tls_ca_file, "--tls-ca");
       if (!roots) return fail(roots.error());
-      ro.tls = true;
-      ro.tls_roots_pem = *roots;
+      ro.tls_roots_pem = *roots;  // implies TLS (RemoteOptions)
     }
     ro.timeout_s = o.cloud_timeout_s;
     if (o.emulate_channel) ro.emulate = cfg->channel;

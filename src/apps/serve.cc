@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <memory>
 #include <thread>
+#include <tuple>
 
 #include "apps/command.h"
 #include "apps/options.h"
@@ -44,16 +45,13 @@ int serve(ServeOptions& o) {
     if (!key) return fail(key.error());
     so.api_key = *key;
   }
-  if (!o.tls_cert_file.empty() || !o.tls_key_file.empty()) {
-    if (o.tls_cert_file.empty() || o.tls_key_file.empty()) {
-      return fail("TLS needs both --tls-cert and --tls-key");
-    }
-    auto cert = server::read_pem_file(o.tls_cert_file, "--tls-cert");
-    if (!cert) return fail(cert.error());
-    auto key = server::read_pem_file(o.tls_key_file, "--tls-key");
-    if (!key) return fail(key.error());
-    so.tls_cert_pem = *cert;
-    so.tls_key_pem = *key;
+  // Server::start refuses a certificate without its key (or the reverse).
+  for (auto [file, pem, flag] : {std::tuple{&o.tls_cert_file, &so.tls_cert_pem, "--tls-cert"},
+                                 std::tuple{&o.tls_key_file, &so.tls_key_pem, "--tls-key"}}) {
+    if (file->empty()) continue;
+    auto text = server::read_pem_file(*file, flag);
+    if (!text) return fail(text.error());
+    *pem = std::move(text).value();
   }
   if (!server::is_loopback(so.listen) && so.api_key.empty()) {
     return fail(fmt::format(

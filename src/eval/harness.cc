@@ -13,6 +13,7 @@
 
 #include "cloud/cloud_verifier.h"
 #include "eval/report.h"
+#include "util/hash.h"
 
 namespace hlm {
 namespace {
@@ -382,8 +383,7 @@ Result<std::vector<EvalSetting>> expand_settings(const std::vector<std::string>&
 // prompt's random stream (rand's upload pattern, the draws) does not repeat on every other.
 // FNV-1a of the id, mixed with the seed by splitmix64's finaliser: stable across platforms.
 uint64_t run_seed(uint64_t seed, const std::string& prompt_id) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : prompt_id) h = (h ^ c) * 1099511628211ull;
+  const uint64_t h = fnv1a(kFnvBasis, prompt_id.data(), prompt_id.size());
   uint64_t z = seed + 0x9e3779b97f4a7c15ull * (h | 1);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;

@@ -49,16 +49,14 @@ std::chrono::steady_clock::time_point BatchScheduler::gather_deadline() const {
   };
   const auto window = after(options_.window_s);
   if (options_.gather_fraction <= 0 || int(queue_.size()) >= options_.max_batch) return window;
-  // Still missing: a session of the last two forwards that has nothing queued.
-  const auto queued = [&](SessionId id) {
-    return std::any_of(queue_.begin(), queue_.end(),
-                       [&](const Job& j) { return j.request.session == id; });
+  // Everyone expected is here when each session of the last two forwards has a request queued.
+  const auto all_queued = [&](const std::vector<SessionId>& sessions) {
+    return std::all_of(sessions.begin(), sessions.end(), [&](SessionId id) {
+      return std::any_of(queue_.begin(), queue_.end(),
+                         [&](const Job& j) { return j.request.session == id; });
+    });
   };
-  const bool missing = std::any_of(served_last_.begin(), served_last_.end(),
-                                   [&](SessionId id) { return !queued(id); }) ||
-                       std::any_of(served_before_.begin(), served_before_.end(),
-                                   [&](SessionId id) { return !queued(id); });
-  if (!missing) return queue_.front().arrived;
+  if (all_queued(served_last_) && all_queued(served_before_)) return queue_.front().arrived;
   return std::max(window, after(options_.gather_fraction * last_forward_s_));
 }
 
@@ -72,8 +70,8 @@ void BatchScheduler::loop() {
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
       if (stop_) return;
       // Re-evaluated on every arrival: the wait ends as soon as everyone expected is queued.
-      while (Clock::now() < gather_deadline()) {
-        cv_.wait_until(lock, gather_deadline());
+      for (auto until = gather_deadline(); Clock::now() < until; until = gather_deadline()) {
+        cv_.wait_until(lock, until);
         if (stop_) return;
       }
       while (!queue_.empty() && int(batch.size()) < options_.max_batch) {

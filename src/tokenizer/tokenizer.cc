@@ -10,6 +10,7 @@
 #include <unordered_set>
 
 #include "tokenizer/unicode.h"
+#include "util/hash.h"
 
 namespace hlm {
 
@@ -45,16 +46,6 @@ uint32_t attr_from_type(int32_t type) {
       return kAttrUndefined;
   }
 }
-
-uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-constexpr uint64_t kFnvBasis = 0xcbf29ce484222325ull;
 
 // Hash map keyed by std::string, looked up by string_view without allocating.
 struct StringHash {
