@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "engine/model_writer.h"
 #include "models/testing.h"
 
 namespace {
@@ -85,6 +86,19 @@ TEST(HlmCli, CorruptModelFileIsAnErrorNotACrash) {
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_TRUE(contains(r.out, "hlm: error:")) << r.out;
   EXPECT_TRUE(contains(r.out, bad)) << r.out;
+}
+
+// An unreachable --cloud is not fatal (the device carries on SLM-only) but is said, with why.
+TEST(HlmCli, UnreachableCloudIsReported) {
+  ScopedTempDir dir;
+  const std::string model = dir / "tiny.gguf";
+  ASSERT_TRUE(hlm::write_tiny_model(model, {}).ok());
+  Outcome r = hlm("run --slm '" + model + "' --cloud 127.0.0.1:1 --cloud-timeout 1 --policy hlm " +
+                  "--prompt hi --max-tokens 3");
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(contains(r.out, "warning:")) << r.out;
+  EXPECT_TRUE(contains(r.out, "unreachable")) << r.out;
+  EXPECT_TRUE(contains(r.out, "127.0.0.1:1")) << r.out;
 }
 
 // `hlm models derive` on bad input: the corrupt teacher or delta is named, nothing is written.

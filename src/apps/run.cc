@@ -105,6 +105,7 @@ int run_hybrid(const RunOptions& o) {
     j["wall_tokens_per_s"] = wall_tps;
     j["reconnects"] = result->reconnects;
     j["slm_only"] = result->slm_only;
+    if (!result->cloud_error.empty()) j["cloud_error"] = result->cloud_error;
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     const std::string rest = stream.flush();
@@ -117,6 +118,12 @@ int run_hybrid(const RunOptions& o) {
                                  : fmt::format(" via {}{}", o.cloud,
                                                o.emulate_channel ? " (channel emulated)" : "")
                                        .c_str());
+    if (result->slm_only > 0) {
+      std::fprintf(stderr,
+                   "hlm run: warning: %lld tokens the policy chose to verify were kept "
+                   "unverified: the cloud was unreachable (%s)\n",
+                   static_cast<long long>(result->slm_only), result->cloud_error.c_str());
+    }
   }
   return 0;
 }

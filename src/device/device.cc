@@ -127,7 +127,9 @@ struct CloudLink {
   bool lost = false;
   double backoff_s = 0;
   Clock::time_point retry_at;
-  void fail(const RunConfig& cfg) {
+  std::string last_error;
+  void fail(const RunConfig& cfg, const Error& why) {
+    last_error = why.message;
     backoff_s = lost ? std::min(cfg.retry_max_s, backoff_s * 2) : cfg.retry_initial_s;
     lost = true;
     retry_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(
@@ -180,7 +182,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     if (id) {
       session_ = *id;
     } else if (id.error().code == ErrorCode::kUnavailable) {
-      cloud.fail(cfg);  // start SLM-only; the session opens when the cloud answers
+      cloud.fail(cfg, id.error());  // start SLM-only; the session opens when the cloud answers
     } else {
       return id.error();
     }
@@ -274,7 +276,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
           res.reconnects++;
         } else {
           if (id.error().code != ErrorCode::kUnavailable) return id.error();
-          cloud.fail(cfg);
+          cloud.fail(cfg, id.error());
         }
       }
     }
@@ -288,7 +290,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
       if (r) {
         reply = *r;
       } else if (r.error().code == ErrorCode::kUnavailable) {
-        cloud.fail(cfg);
+        cloud.fail(cfg, r.error());
       } else {
         return make_error("verification failed: {}", r.error().message);
       }
@@ -338,6 +340,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     if (m.tokenizer().is_eog(token)) break;
   }
   res.totals = ledger.totals();
+  res.cloud_error = cloud.last_error;
   return res;
 }
 

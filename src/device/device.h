@@ -69,9 +69,10 @@ struct RunResult {
   int64_t accepted = 0;     // drafts accepted
   int64_t resampled = 0;    // drafts replaced by the cloud
   int64_t llm_calls = 0;
-  int64_t slm_only = 0;    // tokens kept without verification while the cloud was unreachable
-  int64_t reconnects = 0;  // sessions reopened after the cloud came back
-  Totals totals;           // channel/latency/energy totals (bits, seconds, joules)
+  int64_t slm_only = 0;     // tokens kept without verification while the cloud was unreachable
+  int64_t reconnects = 0;   // sessions reopened after the cloud came back
+  std::string cloud_error;  // why the cloud was last unreachable ("" if it never was)
+  Totals totals;            // channel/latency/energy totals (bits, seconds, joules)
   double t_slm_s = 0, t_filter_s = 0, wall_s = 0;
   std::vector<TokenTrace> trace;
   std::vector<int32_t> context() const;  // prompt + tokens

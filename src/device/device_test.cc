@@ -272,6 +272,8 @@ TEST(DeviceFailure, CloudLossMidGenerationLosesNoToken) {
               pair.slm->tokenizer().is_eog(r->tokens.back()));
   EXPECT_GE(r->slm_only, 1);
   EXPECT_GE(r->reconnects, 1);
+  // The last reason is reported, not only counted (a reconnection attempt was refused).
+  EXPECT_EQ(r->cloud_error, "connection refused");
   int marked = 0;
   for (const auto& t : r->trace) marked += t.slm_only;
   EXPECT_EQ(marked, r->slm_only);
