@@ -33,7 +33,9 @@ TEST(HlmCli, VersionAndHelp) {
   EXPECT_TRUE(contains(v.out, "hlm ")) << v.out;
   Outcome j = hlm("version --json", "2>/dev/null");
   EXPECT_EQ(j.code, 0);
-  EXPECT_TRUE(nlohmann::json::parse(j.out).contains("version")) << j.out;
+  const auto info = nlohmann::json::parse(j.out);
+  EXPECT_TRUE(info.contains("version")) << j.out;
+  EXPECT_FALSE(info.value("kernels", std::string()).empty()) << j.out;
   Outcome h = hlm("--help");
   EXPECT_EQ(h.code, 0);
   for (const char* sub : {"generate", "models", "version"}) EXPECT_TRUE(contains(h.out, sub));

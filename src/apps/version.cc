@@ -5,6 +5,7 @@
 
 #include "apps/command.h"
 #include "apps/options.h"
+#include "ops/ops.h"
 
 namespace hlm::apps {
 
@@ -18,15 +19,19 @@ void add_version_command(CLI::App& app, Commands& commands) {
 #else
     const std::string compiler = std::string("gcc ") + __VERSION__;
 #endif
+    // The kernels this CPU runs: the Highway target plus any extension used beyond it.
+    std::string kernels = ops::dispatch_target_name();
+    if (*ops::cpu_extension_name() != '\0') kernels += std::string("+") + ops::cpu_extension_name();
     if (opts->json) {
       nlohmann::json j = {{"version", HLM_VERSION},
                           {"build_type", HLM_BUILD_TYPE},
                           {"compiler", compiler},
-                          {"sanitize", HLM_SANITIZED != 0}};
+                          {"sanitize", HLM_SANITIZED != 0},
+                          {"kernels", kernels}};
       std::printf("%s\n", j.dump().c_str());
     } else {
-      std::printf("hlm %s (%s build, %s%s)\n", HLM_VERSION, HLM_BUILD_TYPE, compiler.c_str(),
-                  HLM_SANITIZED ? ", ASan+UBSan" : "");
+      std::printf("hlm %s (%s build, %s%s; kernels %s)\n", HLM_VERSION, HLM_BUILD_TYPE,
+                  compiler.c_str(), HLM_SANITIZED ? ", ASan+UBSan" : "", kernels.c_str());
     }
     return 0;
   });

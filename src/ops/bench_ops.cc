@@ -1,4 +1,5 @@
-// Microbenchmarks of the ops matmul on SmolLM2-135M shapes, reporting GB/s of weights read.
+// Microbenchmarks of the ops matmul on SmolLM2-135M shapes, reporting GB/s of weights read;
+// ext:1 runs with the CPU extensions (AVX-VNNI) where the CPU has them, ext:0 without.
 #include <benchmark/benchmark.h>
 
 #include <memory>
@@ -30,6 +31,7 @@ void BM_Matmul(benchmark::State& state) {
   const Shape& s = kShapes[state.range(0)];
   const int threads = static_cast<int>(state.range(1));
   const int64_t n_tok = state.range(2);
+  const bool extensions = set_cpu_extensions(state.range(3) != 0);
   std::mt19937 rng(1);
   std::normal_distribution<float> g(0.0f, 1.0f);
   std::vector<float> row(static_cast<size_t>(s.cols));
@@ -51,16 +53,20 @@ void BM_Matmul(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
                           static_cast<int64_t>(w.size()));
   state.SetLabel(std::string(info(s.type).name) + " " + std::to_string(s.rows) + "x" +
-                 std::to_string(s.cols) + " " + dispatch_target_name());
+                 std::to_string(s.cols) + " " + dispatch_target_name() +
+                 (extensions ? std::string("+") + cpu_extension_name() : ""));
+  set_cpu_extensions(true);
 }
 
 void Args(benchmark::internal::Benchmark* b) {
   for (int shape = 0; shape < static_cast<int>(std::size(kShapes)); ++shape) {
     for (int threads : {1, 2}) {
-      for (int n_tok : {1, 32, 128}) b->Args({shape, threads, n_tok});
+      for (int n_tok : {1, 3, 32, 128}) {
+        for (int ext : {0, 1}) b->Args({shape, threads, n_tok, ext});
+      }
     }
   }
-  b->ArgNames({"shape", "threads", "n_tok"})->UseRealTime();
+  b->ArgNames({"shape", "threads", "n_tok", "ext"})->UseRealTime();
 }
 
 BENCHMARK(BM_Matmul)->Apply(Args);

@@ -3,7 +3,9 @@
 #include "ops/ops.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
+#include <string_view>
 #include <vector>
 
 #undef HWY_TARGET_INCLUDE
@@ -11,6 +13,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "ops/ops-inl.h"
+#include "ops/ops_vnni.h"
 
 #if HWY_ONCE
 namespace hlm::ops {
@@ -75,6 +78,26 @@ void check_supported(TensorType t) {
   }
 }
 
+// HLM_CPU_EXTENSIONS=off starts with them off (to compare whole runs with and without).
+std::atomic<bool> g_extensions{[] {
+  const char* v = std::getenv("HLM_CPU_EXTENSIONS");
+  return v == nullptr || std::string_view(v) != "off";
+}()};
+
+bool use_vnni(TensorType t) {
+  return vnni::handles(t) && vnni::supported() && g_extensions.load(std::memory_order_relaxed);
+}
+
+// Rows [r0, r1) of a quantised matmul on the best kernel for t on this CPU.
+void rows_q(TensorType t, const void* w, int64_t rows, int64_t cols, size_t r0, size_t r1,
+            const ActQ8* acts, int64_t n_tok, float* y) {
+  if (use_vnni(t)) {
+    vnni::matmul_rows(t, w, row_bytes(t, cols), rows, cols, r0, r1, acts, n_tok, y);
+  } else {
+    HWY_DYNAMIC_DISPATCH(MatmulRowsQ)(t, w, rows, cols, r0, r1, acts, n_tok, y);
+  }
+}
+
 }  // namespace
 
 float dot(TensorType t, const void* row, const float* x, int64_t n) {
@@ -86,7 +109,7 @@ float dot(TensorType t, const void* row, const float* x, int64_t n) {
   }
   ActScratch& s = scratch();
   s.quantize(x, n, 1);
-  HWY_DYNAMIC_DISPATCH(MatmulRowsQ)(t, row, 1, n, 0, 1, s.acts.data(), 1, &y);
+  rows_q(t, row, 1, n, 0, 1, s.acts.data(), 1, &y);
   return y;
 }
 
@@ -106,11 +129,20 @@ void matmul(TensorType t, const void* w, int64_t rows, int64_t cols, const float
   s.quantize(x, cols, n_tok);
   const ActQ8* acts = s.acts.data();
   pool.parallel_for(static_cast<size_t>(rows), grain, [&](size_t r0, size_t r1, int) {
-    HWY_DYNAMIC_DISPATCH(MatmulRowsQ)(t, w, rows, cols, r0, r1, acts, n_tok, y);
+    rows_q(t, w, rows, cols, r0, r1, acts, n_tok, y);
   });
 }
 
 const char* dispatch_target_name() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+
+bool set_cpu_extensions(bool enabled) {
+  g_extensions.store(enabled);
+  return enabled && vnni::supported();
+}
+
+const char* cpu_extension_name() {
+  return vnni::supported() && g_extensions.load() ? "AVX-VNNI" : "";
+}
 
 float dot_f32(const float* a, const float* b, int64_t n) {
   return HWY_DYNAMIC_DISPATCH(DotF32)(a, b, n);

@@ -80,9 +80,11 @@ std::vector<float> requantize(const std::vector<float>& x) {
   return out;
 }
 
-// Runs fn once per compiled target this CPU supports, with dispatch forced to that target.
+// Runs fn once per compiled target this CPU supports, with dispatch forced to that target and
+// the CPU extensions beyond it off (they replace some targets' kernels; tested separately).
 template <class Fn>
 void for_each_target(Fn fn) {
+  set_cpu_extensions(false);
   for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
     hwy::SetSupportedTargetsForTest(target);
     SCOPED_TRACE(hwy::TargetName(target));
@@ -90,6 +92,7 @@ void for_each_target(Fn fn) {
     fn();
   }
   hwy::SetSupportedTargetsForTest(0);
+  set_cpu_extensions(true);
 }
 
 // ---- Hand-made blocks ----
@@ -334,6 +337,35 @@ TEST(Matmul, MatchesRowDot) {
       }
     }
   });
+}
+
+// The AVX-VNNI kernels sum the same integer products as the maddubs kernels they replace, so
+// every output must match bit for bit, on every tile size (decode and repacked prefill).
+TEST(Matmul, CpuExtensionsAreBitIdentical) {
+  if (!set_cpu_extensions(true)) GTEST_SKIP() << "this CPU has no extension hlm uses";
+  std::mt19937 rng(11);
+  const int64_t rows = 45, cols = 576;
+  for (TensorType t : {TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1}) {
+    SCOPED_TRACE(std::string(info(t).name));
+    std::vector<uint8_t> w;
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto row = random_row(t, cols, rng);
+      w.insert(w.end(), row.begin(), row.end());
+    }
+    ThreadPool pool(2);
+    for (int64_t n_tok : {1, 2, 3, 4, 7, 33}) {
+      const auto x = random_vec(cols * n_tok, rng);
+      std::vector<float> with(static_cast<size_t>(rows * n_tok)), without(with.size());
+      ASSERT_TRUE(set_cpu_extensions(true));
+      matmul(t, w.data(), rows, cols, x.data(), n_tok, with.data(), pool);
+      set_cpu_extensions(false);
+      matmul(t, w.data(), rows, cols, x.data(), n_tok, without.data(), pool);
+      set_cpu_extensions(true);
+      for (size_t i = 0; i < with.size(); ++i) {
+        ASSERT_EQ(with[i], without[i]) << "n_tok " << n_tok << " index " << i;
+      }
+    }
+  }
 }
 
 TEST(Vector, DotAndAxpy) {

@@ -1,0 +1,300 @@
+// Row-interleaved quantised matmul for x86 (AVX2 and up) over the 4- and 5-bit block types:
+// 8 weight rows x T tokens per pass. Textually included, inside the includer's namespace, once
+// per Highway target by ops-inl.h (HLM_IL_VNNI 0: maddubs products) and once by ops_vnni.cc
+// (HLM_IL_VNNI 1: AVX-VNNI's vpdpbusd). The includer provides <immintrin.h>, ActQ8 and
+// HLM_IL_INLINE. No include guard: each inclusion is a separate instantiation.
+
+// A 32-element block of 8 weight rows is decoded into 8 "step" vectors: step s holds elements
+// 4s..4s+3 of every row as unsigned bytes, row i in dword i. The activation bytes 4s..4s+3 of
+// a token are broadcast to all dwords, so one maddubs yields products for 8 rows at once and
+// the per-row sums stay in separate lanes: no horizontal reductions, and the result of row i
+// is lane i of the f32 accumulator. Every lane's arithmetic is the same whatever the number of
+// valid rows or tokens in the pass, so matmul is bit-identical to dot() for every n_tok.
+//
+// Per block and token: the int32 lane sums isum of the 32 products, then
+//   acc = fma(f32(isum), dw * da, acc);  acc = fma(mw, sa, acc)
+// with dw/mw the rows' block scale and offset and da/sa the token's block scale and d*sum(q).
+// Without VNNI, isum is built from int16 lane sums of maddubs pairs over kStepsPerMadd steps
+// (exact: the pair bound times the steps stays below 2^15) and a madd to int32; with VNNI one
+// vpdpbusd per step adds 4 products straight into int32. Both sums are exact, so the two
+// variants give bit-identical results.
+//
+// Decode (n_tok < 4) runs blocks straight from registers; prefill first repacks a tile into a
+// per-thread buffer and then streams kTokTile tokens at a time over it, so each weight block is
+// decoded once per matmul rather than once per token. VNNI needs no int16 partial sums, which
+// frees the registers for 6 tokens per pass instead of 4.
+
+constexpr int kRows = 8;                       // rows per tile (dwords in a __m256i)
+constexpr int kBlockBytes = 8 * 32;            // 8 step vectors
+constexpr int kDirectTokens = 4;               // fewer tokens: no repacking (decode)
+constexpr int kTokTile = HLM_IL_VNNI ? 6 : 4;  // tokens per pass over a repacked tile
+
+HLM_IL_INLINE uint32_t LoadU32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+// 8 weight rows' 16-byte nibble arrays -> 8 step vectors (low nibbles: steps 0-3, high: 4-7).
+HLM_IL_INLINE void TransposeNibbles(const uint8_t* const* p, int64_t off, __m256i* out) {
+  auto ld = [&](int i) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + off)); };
+  const __m256i v0 = _mm256_inserti128_si256(_mm256_castsi128_si256(ld(0)), ld(4), 1);
+  const __m256i v1 = _mm256_inserti128_si256(_mm256_castsi128_si256(ld(1)), ld(5), 1);
+  const __m256i v2 = _mm256_inserti128_si256(_mm256_castsi128_si256(ld(2)), ld(6), 1);
+  const __m256i v3 = _mm256_inserti128_si256(_mm256_castsi128_si256(ld(3)), ld(7), 1);
+  const __m256i t0 = _mm256_unpacklo_epi32(v0, v1), t1 = _mm256_unpackhi_epi32(v0, v1);
+  const __m256i t2 = _mm256_unpacklo_epi32(v2, v3), t3 = _mm256_unpackhi_epi32(v2, v3);
+  const __m256i s[4] = {_mm256_unpacklo_epi64(t0, t2), _mm256_unpackhi_epi64(t0, t2),
+                        _mm256_unpacklo_epi64(t1, t3), _mm256_unpackhi_epi64(t1, t3)};
+  const __m256i m = _mm256_set1_epi8(15);
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    out[k] = _mm256_and_si256(s[k], m);
+    out[k + 4] = _mm256_and_si256(_mm256_srli_epi16(s[k], 4), m);
+  }
+}
+
+// The u32 at p[i] + off for 8 rows, row i in dword i.
+HLM_IL_INLINE __m256i Gather32(const uint8_t* const* p, int64_t off) {
+  return _mm256_setr_epi32(
+      static_cast<int>(LoadU32(p[0] + off)), static_cast<int>(LoadU32(p[1] + off)),
+      static_cast<int>(LoadU32(p[2] + off)), static_cast<int>(LoadU32(p[3] + off)),
+      static_cast<int>(LoadU32(p[4] + off)), static_cast<int>(LoadU32(p[5] + off)),
+      static_cast<int>(LoadU32(p[6] + off)), static_cast<int>(LoadU32(p[7] + off)));
+}
+
+// Two f16 at p[i] + off (lo) and p[i] + off + 2 (hi) for 8 rows, as f32.
+HLM_IL_INLINE void GatherF16Pair(const uint8_t* const* p, int64_t off, __m256& lo, __m256& hi) {
+  const __m256i v = Gather32(p, off);
+  const __m256i sh = _mm256_shuffle_epi8(
+      v, _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9,
+                          12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
+  const __m256i q = _mm256_permute4x64_epi64(sh, 0xD8);  // lo0-3 lo4-7 hi0-3 hi4-7
+  lo = _mm256_cvtph_ps(_mm256_castsi256_si128(q));
+  hi = _mm256_cvtph_ps(_mm256_extracti128_si256(q, 1));
+}
+
+// Bit 4 of the 5-bit quants: for step s, byte j of dword i is 16 if bit e(s) + j of qh_i is set,
+// where e(s) = 4s for s < 4 (low-nibble elements) and 16 + 4(s - 4) otherwise.
+HLM_IL_INLINE void AddHighBits(__m256i qh, __m256i* v) {
+#pragma GCC unroll 8
+  for (int s = 0; s < 8; ++s) {
+    const int e = s < 4 ? 4 * s : 16 + 4 * (s - 4);
+    const char byte = static_cast<char>(e / 8), sh = static_cast<char>(e % 8);
+    const __m256i rep = _mm256_shuffle_epi8(
+        qh,
+        _mm256_setr_epi8(byte, byte, byte, byte, byte + 4, byte + 4, byte + 4, byte + 4, byte + 8,
+                         byte + 8, byte + 8, byte + 8, byte + 12, byte + 12, byte + 12, byte + 12,
+                         byte, byte, byte, byte, byte + 4, byte + 4, byte + 4, byte + 4, byte + 8,
+                         byte + 8, byte + 8, byte + 8, byte + 12, byte + 12, byte + 12, byte + 12));
+    const __m256i bits = _mm256_set1_epi32(
+        static_cast<int>((1u << sh) | (2u << (sh + 8)) | (4u << (sh + 16)) | (8u << (sh + 24))));
+    const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(rep, bits), bits);
+    v[s] = _mm256_or_si256(v[s], _mm256_and_si256(set, _mm256_set1_epi8(16)));
+  }
+}
+
+// Block decoders for the interleaved kernel: block at p[i] + off of row i -> 8 step vectors of
+// unsigned quants, lane scale dw and offset mw (w = dw * q + mw).
+struct IlQ4_0 {
+  static constexpr int kBytes = 18, kStepsPerMadd = 8;  // pairs <= 2*15*127
+  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, __m256& dw,
+                                   __m256& mw) {
+    TransposeNibbles(p, off + fmt::kQ4_0_Qs, v);
+    __m256 unused;
+    GatherF16Pair(p, off + fmt::kQ4_0_D, dw, unused);
+    mw = _mm256_mul_ps(dw, _mm256_set1_ps(-8.0f));  // exact
+  }
+};
+
+struct IlQ4_1 {
+  static constexpr int kBytes = 20, kStepsPerMadd = 8;
+  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, __m256& dw,
+                                   __m256& mw) {
+    TransposeNibbles(p, off + fmt::kQ4_1_Qs, v);
+    GatherF16Pair(p, off + fmt::kQ4_1_D, dw, mw);
+  }
+};
+
+struct IlQ5_0 {
+  static constexpr int kBytes = 22, kStepsPerMadd = 4;  // pairs <= 2*31*127
+  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, __m256& dw,
+                                   __m256& mw) {
+    TransposeNibbles(p, off + fmt::kQ5_0_Qs, v);
+    AddHighBits(Gather32(p, off + fmt::kQ5_0_Qh), v);
+    __m256 unused;
+    GatherF16Pair(p, off + fmt::kQ5_0_D, dw, unused);
+    mw = _mm256_mul_ps(dw, _mm256_set1_ps(-16.0f));  // exact
+  }
+};
+
+struct IlQ5_1 {
+  static constexpr int kBytes = 24, kStepsPerMadd = 4;
+  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, __m256& dw,
+                                   __m256& mw) {
+    TransposeNibbles(p, off + fmt::kQ5_1_Qs, v);
+    AddHighBits(Gather32(p, off + fmt::kQ5_1_Qh), v);
+    GatherF16Pair(p, off + fmt::kQ5_1_D, dw, mw);
+  }
+};
+
+// Adds one decoded block (step vectors w, activation block b) to T token accumulators.
+template <int T, int kStepsPerMadd, class WLoad>
+HLM_IL_INLINE void BlockTokens(WLoad w, __m256 dw, __m256 mw, const ActQ8* a, int64_t b,
+                               __m256* acc) {
+  const int8_t* aq[T];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) aq[t] = a[t].q + b * 32;
+  auto act4 = [&](int t, int s) {  // activation bytes 4s..4s+3 of token t in every dword
+    int32_t a4;
+    std::memcpy(&a4, aq[t] + 4 * s, 4);
+    return _mm256_set1_epi32(a4);
+  };
+  __m256i isum[T];
+#if HLM_IL_VNNI
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t)
+    isum[t] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w(0), act4(t, 0));
+#pragma GCC unroll 8
+  for (int s = 1; s < 8; ++s) {
+    const __m256i wv = w(s);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) isum[t] = _mm256_dpbusd_avx_epi32(isum[t], wv, act4(t, s));
+  }
+#else
+  const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 8
+  for (int g = 0; g < 8; g += kStepsPerMadd) {
+    __m256i s16[T];
+#pragma GCC unroll 8
+    for (int k = 0; k < kStepsPerMadd; ++k) {
+      const __m256i wv = w(g + k);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const __m256i p = _mm256_maddubs_epi16(wv, act4(t, g + k));
+        // Saturating add (never saturates here): keeps GCC from re-associating the sums into
+        // a tree that needs more registers than AVX2 has.
+        s16[t] = k == 0 ? p : _mm256_adds_epi16(s16[t], p);
+      }
+    }
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m256i s32 = _mm256_madd_epi16(s16[t], ones);
+      isum[t] = g == 0 ? s32 : _mm256_add_epi32(isum[t], s32);
+    }
+  }
+#endif
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) {
+    const __m256 sc = _mm256_mul_ps(dw, _mm256_broadcast_ss(a[t].d + b));
+    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), sc, acc[t]);
+    acc[t] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(a[t].s + b), acc[t]);
+  }
+}
+
+// Per-thread repack buffer (64-byte aligned): blocks of 8 step vectors, then dw and mw.
+struct RepackScratch {
+  uint8_t* wq = nullptr;
+  float* dw = nullptr;
+  float* mw = nullptr;
+  size_t cap = 0;  // blocks
+  void* mem = nullptr;
+  void Reserve(int64_t nb) {
+    if (static_cast<size_t>(nb) <= cap) return;
+    std::free(mem);
+    cap = static_cast<size_t>(nb);
+    mem = std::aligned_alloc(64, cap * (kBlockBytes + 64));
+    wq = static_cast<uint8_t*>(mem);
+    dw = reinterpret_cast<float*>(wq + cap * kBlockBytes);
+    mw = dw + 8 * cap;
+  }
+  ~RepackScratch() { std::free(mem); }
+};
+
+HLM_IL_INLINE void StoreTile(float* dst, size_t nr, __m256 v) {
+  if (nr == kRows) {
+    _mm256_storeu_ps(dst, v);
+    return;
+  }
+  alignas(32) float tmp[8];
+  _mm256_store_ps(tmp, v);
+  for (size_t i = 0; i < nr; ++i) dst[i] = tmp[i];
+}
+
+// T tokens straight from the weights (decode).
+template <class Il, int T>
+HLM_IL_INLINE void TileDirect(const uint8_t* const* rp, int64_t nb, const ActQ8* a, float* y,
+                              int64_t rows, size_t r, size_t nr) {
+  __m256 acc[T];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i v[8];
+    __m256 dw, mw;
+    Il::Decode(rp, b * Il::kBytes, v, dw, mw);
+    BlockTokens<T, Il::kStepsPerMadd>([&](int s) { return v[s]; }, dw, mw, a, b, acc);
+  }
+  for (int t = 0; t < T; ++t) StoreTile(y + t * rows + static_cast<int64_t>(r), nr, acc[t]);
+}
+
+// T tokens over a repacked tile (prefill).
+template <int T, int kStepsPerMadd>
+HLM_IL_INLINE void TileRepacked(const RepackScratch& scr, int64_t nb, const ActQ8* a, float* y,
+                                int64_t rows, size_t r, size_t nr) {
+  __m256 acc[T];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m256i* w = reinterpret_cast<const __m256i*>(scr.wq + b * kBlockBytes);
+    BlockTokens<T, kStepsPerMadd>([&](int s) { return _mm256_load_si256(w + s); },
+                                  _mm256_load_ps(scr.dw + 8 * b), _mm256_load_ps(scr.mw + 8 * b), a,
+                                  b, acc);
+  }
+  for (int t = 0; t < T; ++t) StoreTile(y + t * rows + static_cast<int64_t>(r), nr, acc[t]);
+}
+
+// The last m < kTokTile tokens of a repacked tile (K: the largest m this instance handles).
+template <int K, int kStepsPerMadd>
+HLM_IL_INLINE void TileRest(int m, const RepackScratch& scr, int64_t nb, const ActQ8* a, float* y,
+                            int64_t rows, size_t r, size_t nr) {
+  if constexpr (K > 0) {
+    if (m == K) return TileRepacked<K, kStepsPerMadd>(scr, nb, a, y, rows, r, nr);
+    TileRest<K - 1, kStepsPerMadd>(m, scr, nb, a, y, rows, r, nr);
+  }
+}
+
+template <class Il>
+HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t cols, size_t r0,
+                                   size_t r1, const ActQ8* acts, int64_t n_tok, float* y,
+                                   int64_t rows) {
+  const int64_t nb = cols / 32;
+  for (size_t r = r0; r < r1; r += kRows) {
+    const size_t nr = r1 - r < kRows ? r1 - r : kRows;
+    const uint8_t* rp[8];  // rows past the end repeat the first row; their lanes are dropped
+    for (size_t i = 0; i < 8; ++i) rp[i] = w + (r + (i < nr ? i : 0)) * row_bytes;
+    if (n_tok < kDirectTokens) {
+      if (n_tok == 1) TileDirect<Il, 1>(rp, nb, acts, y, rows, r, nr);
+      if (n_tok == 2) TileDirect<Il, 2>(rp, nb, acts, y, rows, r, nr);
+      if (n_tok == 3) TileDirect<Il, 3>(rp, nb, acts, y, rows, r, nr);
+      continue;
+    }
+    static thread_local RepackScratch scr;
+    scr.Reserve(nb);
+    for (int64_t b = 0; b < nb; ++b) {
+      __m256i v[8];
+      __m256 dw, mw;
+      Il::Decode(rp, b * Il::kBytes, v, dw, mw);
+      __m256i* dst = reinterpret_cast<__m256i*>(scr.wq + b * kBlockBytes);
+#pragma GCC unroll 8
+      for (int s = 0; s < 8; ++s) _mm256_store_si256(dst + s, v[s]);
+      _mm256_store_ps(scr.dw + 8 * b, dw);
+      _mm256_store_ps(scr.mw + 8 * b, mw);
+    }
+    int64_t t = 0;
+    for (; t + kTokTile <= n_tok; t += kTokTile) {
+      TileRepacked<kTokTile, Il::kStepsPerMadd>(scr, nb, acts + t, y + t * rows, rows, r, nr);
+    }
+    TileRest<kTokTile - 1, Il::kStepsPerMadd>(int(n_tok - t), scr, nb, acts + t, y + t * rows, rows,
+                                              r, nr);
+  }
+}
