@@ -169,12 +169,17 @@ def main():
                   "calibration's mean β), so the method comparison below shows the pipeline, not "
                   "the method's potential. Rerun this page once `slm` exists.\n")
     else:
-        md.append("> **Device model.** `slm` is the distilled 6-layer student of the cloud model "
-                  "(docs/models.md has its held-out top-1 agreement and acceptance against the "
-                  "LLM). It falls far short of the paper's TinyLlama/Llama-2 pair in agreement, so "
-                  "the LLM rejects or resamples many drafts and the absolute savings are smaller "
-                  "than with a strong device model; the comparison between methods is what the "
-                  "page shows.\n")
+        card = load("models/slm-delta.json") or {}
+        if os.path.basename(slm_path) == card.get("student"):
+            what = (f"`slm`, the shipped device model: the cloud model's first {card['m']} "
+                    "transformer blocks, distilled (docs/models.md has its held-out top-1 "
+                    "agreement and acceptance against the LLM)")
+        else:
+            what = f"the device model `{slm_path}`"
+        md.append(f"> **Device model.** The SLM is {what}. On this model pair it falls far short "
+                  "of the paper's TinyLlama/Llama-2 pair in agreement, so the LLM rejects or "
+                  "resamples many drafts and the absolute savings are smaller than with a strong "
+                  "device model; the comparison between methods is what the page shows.\n")
     md.append("## Setup\n")
     md.append(f"- Device model (SLM): `{slm_path}`\n- Cloud model (LLM): `{cfg.get('llm', a.llm)}`")
     md.append(f"- Prompts: `data/prompts/` — AlpacaEval evaluation set from the PyPI package "
