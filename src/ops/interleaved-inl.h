@@ -138,6 +138,47 @@ struct IlQ5_1 {
   }
 };
 
+#if HLM_IL_VNNI
+// Q8_0, with VNNI only: products of its signed quants overflow maddubs' int16 pairs, while
+// vpdpbusd sums into int32. The quants are made unsigned by +128 (xor 0x80), and the offset's
+// share, 128 * dw * da * sum(a_q) = 128 * dw * sa, is taken back through mw = -128 * dw. The f32
+// rounding differs from the generic Q8_0 kernel, so results match it closely, not bit for bit.
+struct IlQ8_0 {
+  static constexpr int kBytes = 34, kStepsPerMadd = 8;
+  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, __m256& dw,
+                                   __m256& mw) {
+    auto ld = [&](int i) {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[i] + off + fmt::kQ8_0_Qs));
+    };
+    // 8 x 8 dword transpose: v[s] holds dword s (elements 4s..4s+3) of every row.
+    __m256i t[8], u[8];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m256i a = ld(2 * k), b = ld(2 * k + 1);
+      t[2 * k] = _mm256_unpacklo_epi32(a, b);
+      t[2 * k + 1] = _mm256_unpackhi_epi32(a, b);
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {  // rows 0-3, then 4-7
+      const __m256i* th = t + 4 * h;
+      u[4 * h + 0] = _mm256_unpacklo_epi64(th[0], th[2]);
+      u[4 * h + 1] = _mm256_unpackhi_epi64(th[0], th[2]);
+      u[4 * h + 2] = _mm256_unpacklo_epi64(th[1], th[3]);
+      u[4 * h + 3] = _mm256_unpackhi_epi64(th[1], th[3]);
+    }
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      v[k] = _mm256_xor_si256(_mm256_permute2x128_si256(u[k], u[k + 4], 0x20), flip);
+      v[k + 4] = _mm256_xor_si256(_mm256_permute2x128_si256(u[k], u[k + 4], 0x31), flip);
+    }
+    __m256 unused;
+    GatherF16Pair(p, off + fmt::kQ8_0_D, dw, unused);
+    mw = _mm256_mul_ps(dw, _mm256_set1_ps(-128.0f));  // exact
+  }
+};
+#endif
+
 // Adds one decoded block (step vectors w, activation block b) to T token accumulators.
 template <int T, int kStepsPerMadd, class WLoad>
 HLM_IL_INLINE void BlockTokens(WLoad w, __m256 dw, __m256 mw, const ActQ8* a, int64_t b,

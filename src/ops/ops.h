@@ -45,8 +45,9 @@ void axpy_f32(float a, const float* x, float* y, int64_t n);  // y += a * x
 const char* dispatch_target_name();
 
 // CPU extensions the kernels use beyond the Highway target, where the CPU has them: AVX-VNNI
-// dot products for Q4_0, Q4_1, Q5_0 and Q5_1 (bit-identical results, fewer instructions). On by
-// default (HLM_CPU_EXTENSIONS=off in the environment starts with them off); tests and
+// dot products for Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 (the same integer sums in fewer
+// instructions: bit-identical results for the 4- and 5-bit types, Q8_0 within f32 rounding). On
+// by default (HLM_CPU_EXTENSIONS=off in the environment starts with them off); tests and
 // benchmarks switch them off to compare. Returns whether they are in use.
 bool set_cpu_extensions(bool enabled);
 // The extensions in use ("AVX-VNNI"), or "" for none.

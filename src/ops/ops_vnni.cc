@@ -38,6 +38,8 @@ void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, in
                  size_t r0, size_t r1, const ActQ8* acts, int64_t n_tok, float* y) {
   const auto* p = static_cast<const uint8_t*>(w);
   switch (t) {
+    case TensorType::Q8_0:
+      return RowsInterleaved<IlQ8_0>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
     case TensorType::Q4_0:
       return RowsInterleaved<IlQ4_0>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
     case TensorType::Q4_1:
@@ -75,8 +77,8 @@ bool supported() { return false; }
 #endif
 
 bool handles(TensorType t) {
-  return t == TensorType::Q4_0 || t == TensorType::Q4_1 || t == TensorType::Q5_0 ||
-         t == TensorType::Q5_1;
+  return t == TensorType::Q8_0 || t == TensorType::Q4_0 || t == TensorType::Q4_1 ||
+         t == TensorType::Q5_0 || t == TensorType::Q5_1;
 }
 
 }  // namespace hlm::ops::vnni

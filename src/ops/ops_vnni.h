@@ -1,5 +1,5 @@
-// The 4- and 5-bit matmul kernels with AVX-VNNI dot products (vpdpbusd), for x86 CPUs that
-// have the extension. Highway 1.0.3 has no target for it, so ops.cc picks these by hand.
+// The 8-, 4- and 5-bit matmul kernels with AVX-VNNI dot products (vpdpbusd), for x86 CPUs
+// that have the extension. Highway 1.0.3 has no target for it, so ops.cc picks these by hand.
 #pragma once
 
 #include <cstddef>
@@ -13,11 +13,12 @@ namespace hlm::ops::vnni {
 // True when this build has the kernels and the CPU runs them.
 bool supported();
 
-// True for the tensor types these kernels cover (Q4_0, Q4_1, Q5_0, Q5_1).
+// True for the tensor types these kernels cover (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1).
 bool handles(TensorType t);
 
 // Rows [r0, r1) of y[i*rows + r] = sum_k W[r][k] * a_i[k], as MatmulRowsQ does; results are
-// bit-identical to it. Only for types handles() accepts, and only when supported().
+// bit-identical to it except for Q8_0 (same integer sums, other f32 rounding). Only for types
+// handles() accepts, and only when supported().
 void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
                  size_t r0, size_t r1, const ActQ8* acts, int64_t n_tok, float* y);
 
