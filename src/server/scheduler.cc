@@ -41,23 +41,37 @@ std::future<Result<VerifyReply>> BatchScheduler::submit(VerifyRequest request) {
   return f;
 }
 
-std::chrono::steady_clock::time_point BatchScheduler::gather_deadline() const {
+std::chrono::steady_clock::time_point gather_deadline(
+    const SchedulerOptions& options, std::chrono::steady_clock::time_point front_arrived,
+    const std::vector<SessionId>& queued, const std::vector<SessionId>& served_last,
+    const std::vector<SessionId>& served_before, std::chrono::steady_clock::time_point last_done,
+    double last_forward_s) {
   using Clock = std::chrono::steady_clock;
-  const auto after = [&](double s) {
-    return queue_.front().arrived +
-           std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
+  const auto span = [](double s) {
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
   };
-  const auto window = after(options_.window_s);
-  if (options_.gather_fraction <= 0 || int(queue_.size()) >= options_.max_batch) return window;
+  const auto window = front_arrived + span(options.window_s);
+  if (options.gather_fraction <= 0 || int(queued.size()) >= options.max_batch) return window;
   // Everyone expected is here when each session of the last two forwards has a request queued.
   const auto all_queued = [&](const std::vector<SessionId>& sessions) {
     return std::all_of(sessions.begin(), sessions.end(), [&](SessionId id) {
-      return std::any_of(queue_.begin(), queue_.end(),
-                         [&](const Job& j) { return j.request.session == id; });
+      return std::find(queued.begin(), queued.end(), id) != queued.end();
     });
   };
-  if (all_queued(served_last_) && all_queued(served_before_)) return queue_.front().arrived;
-  return std::max(window, after(options_.gather_fraction * last_forward_s_));
+  if (all_queued(served_last) && all_queued(served_before)) return front_arrived;
+  // Counted from when the scheduler was free, not from the front's arrival: requests that
+  // queued during the last forward must still give the sessions it just served time to return,
+  // or two groups of devices keep alternating in half-size batches.
+  const auto free_since = std::max(front_arrived, last_done);
+  return std::max(window, free_since + span(options.gather_fraction * last_forward_s));
+}
+
+std::chrono::steady_clock::time_point BatchScheduler::deadline() const {
+  std::vector<SessionId> queued;
+  queued.reserve(queue_.size());
+  for (const Job& j : queue_) queued.push_back(j.request.session);
+  return gather_deadline(options_, queue_.front().arrived, queued, served_last_, served_before_,
+                         last_done_, last_forward_s_);
 }
 
 void BatchScheduler::loop() {
@@ -70,7 +84,7 @@ void BatchScheduler::loop() {
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
       if (stop_) return;
       // Re-evaluated on every arrival: the wait ends as soon as everyone expected is queued.
-      for (auto until = gather_deadline(); Clock::now() < until; until = gather_deadline()) {
+      for (auto until = deadline(); Clock::now() < until; until = deadline()) {
         cv_.wait_until(lock, until);
         if (stop_) return;
       }
@@ -87,6 +101,7 @@ void BatchScheduler::loop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       last_forward_s_ = std::chrono::duration<double>(done - t_forward).count();
+      last_done_ = done;
       served_before_ = std::move(served_last_);
       served_last_.clear();
       for (const VerifyRequest& r : requests) served_last_.push_back(r.session);

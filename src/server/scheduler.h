@@ -16,6 +16,7 @@
 #include <future>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "cloud/cloud_verifier.h"
 #include "server/metrics.h"
@@ -28,9 +29,19 @@ struct SchedulerOptions {
   // (0: take only what is queued already).
   double window_s = 0.0005;
   // While sessions served by the last two forwards are still missing, wait up to this fraction
-  // of the last forward's duration for them (0 disables gathering).
+  // of the last forward's duration for them, counted from when the scheduler was free to start
+  // (0 disables gathering).
   double gather_fraction = 0.25;
 };
+
+// When the batch headed by the oldest queued request (arrived at `front_arrived`) should start,
+// given the sessions queued, the sessions the last two forwards served, when the last forward
+// ended and how long it took. Pure, so the gathering rule can be tested without a clock.
+std::chrono::steady_clock::time_point gather_deadline(
+    const SchedulerOptions& options, std::chrono::steady_clock::time_point front_arrived,
+    const std::vector<SessionId>& queued, const std::vector<SessionId>& served_last,
+    const std::vector<SessionId>& served_before, std::chrono::steady_clock::time_point last_done,
+    double last_forward_s);
 
 class BatchScheduler {
  public:
@@ -48,8 +59,8 @@ class BatchScheduler {
     std::chrono::steady_clock::time_point arrived;
   };
   void loop();
-  // How long the batch headed by the queue's front may still wait, given who is queued.
-  std::chrono::steady_clock::time_point gather_deadline() const;
+  // gather_deadline() for the current queue.
+  std::chrono::steady_clock::time_point deadline() const;
 
   CloudVerifier& cloud_;
   Metrics& metrics_;
@@ -61,6 +72,7 @@ class BatchScheduler {
   // Sessions of the previous and the latest forward, and how long the latest forward took.
   std::vector<SessionId> served_before_, served_last_;
   double last_forward_s_ = 0;
+  std::chrono::steady_clock::time_point last_done_{};  // when the last forward ended
   std::thread thread_;
 };
 

@@ -318,8 +318,8 @@ TEST(ServerRefusals, GarbageBytesAndVanishingClientsDoNotHurtOthers) {
     }
   }
   // Raw TCP: not HTTP/2 at all, then a connection dropped half-way.
-  for (const std::string junk : {std::string("GET / HTTP/1.1\r\n\r\n"), std::string(4096, '\x07'),
-                                 std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00")}) {
+  for (const std::string& junk : {std::string("GET / HTTP/1.1\r\n\r\n"), std::string(4096, '\x07'),
+                                  std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00")}) {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
