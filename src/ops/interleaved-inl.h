@@ -96,52 +96,44 @@ HLM_IL_INLINE void AddHighBits(__m256i qh, __m256i* v) {
 
 // Block decoders for the interleaved kernel: block at p[i] + off of row i -> 8 step vectors of
 // unsigned quants, lane scale dw and offset mw (w = dw * q + mw).
-struct IlQ4_0 {
-  static constexpr int kBytes = 18, kStepsPerMadd = 8;  // pairs <= 2*15*127
-  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, __m256& dw,
-                                   __m256& mw) {
-    TransposeNibbles(p, off + fmt::kQ4_0_Qs, v);
-    __m256 unused;
-    GatherF16Pair(p, off + fmt::kQ4_0_D, dw, unused);
-    mw = _mm256_mul_ps(dw, _mm256_set1_ps(-8.0f));  // exact
-  }
-};
 
-struct IlQ4_1 {
-  static constexpr int kBytes = 20, kStepsPerMadd = 8;
-  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, __m256& dw,
-                                   __m256& mw) {
-    TransposeNibbles(p, off + fmt::kQ4_1_Qs, v);
-    GatherF16Pair(p, off + fmt::kQ4_1_D, dw, mw);
-  }
-};
+// Symmetric types, w = d * (q - zero): the f16 scale at p[i] + off and mw = -zero * d (exact for
+// the power-of-two zeros used).
+HLM_IL_INLINE void SymmetricScale(const uint8_t* const* p, int64_t off, float zero, __m256& dw,
+                                  __m256& mw) {
+  __m256 unused;
+  GatherF16Pair(p, off, dw, unused);
+  mw = _mm256_mul_ps(dw, _mm256_set1_ps(-zero));
+}
 
-struct IlQ5_0 {
-  static constexpr int kBytes = 22, kStepsPerMadd = 4;  // pairs <= 2*31*127
+// The 4- and 5-bit types: nibbles at kQs, bit 4 in the u32 at kQh (5-bit only, else -1), the f16
+// scale at kD, then either an f16 minimum after it (kZero = 0: w = d * q + m) or a fixed zero
+// point (w = d * (q - kZero)). kStepsPerMadd keeps maddubs pair sums exact:
+// 8 * 2 * 15 * 127 and 4 * 2 * 31 * 127 stay below 2^15.
+template <int kBytes_, int kD, int kQs, int kQh, int kZero>
+struct IlNibbles {
+  static constexpr int kBytes = kBytes_, kStepsPerMadd = kQh < 0 ? 8 : 4;
   static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, __m256& dw,
                                    __m256& mw) {
-    TransposeNibbles(p, off + fmt::kQ5_0_Qs, v);
-    AddHighBits(Gather32(p, off + fmt::kQ5_0_Qh), v);
-    __m256 unused;
-    GatherF16Pair(p, off + fmt::kQ5_0_D, dw, unused);
-    mw = _mm256_mul_ps(dw, _mm256_set1_ps(-16.0f));  // exact
+    TransposeNibbles(p, off + kQs, v);
+    if constexpr (kQh >= 0) AddHighBits(Gather32(p, off + kQh), v);
+    if constexpr (kZero != 0) {
+      SymmetricScale(p, off + kD, float(kZero), dw, mw);
+    } else {
+      GatherF16Pair(p, off + kD, dw, mw);
+    }
   }
 };
-
-struct IlQ5_1 {
-  static constexpr int kBytes = 24, kStepsPerMadd = 4;
-  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, __m256& dw,
-                                   __m256& mw) {
-    TransposeNibbles(p, off + fmt::kQ5_1_Qs, v);
-    AddHighBits(Gather32(p, off + fmt::kQ5_1_Qh), v);
-    GatherF16Pair(p, off + fmt::kQ5_1_D, dw, mw);
-  }
-};
+using IlQ4_0 = IlNibbles<18, fmt::kQ4_0_D, fmt::kQ4_0_Qs, -1, 8>;
+using IlQ4_1 = IlNibbles<20, fmt::kQ4_1_D, fmt::kQ4_1_Qs, -1, 0>;
+using IlQ5_0 = IlNibbles<22, fmt::kQ5_0_D, fmt::kQ5_0_Qs, fmt::kQ5_0_Qh, 16>;
+using IlQ5_1 = IlNibbles<24, fmt::kQ5_1_D, fmt::kQ5_1_Qs, fmt::kQ5_1_Qh, 0>;
 
 #if HLM_IL_VNNI
 // Q8_0, with VNNI only: products of its signed quants overflow maddubs' int16 pairs, while
 // vpdpbusd sums into int32. The quants are made unsigned by +128 (xor 0x80), and the offset's
-// share, 128 * dw * da * sum(a_q) = 128 * dw * sa, is taken back through mw = -128 * dw. The f32
+// share, 128 * dw * da * sum(a_q) = 128 * dw * sa, is taken back through mw = -128 * dw: Q8_0
+// read as a symmetric type with zero 128. The f32
 // rounding differs from the generic Q8_0 kernel, so results match it closely, not bit for bit.
 struct IlQ8_0 {
   static constexpr int kBytes = 34, kStepsPerMadd = 8;
@@ -172,9 +164,7 @@ struct IlQ8_0 {
       v[k] = _mm256_xor_si256(_mm256_permute2x128_si256(u[k], u[k + 4], 0x20), flip);
       v[k + 4] = _mm256_xor_si256(_mm256_permute2x128_si256(u[k], u[k + 4], 0x31), flip);
     }
-    __m256 unused;
-    GatherF16Pair(p, off + fmt::kQ8_0_D, dw, unused);
-    mw = _mm256_mul_ps(dw, _mm256_set1_ps(-128.0f));  // exact
+    SymmetricScale(p, off + fmt::kQ8_0_D, 128.0f, dw, mw);
   }
 };
 #endif

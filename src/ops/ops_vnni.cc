@@ -10,6 +10,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define HLM_HAVE_VNNI_KERNELS 1
+#include <cpuid.h>
 #include <immintrin.h>
 #else
 #define HLM_HAVE_VNNI_KERNELS 0
@@ -60,8 +61,15 @@ void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, in
 #endif
 
 bool supported() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avxvnni");
+  static const bool yes = [] {
+    // avx2 also means the OS saves the ymm state; F16C is CPUID.1:ECX[29], AVX-VNNI is
+    // CPUID.(7,1):EAX[4] (read directly: older compilers do not know the feature names).
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return false;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) return false;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+    return (a & (1u << 4)) != 0;
+  }();
   return yes;
 }
 
