@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 METHODS = ["slm", "llm", "hlm", "rand", "uhlm", "iuhlm", "spec"]
 STYLE = {"slm": ("tab:gray", "v"), "llm": ("black", "*"), "hlm": ("tab:blue", "s"),
@@ -105,7 +106,13 @@ def quality_plots(sets, out):
             scatter_panel(ax, gs, xname, q, xlabel, qlabel, title)
             if logx:
                 ax.set_xscale("log")
-        axes[0][-1].legend(fontsize=8, loc="best")
+                # Ticks at 1, 2, 5 per decade as plain numbers: matplotlib's default minor
+                # labels overlap when the axis spans less than a decade.
+                ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+                ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+                ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        for ax in axes[0]:  # each panel shows its own set of methods
+            ax.legend(fontsize=8, loc="best")
         save(fig, out, name)
         written.append(name)
     return written
@@ -152,7 +159,7 @@ def throughput_plot(channel_sets, out):
     ax.set_xticklabels(methods)
     ax.set_yscale("log")
     ax.set_ylabel("modelled throughput (tokens/s, log scale)")
-    ax.legend(title="channel preset", fontsize=8)
+    ax.legend(title="channel preset", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     ax.grid(axis="y", alpha=0.3)
     save(fig, out, "throughput_channels")
     return ["throughput_channels"]
