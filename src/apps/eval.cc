@@ -52,13 +52,15 @@ Result<std::string> resolve_prompts(const std::string& arg) {
   if (arg.find('/') == std::string::npos && arg.find('.') == std::string::npos) {
     const std::string rel = "data/prompts/" + arg + ".jsonl";
     if (std::string p = find_source_file(rel); !p.empty()) return p;
-    return make_error("--prompts {}: no file {} (set HLM_SOURCE_DIR to the source tree, or run "
-                      "python3 tools/eval/prepare_prompts.py)",
-                      arg, rel);
+    return make_error(
+        "--prompts {}: no file {} (set HLM_SOURCE_DIR to the source tree, or run "
+        "python3 tools/eval/prepare_prompts.py)",
+        arg, rel);
   }
-  return make_error("--prompts {}: no such file (give a JSONL file or a split: calibration, dev, "
-                    "test)",
-                    arg);
+  return make_error(
+      "--prompts {}: no such file (give a JSONL file or a split: calibration, dev, "
+      "test)",
+      arg);
 }
 
 Result<std::vector<uint64_t>> parse_seeds(const std::string& csv) {
@@ -100,7 +102,8 @@ void print_table(const json& summary) {
                 g["setting"].get<std::string>().c_str(), g["n_prompts"].get<int>(),
                 fmt_metric(m, "bertscore_f1_llm", 3).c_str(),
                 fmt_metric(m, "rougeL_f1_llm", 3).c_str(), fmt_metric(m, "upload_rate", 3).c_str(),
-                fmt_metric(m, "e_per_token_j", 3).c_str(), fmt_metric(m, "tokens_per_s", 3).c_str());
+                fmt_metric(m, "e_per_token_j", 3).c_str(),
+                fmt_metric(m, "tokens_per_s", 3).c_str());
   }
 }
 
@@ -185,9 +188,9 @@ int run_eval_command(EvalOptions o) {
     std::fflush(stderr);
   };
   if (!o.quiet) {
-    std::fprintf(stderr,
-                 "hlm eval: %zu prompts x %zu method settings x %zu seeds, %d tokens each -> %s\n",
-                 prompts.size(), cfg.settings.size(), cfg.seeds.size(), o.max_tokens, o.out.c_str());
+    std::fprintf(
+        stderr, "hlm eval: %zu prompts x %zu method settings x %zu seeds, %d tokens each -> %s\n",
+        prompts.size(), cfg.settings.size(), cfg.seeds.size(), o.max_tokens, o.out.c_str());
   }
   ThreadPool pool(o.threads.threads);
   auto stats = run_eval(pair->slm, pair->llm, pool, cfg, prompts, on_progress);
@@ -202,8 +205,10 @@ int run_eval_command(EvalOptions o) {
     std::vector<std::string> argv = {"python3", scorer, "--results", o.out + "/results.jsonl"};
     if (o.fast_score) argv.push_back("--fast");
     if (scorer.empty()) {
-      if (!o.smoke) return fail("tools/eval/score.py not found: set HLM_SOURCE_DIR, --scorer, or "
-                                "pass --no-score");
+      if (!o.smoke)
+        return fail(
+            "tools/eval/score.py not found: set HLM_SOURCE_DIR, --scorer, or "
+            "pass --no-score");
       std::fprintf(stderr, "hlm eval: --smoke: scorer not found; skipping the scores\n");
     } else if (o.fast_score && !python_has("rouge_score")) {
       std::fprintf(stderr,
@@ -214,9 +219,10 @@ int run_eval_command(EvalOptions o) {
       auto r = run_process(argv, {SpawnOptions::Stdout::kToStderr, false});
       if (!r) return fail(fmt::format("cannot run the scorer: {}", r.error().message));
       if (r->exit_code != 0) {
-        return fail(fmt::format("the scorer ({}) exited with {}; rerun it by hand or pass "
-                                "--no-score",
-                                scorer, r->exit_code));
+        return fail(
+            fmt::format("the scorer ({}) exited with {}; rerun it by hand or pass "
+                        "--no-score",
+                        scorer, r->exit_code));
       }
     }
   }
@@ -242,7 +248,8 @@ void add_eval_command(CLI::App& app, Commands& commands) {
   sub->add_option("--prompts", o->prompts,
                   "A split (calibration, dev, test: data/prompts/SPLIT.jsonl) or a JSONL file")
       ->capture_default_str();
-  sub->add_option("--n", o->n, "Use only the first N prompts (0: all)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--n", o->n, "Use only the first N prompts (0: all)")
+      ->check(CLI::NonNegativeNumber);
   sub->add_option("--max-tokens", o->max_tokens, "Tokens generated per run")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));
