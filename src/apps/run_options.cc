@@ -35,12 +35,19 @@ Result<ModelPair> PairOptions::load() const {
 void MethodOptions::add(CLI::App* app) {
   app->add_option("--policy", policy,
                   "slm | llm | hlm | rand | uhlm | iuhlm | spec, optionally with arguments as in "
-                  "'uhlm(0.1)' or 'iuhlm:u_th=0.1,lambda=3,est=focus'")
+                  "'uhlm(0.1)' or 'iuhlm:u_th=0.6,lambda=5,est=focus'")
       ->capture_default_str();
   app->add_option("--u-th", u_th, "Uncertainty threshold u_th (uhlm, iuhlm)");
-  app->add_option("--lambda", lambda, "Importance threshold knob λ (iuhlm)");
+  app->add_option("--lambda", lambda,
+                  fmt::format("Importance threshold knob λ (iuhlm; default per estimator: "
+                              "entropy {:g}, focus {:g}, received {:g})",
+                              default_lambda(ImportanceEstimator::kEntropy),
+                              default_lambda(ImportanceEstimator::kFocus),
+                              default_lambda(ImportanceEstimator::kReceived)));
   app->add_option("--u-hi", u_hi, "Always upload when u > u_hi (iuhlm; 1 disables)");
-  app->add_option("--estimator", estimator, "Importance estimator: focus | received | entropy");
+  app->add_option("--estimator", estimator,
+                  fmt::format("Importance estimator: focus | received | entropy (default {})",
+                              to_string(ImportanceConfig{}.estimator)));
   app->add_option("--sinks", sinks, "Leading attention-sink positions dropped (s)");
   app->add_option("--lookahead", lookahead, "w for received(w)");
   app->add_option("--rate", rate, "Upload probability r (rand)");

@@ -38,11 +38,11 @@ Result<ImportanceEstimator> parse_estimator(std::string_view name) {
 float default_lambda(ImportanceEstimator e) {
   switch (e) {
     case ImportanceEstimator::kFocus:
-      return 3.0f;
+      return 5.48f;
     case ImportanceEstimator::kReceived:
-      return 1.0f;
+      return 10.1f;
     case ImportanceEstimator::kEntropy:
-      return 0.3f;
+      return 0.201f;
   }
   return 0.0f;
 }

@@ -22,8 +22,9 @@ TEST(Policy, ParseNamesAndDefaults) {
   ASSERT_TRUE(p.ok());
   EXPECT_FLOAT_EQ(p->u_th, 0.06f / 0.82f);
   EXPECT_FLOAT_EQ(p->u_hi, 1.0f);
-  EXPECT_EQ(p->importance.estimator, ImportanceEstimator::kFocus);
-  EXPECT_FLOAT_EQ(p->importance.lambda_value(), 3.0f);
+  EXPECT_EQ(p->importance.estimator, ImportanceEstimator::kEntropy);
+  EXPECT_FLOAT_EQ(p->importance.lambda_value(), 0.201f);
+  EXPECT_EQ(p->importance.lookahead, 1);
   EXPECT_EQ(p->importance.sinks, 1);
 }
 
@@ -44,7 +45,7 @@ TEST(Policy, ParseArguments) {
   ASSERT_TRUE(k.ok());
   EXPECT_EQ(k->importance.lookahead, 2);
   EXPECT_EQ(k->importance.sinks, 2);
-  EXPECT_FLOAT_EQ(k->importance.lambda_value(), 1.0f);  // received's default
+  EXPECT_FLOAT_EQ(k->importance.lambda_value(), default_lambda(ImportanceEstimator::kReceived));
   auto s = parse_policy("spec(6)");
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->draft, 6);
