@@ -168,16 +168,28 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
                         S.x.data() + size_t(i) * D, D);
   }
   const float inv_sqrt_hd = 1.0f / std::sqrt(float(hd));
+  // The per-token elementwise steps (norms, RoPE, residuals, SiLU) run on the pool for batches,
+  // where they would otherwise leave the workers idle; a few tokens are not worth a wake-up.
+  // Each token's arithmetic is the same either way.
+  const auto per_token = [&](const auto& fn) {
+    if (n_tok < 8) {
+      for (int i = 0; i < n_tok; ++i) fn(i);
+      return;
+    }
+    pool_.parallel_for(size_t(n_tok), 1, [&](size_t begin, size_t end, int) {
+      for (size_t i = begin; i < end; ++i) fn(int(i));
+    });
+  };
 
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = model_->layers()[l];
-    for (int i = 0; i < n_tok; ++i) {
+    per_token([&](int i) {
       rms_norm(S.x.data() + size_t(i) * D, L.attn_norm, S.xn.data() + size_t(i) * D, D, c.rms_eps);
-    }
+    });
     ops::matmul(L.wq.type, L.wq.data, D, D, S.xn.data(), n_tok, S.q.data(), pool_);
     ops::matmul(L.wk.type, L.wk.data, kv_dim, D, S.xn.data(), n_tok, S.k.data(), pool_);
     ops::matmul(L.wv.type, L.wv.data, kv_dim, D, S.xn.data(), n_tok, S.v.data(), pool_);
-    for (int i = 0; i < n_tok; ++i) {
+    per_token([&](int i) {
       const float* cs = S.rope_cos.data() + size_t(pos_of[i]) * half;
       const float* sn = S.rope_sin.data() + size_t(pos_of[i]) * half;
       rope(S.q.data() + size_t(i) * D, c.n_head, hd, c.n_rot, cs, sn);
@@ -186,7 +198,7 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
                   kv_.k(l, seq_of[i]) + size_t(pos_of[i]) * kv_dim);
       std::copy_n(S.v.data() + size_t(i) * kv_dim, kv_dim,
                   kv_.v(l, seq_of[i]) + size_t(pos_of[i]) * kv_dim);
-    }
+    });
     // Causal attention, one (token, head) pair per task.
     pool_.parallel_for(size_t(n_tok) * c.n_head, 1, [&](size_t begin, size_t end, int worker) {
       float* sc = S.scores[worker].data();
@@ -224,19 +236,25 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
       }
     });
     ops::matmul(L.wo.type, L.wo.data, D, D, S.attn.data(), n_tok, S.xn.data(), pool_);
-    for (size_t e = 0; e < size_t(n_tok) * D; ++e) S.x[e] += S.xn[e];
-
-    for (int i = 0; i < n_tok; ++i) {
-      rms_norm(S.x.data() + size_t(i) * D, L.ffn_norm, S.xn.data() + size_t(i) * D, D, c.rms_eps);
-    }
+    per_token([&](int i) {
+      float* x = S.x.data() + size_t(i) * D;
+      float* xn = S.xn.data() + size_t(i) * D;
+      for (int e = 0; e < D; ++e) x[e] += xn[e];
+      rms_norm(x, L.ffn_norm, xn, D, c.rms_eps);
+    });
     ops::matmul(L.w_gate.type, L.w_gate.data, F, D, S.xn.data(), n_tok, S.gate.data(), pool_);
     ops::matmul(L.w_up.type, L.w_up.data, F, D, S.xn.data(), n_tok, S.up.data(), pool_);
-    for (size_t e = 0; e < size_t(n_tok) * F; ++e) {
-      const float g = S.gate[e];
-      S.gate[e] = g / (1.0f + std::exp(-g)) * S.up[e];
-    }
+    per_token([&](int i) {
+      float* gate = S.gate.data() + size_t(i) * F;
+      const float* up = S.up.data() + size_t(i) * F;
+      for (int e = 0; e < F; ++e) gate[e] = gate[e] / (1.0f + std::exp(-gate[e])) * up[e];
+    });
     ops::matmul(L.w_down.type, L.w_down.data, D, F, S.gate.data(), n_tok, S.xn.data(), pool_);
-    for (size_t e = 0; e < size_t(n_tok) * D; ++e) S.x[e] += S.xn[e];
+    per_token([&](int i) {
+      float* x = S.x.data() + size_t(i) * D;
+      const float* xn = S.xn.data() + size_t(i) * D;
+      for (int e = 0; e < D; ++e) x[e] += xn[e];
+    });
   }
 
   for (const SeqInput& in : inputs)
