@@ -208,9 +208,10 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
         const float* q = S.q.data() + size_t(i) * D + h * hd;
         const float* K = kv_.k(l, seq_of[i]) + kvh * hd;
         const float* V = kv_.v(l, seq_of[i]) + kvh * hd;
+        ops::dot_rows_f32(q, K, kv_dim, n_pos, hd, sc);
         float mx = -INFINITY;
         for (int j = 0; j < n_pos; ++j) {
-          sc[j] = ops::dot_f32(q, K + size_t(j) * kv_dim, hd) * inv_sqrt_hd;
+          sc[j] *= inv_sqrt_hd;
           mx = std::max(mx, sc[j]);
         }
         double sum = 0;
@@ -221,10 +222,8 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
         const float inv = static_cast<float>(1.0 / sum);
         float* o = S.attn.data() + size_t(i) * D + h * hd;
         std::fill_n(o, hd, 0.0f);
-        for (int j = 0; j < n_pos; ++j) {
-          sc[j] *= inv;
-          ops::axpy_f32(sc[j], V + size_t(j) * kv_dim, o, hd);
-        }
+        for (int j = 0; j < n_pos; ++j) sc[j] *= inv;
+        ops::axpy_rows_f32(sc, V, kv_dim, n_pos, o, hd);
         if (capture_of[i] >= 0) {
           AttentionRows& r = out[capture_of[i]].attention;
           auto it = std::find(r.layers.begin(), r.layers.end(), l);

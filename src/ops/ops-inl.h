@@ -539,7 +539,7 @@ HWY_NOINLINE void MatmulRowsF(TensorType t, const void* w, int64_t rows, int64_t
 
 HWY_NOINLINE const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
-HWY_NOINLINE float DotF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, int64_t n) {
+HWY_INLINE float DotF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, int64_t n) {
   const hn::ScalableTag<float> df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
@@ -554,8 +554,8 @@ HWY_NOINLINE float DotF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT
   return s;
 }
 
-HWY_NOINLINE void AxpyF32(float alpha, const float* HWY_RESTRICT x, float* HWY_RESTRICT y,
-                          int64_t n) {
+HWY_INLINE void AxpyF32(float alpha, const float* HWY_RESTRICT x, float* HWY_RESTRICT y,
+                        int64_t n) {
   const hn::ScalableTag<float> df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   const auto va = hn::Set(df, alpha);
@@ -564,6 +564,18 @@ HWY_NOINLINE void AxpyF32(float alpha, const float* HWY_RESTRICT x, float* HWY_R
     hn::StoreU(hn::MulAdd(va, hn::LoadU(df, x + i), hn::LoadU(df, y + i)), df, y + i);
   }
   for (; i < n; ++i) y[i] += alpha * x[i];
+}
+
+// Attention's loops over cached positions, one dispatch per row set rather than per position
+// (rows are short: a head's 64 values).
+HWY_NOINLINE void DotRowsF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b,
+                             int64_t stride, int64_t rows, int64_t n, float* HWY_RESTRICT out) {
+  for (int64_t j = 0; j < rows; ++j) out[j] = DotF32(a, b + j * stride, n);
+}
+
+HWY_NOINLINE void AxpyRowsF32(const float* HWY_RESTRICT alpha, const float* HWY_RESTRICT x,
+                              int64_t stride, int64_t rows, float* HWY_RESTRICT y, int64_t n) {
+  for (int64_t j = 0; j < rows; ++j) AxpyF32(alpha[j], x + j * stride, y, n);
 }
 
 }  // namespace hlm::ops::HWY_NAMESPACE

@@ -21,8 +21,8 @@ namespace hlm::ops {
 HWY_EXPORT(QuantizeAct);
 HWY_EXPORT(MatmulRowsQ);
 HWY_EXPORT(MatmulRowsF);
-HWY_EXPORT(DotF32);
-HWY_EXPORT(AxpyF32);
+HWY_EXPORT(DotRowsF32);
+HWY_EXPORT(AxpyRowsF32);
 HWY_EXPORT(TargetName);
 
 namespace {
@@ -144,12 +144,14 @@ const char* cpu_extension_name() {
   return vnni::supported() && g_extensions.load() ? "AVX-VNNI" : "";
 }
 
-float dot_f32(const float* a, const float* b, int64_t n) {
-  return HWY_DYNAMIC_DISPATCH(DotF32)(a, b, n);
+void dot_rows_f32(const float* a, const float* b, int64_t stride, int64_t rows, int64_t n,
+                  float* out) {
+  HWY_DYNAMIC_DISPATCH(DotRowsF32)(a, b, stride, rows, n, out);
 }
 
-void axpy_f32(float a, const float* x, float* y, int64_t n) {
-  HWY_DYNAMIC_DISPATCH(AxpyF32)(a, x, y, n);
+void axpy_rows_f32(const float* alpha, const float* x, int64_t stride, int64_t rows, float* y,
+                   int64_t n) {
+  HWY_DYNAMIC_DISPATCH(AxpyRowsF32)(alpha, x, stride, rows, y, n);
 }
 
 }  // namespace hlm::ops

@@ -37,9 +37,13 @@ float dot(TensorType t, const void* row, const float* x, int64_t n);
 void matmul(TensorType t, const void* w, int64_t rows, int64_t cols, const float* x, int64_t n_tok,
             float* y, ThreadPool& pool);
 
-// f32 helpers used by attention and norms.
-float dot_f32(const float* a, const float* b, int64_t n);
-void axpy_f32(float a, const float* x, float* y, int64_t n);  // y += a * x
+// f32 helpers for attention over cached rows x_j = x + j * stride (j < rows), each n long.
+// out[j] = dot(a, x_j): every row's result is independent of the others.
+void dot_rows_f32(const float* a, const float* x, int64_t stride, int64_t rows, int64_t n,
+                  float* out);
+// y += alpha[j] * x_j, applied for j = 0, 1, ... in order.
+void axpy_rows_f32(const float* alpha, const float* x, int64_t stride, int64_t rows, float* y,
+                   int64_t n);
 
 // Name of the Highway target the kernels dispatch to on this CPU (e.g. "AVX2").
 const char* dispatch_target_name();

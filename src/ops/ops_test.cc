@@ -387,20 +387,34 @@ TEST(Matmul, CpuExtensionsMatchTheKernelsTheyReplace) {
   }
 }
 
-TEST(Vector, DotAndAxpy) {
+TEST(Vector, DotRowsAndAxpyRows) {
   for_each_target([] {
     std::mt19937 rng(5);
     for (int64_t n : {1, 7, 64, 100}) {
-      const auto a = random_vec(n, rng), b = random_vec(n, rng);
-      double want = 0.0, mag = 0.0;
-      for (int64_t i = 0; i < n; ++i) {
-        want += static_cast<double>(a[i]) * b[i];
-        mag += std::fabs(a[i] * b[i]);
+      const int64_t rows = 5, stride = n + 3;
+      const auto a = random_vec(n, rng), x = random_vec(rows * stride, rng);
+      std::vector<float> got(static_cast<size_t>(rows));
+      dot_rows_f32(a.data(), x.data(), stride, rows, n, got.data());
+      for (int64_t j = 0; j < rows; ++j) {
+        double want = 0.0, mag = 0.0;
+        for (int64_t i = 0; i < n; ++i) {
+          want += static_cast<double>(a[i]) * x[j * stride + i];
+          mag += std::fabs(a[i] * x[j * stride + i]);
+        }
+        EXPECT_NEAR(got[j], want, 1e-6 * mag + 1e-7) << "row " << j;
+        // A row's result does not depend on the rows around it.
+        float alone = 0.0f;
+        dot_rows_f32(a.data(), x.data() + j * stride, stride, 1, n, &alone);
+        EXPECT_EQ(alone, got[j]);
       }
-      EXPECT_NEAR(dot_f32(a.data(), b.data(), n), want, 1e-6 * mag + 1e-7);
-      auto y = b;
-      axpy_f32(0.75f, a.data(), y.data(), n);
-      for (int64_t i = 0; i < n; ++i) EXPECT_NEAR(y[i], b[i] + 0.75f * a[i], 1e-6f);
+      const std::vector<float> alpha = {0.75f, -0.5f, 0.25f, 2.0f, -1.0f};
+      auto y = a;
+      axpy_rows_f32(alpha.data(), x.data(), stride, rows, y.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        double want = a[i];
+        for (int64_t j = 0; j < rows; ++j) want += alpha[j] * x[j * stride + i];
+        EXPECT_NEAR(y[i], want, 1e-5);
+      }
     }
   });
 }
