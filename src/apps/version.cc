@@ -19,9 +19,7 @@ void add_version_command(CLI::App& app, Commands& commands) {
 #else
     const std::string compiler = std::string("gcc ") + __VERSION__;
 #endif
-    // The kernels this CPU runs: the Highway target plus any extension used beyond it.
-    std::string kernels = ops::dispatch_target_name();
-    if (*ops::cpu_extension_name() != '\0') kernels += std::string("+") + ops::cpu_extension_name();
+    const std::string kernels = ops::kernels_name();
     if (opts->json) {
       nlohmann::json j = {{"version", HLM_VERSION},
                           {"build_type", HLM_BUILD_TYPE},

@@ -31,7 +31,7 @@ void BM_Matmul(benchmark::State& state) {
   const Shape& s = kShapes[state.range(0)];
   const int threads = static_cast<int>(state.range(1));
   const int64_t n_tok = state.range(2);
-  const bool extensions = set_cpu_extensions(state.range(3) != 0);
+  set_cpu_extensions(state.range(3) != 0);
   std::mt19937 rng(1);
   std::normal_distribution<float> g(0.0f, 1.0f);
   std::vector<float> row(static_cast<size_t>(s.cols));
@@ -53,8 +53,7 @@ void BM_Matmul(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
                           static_cast<int64_t>(w.size()));
   state.SetLabel(std::string(info(s.type).name) + " " + std::to_string(s.rows) + "x" +
-                 std::to_string(s.cols) + " " + dispatch_target_name() +
-                 (extensions ? std::string("+") + cpu_extension_name() : ""));
+                 std::to_string(s.cols) + " " + kernels_name());
   set_cpu_extensions(true);
 }
 

@@ -140,8 +140,10 @@ bool set_cpu_extensions(bool enabled) {
   return enabled && vnni::supported();
 }
 
-const char* cpu_extension_name() {
-  return vnni::supported() && g_extensions.load() ? "AVX-VNNI" : "";
+std::string kernels_name() {
+  std::string name = dispatch_target_name();
+  if (vnni::supported() && g_extensions.load()) name += "+AVX-VNNI";
+  return name;
 }
 
 void dot_rows_f32(const float* a, const float* b, int64_t stride, int64_t rows, int64_t n,

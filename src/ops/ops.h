@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "gguf/tensor_type.h"
 #include "util/thread_pool.h"
@@ -54,7 +55,7 @@ const char* dispatch_target_name();
 // by default (HLM_CPU_EXTENSIONS=off in the environment starts with them off); tests and
 // benchmarks switch them off to compare. Returns whether they are in use.
 bool set_cpu_extensions(bool enabled);
-// The extensions in use ("AVX-VNNI"), or "" for none.
-const char* cpu_extension_name();
+// The kernels in use: the dispatch target plus the extensions, e.g. "AVX3+AVX-VNNI".
+std::string kernels_name();
 
 }  // namespace hlm::ops

@@ -258,7 +258,7 @@ def main():
     md.append("## Exact commands\n")
     md.append("```sh\n" + (commands or "(see tools/eval/make_results.sh)") + "\n"
               "python3 tools/eval/plots.py --work WORK --out docs/results\n"
-              "python3 tools/eval/importance_study.py --summary WORK/dev/summary.json --out docs/results/importance.json\n"
+              "cp WORK/importance.json docs/results/importance.json\n"
               "python3 tools/eval/make_results.py --work WORK --out docs/RESULTS.md\n```\n")
     md.append("`hlm eval` runs `python3 tools/eval/score.py --results DIR/results.jsonl` at the end "
               "of each run (unless `--no-score`) and folds the scores into summary.json/csv.\n")

@@ -134,9 +134,7 @@ fi
 if want page || want all; then
   log "plots and docs/RESULTS.md"
   python3 tools/eval/plots.py --work "$WORK" --out docs/results
-  python3 tools/eval/importance_study.py --summary "$WORK/dev/summary.json" \
-    --out "$WORK/importance.json"
-  cp "$WORK/importance.json" docs/results/importance.json
+  cp "$WORK/importance.json" docs/results/importance.json  # written by the importance step
   python3 tools/eval/make_results.py --work "$WORK" --hlm "$HLM" --slm "$SLM" --llm "$LLM" \
     --out docs/RESULTS.md
   cp "$WORK/test/summary.csv" docs/results/test_summary.csv
