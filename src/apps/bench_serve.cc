@@ -60,11 +60,13 @@ struct StartLine {
   const server::Metrics* metrics = nullptr;
   uint64_t batches0 = 0;  // the server's batch histogram when the clock started
   double batched0 = 0;
+  double busy0 = 0;  // and its time in batches
   void arrive() {
     std::unique_lock<std::mutex> lock(mu);
     if (++waiting == n) {
       batches0 = metrics->batch_size.count();
       batched0 = metrics->batch_size.sum();
+      busy0 = metrics->forward_time.sum();
       start = Clock::now();
       deadline = start + std::chrono::duration_cast<Clock::duration>(
                              std::chrono::duration<double>(seconds));
@@ -176,8 +178,8 @@ int bench_serve(const BenchServeOptions& o) {
     std::fprintf(stderr, "bench serve: %s on %s, encoding %s, %.1f s per point, %d threads\n",
                  (*model)->config().name.c_str(), target.c_str(), to_string(*enc).c_str(),
                  o.seconds, so.threads);
-    std::printf("%8s %12s %10s %10s %10s %10s %9s\n", "devices", "verif/s", "tokens/s",
-                "mean batch", "p50 ms", "p99 ms", "speedup");
+    std::printf("%8s %12s %10s %10s %10s %10s %10s %9s\n", "devices", "verif/s", "tokens/s",
+                "mean batch", "busy", "p50 ms", "p99 ms", "speedup");
   }
   nlohmann::json results = nlohmann::json::array();
   double base = 0;
@@ -207,6 +209,8 @@ int bench_serve(const BenchServeOptions& o) {
     const double vps = verifs / elapsed;
     const uint64_t nb = metrics.batch_size.count() - line.batches0;
     const double mean_batch = nb ? (metrics.batch_size.sum() - line.batched0) / double(nb) : 0.0;
+    // The share of the time the server spent in batches rather than waiting for requests.
+    const double busy = (metrics.forward_time.sum() - line.busy0) / elapsed;
     const double p50 = percentile(lat, 0.50) * 1e3, p99 = percentile(lat, 0.99) * 1e3;
     if (base == 0) base = vps;
     const double speedup = base > 0 ? vps / base : 0;
@@ -216,13 +220,14 @@ int bench_serve(const BenchServeOptions& o) {
                        {"verifications_per_s", vps},
                        {"tokens_per_s", double(tokens) / elapsed},
                        {"mean_batch", mean_batch},
+                       {"engine_busy", busy},
                        {"p50_ms", p50},
                        {"p99_ms", p99},
                        {"speedup_vs_first", speedup},
                        {"errors", errors}});
     if (!o.output.json) {
-      std::printf("%8d %12.1f %10.1f %10.2f %10.1f %10.1f %8.2fx\n", n, vps,
-                  double(tokens) / elapsed, mean_batch, p50, p99, speedup);
+      std::printf("%8d %12.1f %10.1f %10.2f %9.0f%% %10.1f %10.1f %8.2fx\n", n, vps,
+                  double(tokens) / elapsed, mean_batch, 100 * busy, p50, p99, speedup);
       std::fflush(stdout);
     }
     if (errors) {

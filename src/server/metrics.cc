@@ -55,6 +55,7 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
 Metrics::Metrics()
     : batch_size({1, 2, 4, 8, 16, 32, 64}),
       verify_latency({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}),
+      forward_time({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}),
       started_(Clock::now()) {}
 
 void Metrics::add_tokens(uint64_t n, Clock::time_point now) {
@@ -107,6 +108,8 @@ std::string Metrics::render() const {
   batch_size.render(o, "hlm_batch_size", "Verify requests served by one engine forward.");
   verify_latency.render(o, "hlm_verify_latency_seconds",
                         "Time from a Verify call's arrival to its reply.");
+  forward_time.render(o, "hlm_forward_seconds",
+                      "Time per batch: the engine forward and the verdicts on its requests.");
   return o;
 }
 

@@ -48,6 +48,7 @@ class Metrics {
       errors_unauthenticated{0}, errors_rate_limited{0}, errors_exhausted{0}, errors_internal{0};
   Histogram batch_size;      // requests per engine forward
   Histogram verify_latency;  // seconds from a Verify's arrival to its reply
+  Histogram forward_time;    // seconds per batched verification (engine forward and verdicts)
 
   // Tokens committed to session contexts by one verification (pending + accepted + next).
   void add_tokens(uint64_t n, Clock::time_point now = Clock::now());

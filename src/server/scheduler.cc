@@ -108,6 +108,7 @@ void BatchScheduler::loop() {
     }
     metrics_.batches++;
     metrics_.batch_size.observe(double(batch.size()));
+    metrics_.forward_time.observe(std::chrono::duration<double>(done - t_forward).count());
     uint64_t tokens = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
       if (results[i].ok()) {

@@ -574,8 +574,9 @@ TEST(ServerBatching, ConcurrentDevicesShareForwardsAndMetricsShowIt) {
   EXPECT_NE(page.find("HTTP/1.1 200 OK"), std::string::npos);
   for (const char* name :
        {"hlm_sessions ", "hlm_verifications_total 240", "hlm_batch_size_bucket{le=\"1\"}",
-        "hlm_batch_size_count", "hlm_verify_latency_seconds_bucket", "hlm_tokens_per_second",
-        "hlm_tokens_total", "hlm_request_errors_total{code=\"NOT_FOUND\"} 0"}) {
+        "hlm_batch_size_count", "hlm_verify_latency_seconds_bucket", "hlm_forward_seconds_sum",
+        "hlm_tokens_per_second", "hlm_tokens_total",
+        "hlm_request_errors_total{code=\"NOT_FOUND\"} 0"}) {
     EXPECT_NE(page.find(name), std::string::npos) << name << "\n" << page;
   }
   EXPECT_NE(http_get(srv->metrics_port(), "/nope").find("404"), std::string::npos);
