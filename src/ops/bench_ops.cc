@@ -1,5 +1,6 @@
 // Microbenchmarks of the ops matmul on SmolLM2-135M shapes, reporting GB/s of weights read;
-// ext:1 runs with the CPU extensions (AVX-VNNI) where the CPU has them, ext:0 without.
+// ext:1 runs with the CPU extensions (AVX-VNNI or AVX512-VNNI) where the CPU has them, ext:0
+// without.
 #include <benchmark/benchmark.h>
 
 #include <memory>

@@ -1,8 +1,9 @@
 // Row-interleaved quantised matmul for x86 (AVX2 and up) over the 4- and 5-bit block types:
 // 8 weight rows x T tokens per pass. Textually included, inside the includer's namespace, once
-// per Highway target by ops-inl.h (HLM_IL_VNNI 0: maddubs products) and once by ops_vnni.cc
-// (HLM_IL_VNNI 1: AVX-VNNI's vpdpbusd). The includer provides <immintrin.h>, ActQ8 and
-// HLM_IL_INLINE. No include guard: each inclusion is a separate instantiation.
+// per Highway target by ops-inl.h (HLM_IL_VNNI 0: maddubs products) and twice by ops_vnni.cc
+// (HLM_IL_VNNI 1: vpdpbusd, as HLM_IL_DPBUSD names it in AVX-VNNI's VEX or AVX512-VNNI's EVEX
+// form). The includer provides <immintrin.h>, ActQ8 and HLM_IL_INLINE. No include guard: each
+// inclusion is a separate instantiation.
 
 // A 32-element block of 8 weight rows is decoded into 8 "step" vectors: step s holds elements
 // 4s..4s+3 of every row as unsigned bytes, row i in dword i. The activation bytes 4s..4s+3 of
@@ -184,13 +185,12 @@ HLM_IL_INLINE void BlockTokens(WLoad w, __m256 dw, __m256 mw, const ActQ8* a, in
   __m256i isum[T];
 #if HLM_IL_VNNI
 #pragma GCC unroll 8
-  for (int t = 0; t < T; ++t)
-    isum[t] = _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), w(0), act4(t, 0));
+  for (int t = 0; t < T; ++t) isum[t] = HLM_IL_DPBUSD(_mm256_setzero_si256(), w(0), act4(t, 0));
 #pragma GCC unroll 8
   for (int s = 1; s < 8; ++s) {
     const __m256i wv = w(s);
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) isum[t] = _mm256_dpbusd_avx_epi32(isum[t], wv, act4(t, s));
+    for (int t = 0; t < T; ++t) isum[t] = HLM_IL_DPBUSD(isum[t], wv, act4(t, s));
   }
 #else
   const __m256i ones = _mm256_set1_epi16(1);
@@ -252,14 +252,26 @@ HLM_IL_INLINE void StoreTile(float* dst, size_t nr, __m256 v) {
   for (size_t i = 0; i < nr; ++i) dst[i] = tmp[i];
 }
 
+// A tile reads 8 rows as 8 interleaved streams, which some hardware prefetchers (AMD Zen 4's) do
+// not follow from DRAM (a 3x slowdown on a matrix that does not fit in cache). So while a tile
+// is decoded, the next one, which is contiguous, is prefetched by hand: block b's share of it.
+template <class Il>
+HLM_IL_INLINE void PrefetchNextTile(const uint8_t* const* rp, size_t row_bytes, int64_t b) {
+  const char* next = reinterpret_cast<const char*>(rp[0] + kRows * row_bytes);
+  for (int64_t o = b * kRows * Il::kBytes; o < (b + 1) * kRows * Il::kBytes; o += 64) {
+    _mm_prefetch(next + o, _MM_HINT_T0);
+  }
+}
+
 // T tokens straight from the weights (decode).
 template <class Il, int T>
-HLM_IL_INLINE void TileDirect(const uint8_t* const* rp, int64_t nb, const ActQ8* a, float* y,
-                              int64_t rows, size_t r, size_t nr) {
+HLM_IL_INLINE void TileDirect(const uint8_t* const* rp, size_t row_bytes, int64_t nb,
+                              const ActQ8* a, float* y, int64_t rows, size_t r, size_t nr) {
   __m256 acc[T];
 #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
+    PrefetchNextTile<Il>(rp, row_bytes, b);
     __m256i v[8];
     __m256 dw, mw;
     Il::Decode(rp, b * Il::kBytes, v, dw, mw);
@@ -304,14 +316,15 @@ HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t c
     const uint8_t* rp[8];  // rows past the end repeat the first row; their lanes are dropped
     for (size_t i = 0; i < 8; ++i) rp[i] = w + (r + (i < nr ? i : 0)) * row_bytes;
     if (n_tok < kDirectTokens) {
-      if (n_tok == 1) TileDirect<Il, 1>(rp, nb, acts, y, rows, r, nr);
-      if (n_tok == 2) TileDirect<Il, 2>(rp, nb, acts, y, rows, r, nr);
-      if (n_tok == 3) TileDirect<Il, 3>(rp, nb, acts, y, rows, r, nr);
+      if (n_tok == 1) TileDirect<Il, 1>(rp, row_bytes, nb, acts, y, rows, r, nr);
+      if (n_tok == 2) TileDirect<Il, 2>(rp, row_bytes, nb, acts, y, rows, r, nr);
+      if (n_tok == 3) TileDirect<Il, 3>(rp, row_bytes, nb, acts, y, rows, r, nr);
       continue;
     }
     static thread_local RepackScratch scr;
     scr.Reserve(nb);
     for (int64_t b = 0; b < nb; ++b) {
+      PrefetchNextTile<Il>(rp, row_bytes, b);
       __m256i v[8];
       __m256 dw, mw;
       Il::Decode(rp, b * Il::kBytes, v, dw, mw);
@@ -329,3 +342,26 @@ HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t c
                                               r, nr);
   }
 }
+
+#if HLM_IL_VNNI
+// The vnni::matmul_rows contract (ops_vnni.h) for this instantiation.
+HLM_IL_INLINE void MatmulRowsVnni(TensorType t, const void* w, size_t row_bytes, int64_t rows,
+                                  int64_t cols, size_t r0, size_t r1, const ActQ8* acts,
+                                  int64_t n_tok, float* y) {
+  const auto* p = static_cast<const uint8_t*>(w);
+  switch (t) {
+    case TensorType::Q8_0:
+      return RowsInterleaved<IlQ8_0>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
+    case TensorType::Q4_0:
+      return RowsInterleaved<IlQ4_0>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
+    case TensorType::Q4_1:
+      return RowsInterleaved<IlQ4_1>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
+    case TensorType::Q5_0:
+      return RowsInterleaved<IlQ5_0>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
+    case TensorType::Q5_1:
+      return RowsInterleaved<IlQ5_1>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
+    default:
+      std::abort();  // callers check handles() first
+  }
+}
+#endif

@@ -142,7 +142,7 @@ bool set_cpu_extensions(bool enabled) {
 
 std::string kernels_name() {
   std::string name = dispatch_target_name();
-  if (vnni::supported() && g_extensions.load()) name += "+AVX-VNNI";
+  if (vnni::supported() && g_extensions.load()) name += std::string("+") + vnni::name();
   return name;
 }
 

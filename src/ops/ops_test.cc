@@ -339,7 +339,7 @@ TEST(Matmul, MatchesRowDot) {
   });
 }
 
-// The AVX-VNNI kernels sum the same integer products as the kernels they replace: every output
+// The VNNI kernels sum the same integer products as the kernels they replace: every output
 // of the 4- and 5-bit types must match bit for bit, Q8_0's within f32 rounding, on every tile
 // size (decode and repacked prefill) and with rows that do not fill the last 8-row tile.
 // dot() takes the same path, so it agrees with matmul bit for bit.

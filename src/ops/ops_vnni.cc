@@ -1,6 +1,9 @@
-// Compiles the interleaved kernels a second time with vpdpbusd in place of maddubs, under a
-// target pragma (as Highway does for its own targets), so only the code in that region may use
-// AVX-VNNI; supported() gates every call on what the CPU reports.
+// Compiles the interleaved kernels twice more with vpdpbusd in place of maddubs, each under a
+// target pragma (as Highway does for its own targets) so only the code in that region may use
+// the extension: once in AVX-VNNI's VEX form (Intel Alder Lake and later, AMD Zen 5) and once in
+// AVX512-VNNI's EVEX form on 256-bit vectors (Intel Ice Lake and later Xeons, AMD Zen 4). Both
+// compute the same integer sums, so they give the same results; the VEX form is preferred where
+// both exist. kind() gates every call on what the CPU reports.
 #include "ops/ops_vnni.h"
 
 #include <cstdlib>
@@ -20,69 +23,108 @@ namespace hlm::ops::vnni {
 
 #if HLM_HAVE_VNNI_KERNELS
 
+#define HLM_IL_VNNI 1
+#define HLM_IL_INLINE inline __attribute__((always_inline))
+
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avxvnni"))), apply_to = function)
 #else
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c,avxvnni")
 #endif
-
-namespace {
-#define HLM_IL_VNNI 1
-#define HLM_IL_INLINE inline __attribute__((always_inline))
+namespace vex {
+#define HLM_IL_DPBUSD _mm256_dpbusd_avx_epi32
 #include "ops/interleaved-inl.h"
-#undef HLM_IL_VNNI
-#undef HLM_IL_INLINE
-}  // namespace
-
+#undef HLM_IL_DPBUSD
 void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
                  size_t r0, size_t r1, const ActQ8* acts, int64_t n_tok, float* y) {
-  const auto* p = static_cast<const uint8_t*>(w);
-  switch (t) {
-    case TensorType::Q8_0:
-      return RowsInterleaved<IlQ8_0>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
-    case TensorType::Q4_0:
-      return RowsInterleaved<IlQ4_0>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
-    case TensorType::Q4_1:
-      return RowsInterleaved<IlQ4_1>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
-    case TensorType::Q5_0:
-      return RowsInterleaved<IlQ5_0>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
-    case TensorType::Q5_1:
-      return RowsInterleaved<IlQ5_1>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
-    default:
-      std::abort();  // callers check handles() first
-  }
+  MatmulRowsVnni(t, w, row_bytes, rows, cols, r0, r1, acts, n_tok, y);
 }
-
+}  // namespace vex
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
 #pragma GCC pop_options
 #endif
 
-bool supported() {
-  static const bool yes = [] {
-    // avx2 also means the OS saves the ymm state; F16C is CPUID.1:ECX[29], AVX-VNNI is
-    // CPUID.(7,1):EAX[4] (read directly: older compilers do not know the feature names).
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return false;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) return false;
-    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
-    return (a & (1u << 4)) != 0;
-  }();
-  return yes;
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512vl,avx512vnni"))), \
+                             apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,avx512vl,avx512vnni")
+#endif
+namespace evex {
+#define HLM_IL_DPBUSD _mm256_dpbusd_epi32
+#include "ops/interleaved-inl.h"
+#undef HLM_IL_DPBUSD
+void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
+                 size_t r0, size_t r1, const ActQ8* acts, int64_t n_tok, float* y) {
+  MatmulRowsVnni(t, w, row_bytes, rows, cols, r0, r1, acts, n_tok, y);
+}
+}  // namespace evex
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
+#pragma GCC pop_options
+#endif
+
+#undef HLM_IL_VNNI
+#undef HLM_IL_INLINE
+
+namespace {
+
+Kind detect() {
+  // avx2 also means the OS saves the ymm state, and libgcc's avx512 checks include the OS
+  // saving the AVX-512 state; F16C is CPUID.1:ECX[29], AVX-VNNI is CPUID.(7,1):EAX[4] (read
+  // directly: older compilers do not know the feature names).
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return Kind::kNone;
+  if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) return Kind::kNone;
+  if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4)) != 0) return Kind::kAvxVnni;
+  if (__builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
+    return Kind::kAvx512Vnni;
+  }
+  return Kind::kNone;
+}
+
+}  // namespace
+
+Kind kind() {
+  static const Kind k = detect();
+  return k;
+}
+
+void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
+                 size_t r0, size_t r1, const ActQ8* acts, int64_t n_tok, float* y) {
+  if (kind() == Kind::kAvxVnni)
+    return vex::matmul_rows(t, w, row_bytes, rows, cols, r0, r1, acts, n_tok, y);
+  evex::matmul_rows(t, w, row_bytes, rows, cols, r0, r1, acts, n_tok, y);
 }
 
 #else
 
+Kind kind() { return Kind::kNone; }
+
 void matmul_rows(TensorType, const void*, size_t, int64_t, int64_t, size_t, size_t, const ActQ8*,
                  int64_t, float*) {
-  std::abort();  // supported() is false
+  std::abort();  // kind() is kNone
 }
 
-bool supported() { return false; }
-
 #endif
+
+bool supported() { return kind() != Kind::kNone; }
+
+const char* name() {
+  switch (kind()) {
+    case Kind::kAvxVnni:
+      return "AVX-VNNI";
+    case Kind::kAvx512Vnni:
+      return "AVX512-VNNI";
+    default:
+      return "";
+  }
+}
 
 bool handles(TensorType t) {
   return t == TensorType::Q8_0 || t == TensorType::Q4_0 || t == TensorType::Q4_1 ||

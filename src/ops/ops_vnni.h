@@ -1,5 +1,5 @@
-// The 8-, 4- and 5-bit matmul kernels with AVX-VNNI dot products (vpdpbusd), for x86 CPUs
-// that have the extension. Highway 1.0.3 has no target for it, so ops.cc picks these by hand.
+// The 8-, 4- and 5-bit matmul kernels with VNNI dot products (vpdpbusd), for x86 CPUs that have
+// AVX-VNNI or AVX512-VNNI. Highway 1.0.3 has no target for either, so ops.cc picks these by hand.
 #pragma once
 
 #include <cstddef>
@@ -10,8 +10,16 @@
 
 namespace hlm::ops::vnni {
 
-// True when this build has the kernels and the CPU runs them.
+// Which form of vpdpbusd this build and CPU run: the VEX one (AVX-VNNI) where the CPU has it,
+// else the EVEX one on 256-bit vectors (AVX512-VNNI with AVX512VL), else none.
+enum class Kind { kNone, kAvxVnni, kAvx512Vnni };
+Kind kind();
+
+// True when kind() is not kNone.
 bool supported();
+
+// The extension in use, e.g. "AVX512-VNNI"; empty when none.
+const char* name();
 
 // True for the tensor types these kernels cover (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1).
 bool handles(TensorType t);
