@@ -186,9 +186,10 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
     per_token([&](int i) {
       rms_norm(S.x.data() + size_t(i) * D, L.attn_norm, S.xn.data() + size_t(i) * D, D, c.rms_eps);
     });
-    ops::matmul(L.wq.type, L.wq.data, D, D, S.xn.data(), n_tok, S.q.data(), pool_);
-    ops::matmul(L.wk.type, L.wk.data, kv_dim, D, S.xn.data(), n_tok, S.k.data(), pool_);
-    ops::matmul(L.wv.type, L.wv.data, kv_dim, D, S.xn.data(), n_tok, S.v.data(), pool_);
+    const ops::MatmulOut qkv[] = {{L.wq.type, L.wq.data, D, S.q.data()},
+                                  {L.wk.type, L.wk.data, kv_dim, S.k.data()},
+                                  {L.wv.type, L.wv.data, kv_dim, S.v.data()}};
+    ops::matmul_shared(qkv, D, S.xn.data(), n_tok, pool_);
     per_token([&](int i) {
       const float* cs = S.rope_cos.data() + size_t(pos_of[i]) * half;
       const float* sn = S.rope_sin.data() + size_t(pos_of[i]) * half;
@@ -208,22 +209,8 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
         const float* q = S.q.data() + size_t(i) * D + h * hd;
         const float* K = kv_.k(l, seq_of[i]) + kvh * hd;
         const float* V = kv_.v(l, seq_of[i]) + kvh * hd;
-        ops::dot_rows_f32(q, K, kv_dim, n_pos, hd, sc);
-        float mx = -INFINITY;
-        for (int j = 0; j < n_pos; ++j) {
-          sc[j] *= inv_sqrt_hd;
-          mx = std::max(mx, sc[j]);
-        }
-        double sum = 0;
-        for (int j = 0; j < n_pos; ++j) {
-          sc[j] = std::exp(sc[j] - mx);
-          sum += sc[j];
-        }
-        const float inv = static_cast<float>(1.0 / sum);
-        float* o = S.attn.data() + size_t(i) * D + h * hd;
-        std::fill_n(o, hd, 0.0f);
-        for (int j = 0; j < n_pos; ++j) sc[j] *= inv;
-        ops::axpy_rows_f32(sc, V, kv_dim, n_pos, o, hd);
+        ops::attend_f32(q, K, V, kv_dim, n_pos, hd, inv_sqrt_hd, sc,
+                        S.attn.data() + size_t(i) * D + h * hd);
         if (capture_of[i] >= 0) {
           AttentionRows& r = out[capture_of[i]].attention;
           auto it = std::find(r.layers.begin(), r.layers.end(), l);
@@ -241,12 +228,11 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
       for (int e = 0; e < D; ++e) x[e] += xn[e];
       rms_norm(x, L.ffn_norm, xn, D, c.rms_eps);
     });
-    ops::matmul(L.w_gate.type, L.w_gate.data, F, D, S.xn.data(), n_tok, S.gate.data(), pool_);
-    ops::matmul(L.w_up.type, L.w_up.data, F, D, S.xn.data(), n_tok, S.up.data(), pool_);
+    const ops::MatmulOut gate_up[] = {{L.w_gate.type, L.w_gate.data, F, S.gate.data()},
+                                      {L.w_up.type, L.w_up.data, F, S.up.data()}};
+    ops::matmul_shared(gate_up, D, S.xn.data(), n_tok, pool_);
     per_token([&](int i) {
-      float* gate = S.gate.data() + size_t(i) * F;
-      const float* up = S.up.data() + size_t(i) * F;
-      for (int e = 0; e < F; ++e) gate[e] = gate[e] / (1.0f + std::exp(-gate[e])) * up[e];
+      ops::silu_mul_f32(S.gate.data() + size_t(i) * F, S.up.data() + size_t(i) * F, F);
     });
     ops::matmul(L.w_down.type, L.w_down.data, D, F, S.gate.data(), n_tok, S.xn.data(), pool_);
     per_token([&](int i) {

@@ -7,6 +7,8 @@
 #ifndef HLM_OPS_OPS_INL_SHARED_H_
 #define HLM_OPS_OPS_INL_SHARED_H_
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +27,7 @@
 #define HLM_OPS_OPS_INL_H_
 #endif
 
+#include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
@@ -554,28 +557,85 @@ HWY_INLINE float DotF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b
   return s;
 }
 
-HWY_INLINE void AxpyF32(float alpha, const float* HWY_RESTRICT x, float* HWY_RESTRICT y,
-                        int64_t n) {
+// out = sum_j p[j] * (V + j * stride)[0, kV * N): kV vectors of the output in registers across
+// all rows, two accumulator sets (even and odd rows) so FMA latency does not bound the loop.
+template <int kV, class D>
+HWY_INLINE void WeightedRows(D df, const float* HWY_RESTRICT p, const float* HWY_RESTRICT V,
+                             int64_t stride, int64_t rows, float* HWY_RESTRICT out) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  hn::Vec<D> a0[kV], a1[kV];
+  for (int k = 0; k < kV; ++k) a0[k] = a1[k] = hn::Zero(df);
+  int64_t j = 0;
+  for (; j + 2 <= rows; j += 2) {
+    const auto p0 = hn::Set(df, p[j]), p1 = hn::Set(df, p[j + 1]);
+    const float* v0 = V + j * stride;
+    const float* v1 = v0 + stride;
+    for (int k = 0; k < kV; ++k) {
+      a0[k] = hn::MulAdd(p0, hn::LoadU(df, v0 + k * N), a0[k]);
+      a1[k] = hn::MulAdd(p1, hn::LoadU(df, v1 + k * N), a1[k]);
+    }
+  }
+  if (j < rows) {
+    const auto p0 = hn::Set(df, p[j]);
+    for (int k = 0; k < kV; ++k)
+      a0[k] = hn::MulAdd(p0, hn::LoadU(df, V + j * stride + k * N), a0[k]);
+  }
+  for (int k = 0; k < kV; ++k) hn::StoreU(hn::Add(a0[k], a1[k]), df, out + k * N);
+}
+
+// Softmax attention of one query over cached rows (one dispatch per query and head: rows are
+// short, a head's 64 values).
+HWY_NOINLINE void AttendF32(const float* HWY_RESTRICT q, const float* HWY_RESTRICT K,
+                            const float* HWY_RESTRICT V, int64_t stride, int64_t rows, int64_t n,
+                            float scale, float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
   const hn::ScalableTag<float> df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  const auto va = hn::Set(df, alpha);
+  for (int64_t j = 0; j < rows; ++j) p[j] = DotF32(q, K + j * stride, n) * scale;
+
+  auto vmax = hn::Set(df, -HUGE_VALF);
+  int64_t j = 0;
+  for (; j + N <= rows; j += N) vmax = hn::Max(vmax, hn::LoadU(df, p + j));
+  float mx = hn::GetLane(hn::MaxOfLanes(df, vmax));
+  for (int64_t t = j; t < rows; ++t) mx = std::max(mx, p[t]);
+
+  const auto vmx = hn::Set(df, mx);
+  auto vsum = hn::Zero(df);
+  for (j = 0; j + N <= rows; j += N) {
+    const auto e = hn::Exp(df, hn::Sub(hn::LoadU(df, p + j), vmx));
+    hn::StoreU(e, df, p + j);
+    vsum = hn::Add(vsum, e);
+  }
+  float sum = ReduceSum(df, vsum);
+  for (int64_t t = j; t < rows; ++t) sum += (p[t] = std::exp(p[t] - mx));
+
+  const float inv = 1.0f / sum;
+  const auto vinv = hn::Set(df, inv);
+  for (j = 0; j + N <= rows; j += N) hn::StoreU(hn::Mul(hn::LoadU(df, p + j), vinv), df, p + j);
+  for (int64_t t = j; t < rows; ++t) p[t] *= inv;
+
+  int64_t c = 0;
+  for (; c + 4 * N <= n; c += 4 * N) WeightedRows<4>(df, p, V + c, stride, rows, out + c);
+  for (; c + N <= n; c += N) WeightedRows<1>(df, p, V + c, stride, rows, out + c);
+  for (; c < n; ++c) {
+    float s = 0.0f;
+    for (int64_t t = 0; t < rows; ++t) s += p[t] * V[t * stride + c];
+    out[c] = s;
+  }
+}
+
+// gate = silu(gate) * up, silu(x) = x / (1 + e^-x) (e^-x capped at e^88, where x / (1 + e^-x) is
+// already below 1e-36 in magnitude).
+HWY_NOINLINE void SiluMulF32(float* HWY_RESTRICT gate, const float* HWY_RESTRICT up, int64_t n) {
+  const hn::ScalableTag<float> df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  const auto one = hn::Set(df, 1.0f), cap = hn::Set(df, 88.0f);
   int64_t i = 0;
   for (; i + N <= n; i += N) {
-    hn::StoreU(hn::MulAdd(va, hn::LoadU(df, x + i), hn::LoadU(df, y + i)), df, y + i);
+    const auto g = hn::LoadU(df, gate + i);
+    const auto e = hn::Exp(df, hn::Min(hn::Neg(g), cap));
+    hn::StoreU(hn::Mul(hn::Div(g, hn::Add(one, e)), hn::LoadU(df, up + i)), df, gate + i);
   }
-  for (; i < n; ++i) y[i] += alpha * x[i];
-}
-
-// Attention's loops over cached positions, one dispatch per row set rather than per position
-// (rows are short: a head's 64 values).
-HWY_NOINLINE void DotRowsF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b,
-                             int64_t stride, int64_t rows, int64_t n, float* HWY_RESTRICT out) {
-  for (int64_t j = 0; j < rows; ++j) out[j] = DotF32(a, b + j * stride, n);
-}
-
-HWY_NOINLINE void AxpyRowsF32(const float* HWY_RESTRICT alpha, const float* HWY_RESTRICT x,
-                              int64_t stride, int64_t rows, float* HWY_RESTRICT y, int64_t n) {
-  for (int64_t j = 0; j < rows; ++j) AxpyF32(alpha[j], x + j * stride, y, n);
+  for (; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(std::min(-gate[i], 88.0f))) * up[i];
 }
 
 }  // namespace hlm::ops::HWY_NAMESPACE

@@ -21,8 +21,8 @@ namespace hlm::ops {
 HWY_EXPORT(QuantizeAct);
 HWY_EXPORT(MatmulRowsQ);
 HWY_EXPORT(MatmulRowsF);
-HWY_EXPORT(DotRowsF32);
-HWY_EXPORT(AxpyRowsF32);
+HWY_EXPORT(AttendF32);
+HWY_EXPORT(SiluMulF32);
 HWY_EXPORT(TargetName);
 
 namespace {
@@ -37,7 +37,8 @@ struct ActScratch {
   std::vector<float> d, s;
   std::vector<ActQ8> acts;
 
-  void quantize(const float* x, int64_t cols, int64_t n_tok) {
+  // Tokens in parallel on `pool` when there are enough of them to be worth a wake-up.
+  void quantize(const float* x, int64_t cols, int64_t n_tok, ThreadPool* pool = nullptr) {
     const size_t n = static_cast<size_t>(cols * n_tok), nb = n / 32;
     if (q.size() < n) q.resize(n);
     if (d.size() < nb) {
@@ -45,12 +46,19 @@ struct ActScratch {
       s.resize(nb);
     }
     acts.resize(static_cast<size_t>(n_tok));
-    for (int64_t t = 0; t < n_tok; ++t) {
-      const size_t off = static_cast<size_t>(t * cols);
+    const auto one = [&](size_t t) {
+      const size_t off = t * static_cast<size_t>(cols);
       HWY_DYNAMIC_DISPATCH(QuantizeAct)
       (x + off, cols, q.data() + off, d.data() + off / 32, s.data() + off / 32);
-      acts[static_cast<size_t>(t)] = {q.data() + off, d.data() + off / 32, s.data() + off / 32};
+      acts[t] = {q.data() + off, d.data() + off / 32, s.data() + off / 32};
+    };
+    if (pool == nullptr || n_tok < 8) {
+      for (size_t t = 0; t < static_cast<size_t>(n_tok); ++t) one(t);
+      return;
     }
+    pool->parallel_for(static_cast<size_t>(n_tok), 1, [&](size_t t0, size_t t1, int) {
+      for (size_t t = t0; t < t1; ++t) one(t);
+    });
   }
 };
 
@@ -115,21 +123,44 @@ float dot(TensorType t, const void* row, const float* x, int64_t n) {
 
 void matmul(TensorType t, const void* w, int64_t rows, int64_t cols, const float* x, int64_t n_tok,
             float* y, ThreadPool& pool) {
-  check_supported(t);
-  if (rows <= 0 || n_tok <= 0) return;
+  const MatmulOut out{t, w, rows, y};
+  matmul_shared(std::span<const MatmulOut>(&out, 1), cols, x, n_tok, pool);
+}
+
+void matmul_shared(std::span<const MatmulOut> outs, int64_t cols, const float* x, int64_t n_tok,
+                   ThreadPool& pool) {
+  if (n_tok <= 0) return;
+  // The matrices' rows form one index space, shared out in one parallel loop.
+  thread_local std::vector<size_t> first;
+  first.assign(1, 0);
+  bool any_quantised = false;
+  for (const MatmulOut& o : outs) {
+    check_supported(o.type);
+    any_quantised |= !is_float(o.type);
+    first.push_back(first.back() + static_cast<size_t>(std::max<int64_t>(o.rows, 0)));
+  }
+  if (first.back() == 0) return;
+  const ActQ8* acts = nullptr;
+  if (any_quantised) {
+    ActScratch& s = scratch();
+    s.quantize(x, cols, n_tok, &pool);
+    acts = s.acts.data();
+  }
+  const size_t* starts = first.data();
   // Enough rows per chunk that a chunk is worth a wake-up; the pool splits evenly anyway.
   const size_t grain = 16;
-  if (is_float(t)) {
-    pool.parallel_for(static_cast<size_t>(rows), grain, [&](size_t r0, size_t r1, int) {
-      HWY_DYNAMIC_DISPATCH(MatmulRowsF)(t, w, rows, cols, r0, r1, x, n_tok, y);
-    });
-    return;
-  }
-  ActScratch& s = scratch();
-  s.quantize(x, cols, n_tok);
-  const ActQ8* acts = s.acts.data();
-  pool.parallel_for(static_cast<size_t>(rows), grain, [&](size_t r0, size_t r1, int) {
-    rows_q(t, w, rows, cols, r0, r1, acts, n_tok, y);
+  pool.parallel_for(first.back(), grain, [&](size_t g0, size_t g1, int) {
+    for (size_t m = 0; m < outs.size(); ++m) {
+      const size_t lo = std::max(g0, starts[m]), hi = std::min(g1, starts[m + 1]);
+      if (lo >= hi) continue;
+      const MatmulOut& o = outs[m];
+      const size_t r0 = lo - starts[m], r1 = hi - starts[m];
+      if (is_float(o.type)) {
+        HWY_DYNAMIC_DISPATCH(MatmulRowsF)(o.type, o.w, o.rows, cols, r0, r1, x, n_tok, o.y);
+      } else {
+        rows_q(o.type, o.w, o.rows, cols, r0, r1, acts, n_tok, o.y);
+      }
+    }
   });
 }
 
@@ -146,14 +177,13 @@ std::string kernels_name() {
   return name;
 }
 
-void dot_rows_f32(const float* a, const float* b, int64_t stride, int64_t rows, int64_t n,
-                  float* out) {
-  HWY_DYNAMIC_DISPATCH(DotRowsF32)(a, b, stride, rows, n, out);
+void attend_f32(const float* q, const float* K, const float* V, int64_t stride, int64_t rows,
+                int64_t n, float scale, float* probs, float* out) {
+  HWY_DYNAMIC_DISPATCH(AttendF32)(q, K, V, stride, rows, n, scale, probs, out);
 }
 
-void axpy_rows_f32(const float* alpha, const float* x, int64_t stride, int64_t rows, float* y,
-                   int64_t n) {
-  HWY_DYNAMIC_DISPATCH(AxpyRowsF32)(alpha, x, stride, rows, y, n);
+void silu_mul_f32(float* gate, const float* up, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(SiluMulF32)(gate, up, n);
 }
 
 }  // namespace hlm::ops

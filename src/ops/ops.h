@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 
 #include "gguf/tensor_type.h"
@@ -38,13 +39,27 @@ float dot(TensorType t, const void* row, const float* x, int64_t n);
 void matmul(TensorType t, const void* w, int64_t rows, int64_t cols, const float* x, int64_t n_tok,
             float* y, ThreadPool& pool);
 
-// f32 helpers for attention over cached rows x_j = x + j * stride (j < rows), each n long.
-// out[j] = dot(a, x_j): every row's result is independent of the others.
-void dot_rows_f32(const float* a, const float* x, int64_t stride, int64_t rows, int64_t n,
-                  float* out);
-// y += alpha[j] * x_j, applied for j = 0, 1, ... in order.
-void axpy_rows_f32(const float* alpha, const float* x, int64_t stride, int64_t rows, float* y,
-                   int64_t n);
+// One matrix of a matmul_shared call: `rows` rows of type t at w, results to y as matmul's.
+struct MatmulOut {
+  TensorType type;
+  const void* w;
+  int64_t rows;
+  float* y;
+};
+// matmul of one input x (n_tok x cols) by several matrices (a layer's q, k and v; gate and up):
+// the activations are requantised once and all the matrices' rows are shared out in one
+// parallel loop. Each y is what matmul would give.
+void matmul_shared(std::span<const MatmulOut> outs, int64_t cols, const float* x, int64_t n_tok,
+                   ThreadPool& pool);
+
+// Softmax attention of one query q over cached rows K_j = K + j * stride and V_j = V + j * stride
+// (j < rows, rows >= 1), each n long: probs[j] = softmax_j(scale * dot(q, K_j)) and
+// out = sum_j probs[j] * V_j.
+void attend_f32(const float* q, const float* K, const float* V, int64_t stride, int64_t rows,
+                int64_t n, float scale, float* probs, float* out);
+
+// SwiGLU's elementwise step: gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x).
+void silu_mul_f32(float* gate, const float* up, int64_t n);
 
 // Name of the Highway target the kernels dispatch to on this CPU (e.g. "AVX2").
 const char* dispatch_target_name();

@@ -339,6 +339,41 @@ TEST(Matmul, MatchesRowDot) {
   });
 }
 
+// matmul_shared gives each matrix what matmul gives it, bit for bit, whatever the mix of types
+// (quantised and float) and row counts that do not fall on chunk or tile boundaries, and with
+// enough tokens that the activations are requantised in parallel.
+TEST(Matmul, SharedInputMatchesSeparateMatmuls) {
+  std::mt19937 rng(4);
+  const int64_t cols = 256;
+  const TensorType types[] = {TensorType::Q4_1, TensorType::F16, TensorType::Q8_0,
+                              TensorType::Q6_K};
+  const int64_t rows[] = {37, 8, 50, 21};
+  std::vector<std::vector<uint8_t>> w(4);
+  for (size_t m = 0; m < 4; ++m) {
+    for (int64_t r = 0; r < rows[m]; ++r) {
+      const auto row = random_row(types[m], cols, rng);
+      w[m].insert(w[m].end(), row.begin(), row.end());
+    }
+  }
+  for (int threads : {1, 2}) {
+    ThreadPool pool(threads);
+    for (int64_t n_tok : {1, 3, 9}) {
+      SCOPED_TRACE("threads " + std::to_string(threads) + " n_tok " + std::to_string(n_tok));
+      const auto x = random_vec(cols * n_tok, rng);
+      std::vector<std::vector<float>> shared(4), alone(4);
+      std::vector<MatmulOut> outs;
+      for (size_t m = 0; m < 4; ++m) {
+        shared[m].assign(size_t(rows[m] * n_tok), -1.0f);
+        alone[m].assign(size_t(rows[m] * n_tok), -2.0f);
+        outs.push_back({types[m], w[m].data(), rows[m], shared[m].data()});
+        matmul(types[m], w[m].data(), rows[m], cols, x.data(), n_tok, alone[m].data(), pool);
+      }
+      matmul_shared(outs, cols, x.data(), n_tok, pool);
+      for (size_t m = 0; m < 4; ++m) EXPECT_EQ(shared[m], alone[m]) << info(types[m]).name;
+    }
+  }
+}
+
 // The VNNI kernels sum the same integer products as the kernels they replace: every output
 // of the 4- and 5-bit types must match bit for bit, Q8_0's within f32 rounding, on every tile
 // size (decode and repacked prefill) and with rows that do not fill the last 8-row tile.
@@ -387,33 +422,60 @@ TEST(Matmul, CpuExtensionsMatchTheKernelsTheyReplace) {
   }
 }
 
-TEST(Vector, DotRowsAndAxpyRows) {
+// attend_f32 against a double-precision softmax attention, on row lengths with and without a
+// vector tail, odd and even row counts, and scores far apart (probabilities that underflow).
+TEST(Vector, AttendMatchesSoftmaxAttention) {
   for_each_target([] {
     std::mt19937 rng(5);
     for (int64_t n : {1, 7, 64, 100}) {
-      const int64_t rows = 5, stride = n + 3;
-      const auto a = random_vec(n, rng), x = random_vec(rows * stride, rng);
-      std::vector<float> got(static_cast<size_t>(rows));
-      dot_rows_f32(a.data(), x.data(), stride, rows, n, got.data());
-      for (int64_t j = 0; j < rows; ++j) {
-        double want = 0.0, mag = 0.0;
-        for (int64_t i = 0; i < n; ++i) {
-          want += static_cast<double>(a[i]) * x[j * stride + i];
-          mag += std::fabs(a[i] * x[j * stride + i]);
+      for (int64_t rows : {1, 2, 5, 33}) {
+        SCOPED_TRACE("n " + std::to_string(n) + " rows " + std::to_string(rows));
+        const int64_t stride = n + 3;
+        const auto q = random_vec(n, rng), K = random_vec(rows * stride, rng),
+                   V = random_vec(rows * stride, rng);
+        for (float scale : {0.125f, 40.0f}) {
+          std::vector<float> p(static_cast<size_t>(rows)), out(static_cast<size_t>(n));
+          attend_f32(q.data(), K.data(), V.data(), stride, rows, n, scale, p.data(), out.data());
+          std::vector<double> want_p(static_cast<size_t>(rows));
+          double mx = -HUGE_VAL, sum = 0.0;
+          for (int64_t j = 0; j < rows; ++j) {
+            double d = 0.0;
+            for (int64_t i = 0; i < n; ++i) d += double(q[i]) * K[j * stride + i];
+            want_p[j] = d * scale;
+            mx = std::max(mx, want_p[j]);
+          }
+          for (double& w : want_p) sum += (w = std::exp(w - mx));
+          double total = 0.0;
+          for (int64_t j = 0; j < rows; ++j) {
+            EXPECT_NEAR(p[j], want_p[j] / sum, 2e-5 * scale + 1e-6) << "row " << j;
+            total += p[j];
+          }
+          EXPECT_NEAR(total, 1.0, 1e-5);
+          for (int64_t i = 0; i < n; ++i) {
+            double want = 0.0;
+            for (int64_t j = 0; j < rows; ++j) want += double(p[j]) * V[j * stride + i];
+            EXPECT_NEAR(out[i], want, 1e-5) << "element " << i;
+          }
         }
-        EXPECT_NEAR(got[j], want, 1e-6 * mag + 1e-7) << "row " << j;
-        // A row's result does not depend on the rows around it.
-        float alone = 0.0f;
-        dot_rows_f32(a.data(), x.data() + j * stride, stride, 1, n, &alone);
-        EXPECT_EQ(alone, got[j]);
       }
-      const std::vector<float> alpha = {0.75f, -0.5f, 0.25f, 2.0f, -1.0f};
-      auto y = a;
-      axpy_rows_f32(alpha.data(), x.data(), stride, rows, y.data(), n);
+    }
+  });
+}
+
+// silu_mul_f32 against x / (1 + e^-x) * up in double, including inputs where e^-x overflows.
+TEST(Vector, SiluMulMatchesDefinition) {
+  for_each_target([] {
+    std::mt19937 rng(6);
+    for (int64_t n : {1, 15, 64, 100}) {
+      auto gate = random_vec(n, rng);
+      const auto up = random_vec(n, rng);
+      for (int64_t i = 0; i < n; ++i) gate[i] *= 30.0f;
+      if (n > 2) gate[0] = -200.0f, gate[1] = 200.0f;
+      auto got = gate;
+      silu_mul_f32(got.data(), up.data(), n);
       for (int64_t i = 0; i < n; ++i) {
-        double want = a[i];
-        for (int64_t j = 0; j < rows; ++j) want += alpha[j] * x[j * stride + i];
-        EXPECT_NEAR(y[i], want, 1e-5);
+        const double x = gate[i], want = x / (1.0 + std::exp(-x)) * up[i];
+        EXPECT_NEAR(got[i], want, 2e-6 * std::fabs(want) + 1e-30) << "x " << x;
       }
     }
   });
