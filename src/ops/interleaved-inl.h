@@ -2,8 +2,9 @@
 // 8 weight rows x T tokens per pass. Textually included, inside the includer's namespace, once
 // per Highway target by ops-inl.h (HLM_IL_VNNI 0: maddubs products) and twice by ops_vnni.cc
 // (HLM_IL_VNNI 1: vpdpbusd, as HLM_IL_DPBUSD names it in AVX-VNNI's VEX or AVX512-VNNI's EVEX
-// form). The includer provides <immintrin.h>, ActQ8 and HLM_IL_INLINE. No include guard: each
-// inclusion is a separate instantiation.
+// form; HLM_IL_ZMM 1 with the latter, for 16-row prefill tiles on 512-bit vectors). The includer
+// provides <immintrin.h>, ActQ8 and HLM_IL_INLINE. No include guard: each inclusion is a separate
+// instantiation.
 
 // A 32-element block of 8 weight rows is decoded into 8 "step" vectors: step s holds elements
 // 4s..4s+3 of every row as unsigned bytes, row i in dword i. The activation bytes 4s..4s+3 of
@@ -255,10 +256,10 @@ HLM_IL_INLINE void StoreTile(float* dst, size_t nr, __m256 v) {
 // A tile reads 8 rows as 8 interleaved streams, which some hardware prefetchers (AMD Zen 4's) do
 // not follow from DRAM (a 3x slowdown on a matrix that does not fit in cache). So while a tile
 // is decoded, the next one, which is contiguous, is prefetched by hand: block b's share of it.
-template <class Il>
+template <class Il, int kTileRows = kRows>
 HLM_IL_INLINE void PrefetchNextTile(const uint8_t* const* rp, size_t row_bytes, int64_t b) {
-  const char* next = reinterpret_cast<const char*>(rp[0] + kRows * row_bytes);
-  for (int64_t o = b * kRows * Il::kBytes; o < (b + 1) * kRows * Il::kBytes; o += 64) {
+  const char* next = reinterpret_cast<const char*>(rp[0] + kTileRows * row_bytes);
+  for (int64_t o = b * kTileRows * Il::kBytes; o < (b + 1) * kTileRows * Il::kBytes; o += 64) {
     _mm_prefetch(next + o, _MM_HINT_T0);
   }
 }
@@ -306,11 +307,139 @@ HLM_IL_INLINE void TileRest(int m, const RepackScratch& scr, int64_t nb, const A
   }
 }
 
+#if HLM_IL_ZMM
+// With AVX-512, prefill runs on 16-row tiles: two 8-row tiles side by side in zmm vectors, so
+// each activation broadcast and each scale step serves twice the rows. Every lane's arithmetic
+// is the 8-row kernel's, so the results are the same bit for bit.
+constexpr int kTokTile16 = 8;
+
+// The activations block-major (block b of token t at b * n_tok + t), so a pass over T tokens
+// addresses them all from one pointer instead of 3 T pointers that do not fit in registers.
+struct PackedActs {
+  int8_t* q = nullptr;  // 32 bytes per (block, token)
+  float* d = nullptr;
+  float* s = nullptr;
+  size_t cap = 0;  // (block, token) pairs
+  void* mem = nullptr;
+  void Pack(const ActQ8* a, int64_t n_tok, int64_t nb) {
+    const size_t n = static_cast<size_t>(n_tok * nb);
+    if (n > cap) {
+      std::free(mem);
+      cap = n;
+      mem = std::aligned_alloc(64, cap * (32 + 8) + 64);
+      q = static_cast<int8_t*>(mem);
+      d = reinterpret_cast<float*>(q + cap * 32);
+      s = d + cap;
+    }
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int64_t t = 0; t < n_tok; ++t) {
+        std::memcpy(q + (b * n_tok + t) * 32, a[t].q + b * 32, 32);
+        d[b * n_tok + t] = a[t].d[b];
+        s[b * n_tok + t] = a[t].s[b];
+      }
+    }
+  }
+  ~PackedActs() { std::free(mem); }
+};
+
+// T tokens (from token t0 of the packed activations) over a repacked 16-row tile.
+template <int T>
+HLM_IL_INLINE void TileRepacked16(const RepackScratch& scr, int64_t nb, const PackedActs& pa,
+                                  int64_t n_tok, int64_t t0, float* y, int64_t rows, size_t r,
+                                  size_t nr) {
+  __m512 acc[T];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m512i* w = reinterpret_cast<const __m512i*>(scr.wq + b * 2 * kBlockBytes);
+    const int8_t* aq = pa.q + (b * n_tok + t0) * 32;
+    auto act4 = [&](int t, int s) {
+      int32_t a4;
+      std::memcpy(&a4, aq + t * 32 + 4 * s, 4);
+      return _mm512_set1_epi32(a4);
+    };
+    __m512i isum[T];
+    const __m512i w0 = _mm512_load_si512(w);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      isum[t] = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, act4(t, 0));
+    }
+#pragma GCC unroll 8
+    for (int s = 1; s < 8; ++s) {
+      const __m512i wv = _mm512_load_si512(w + s);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) isum[t] = _mm512_dpbusd_epi32(isum[t], wv, act4(t, s));
+    }
+    const __m512 dw = _mm512_load_ps(scr.dw + 16 * b), mw = _mm512_load_ps(scr.mw + 16 * b);
+    const float* ad = pa.d + b * n_tok + t0;
+    const float* as = pa.s + b * n_tok + t0;
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(ad[t]));
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), sc, acc[t]);
+      acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[t]), acc[t]);
+    }
+  }
+  const __mmask16 keep = nr >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nr) - 1);
+  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * rows + int64_t(r), keep, acc[t]);
+}
+
+template <int K>
+HLM_IL_INLINE void TileRest16(int m, const RepackScratch& scr, int64_t nb, const PackedActs& pa,
+                              int64_t n_tok, int64_t t0, float* y, int64_t rows, size_t r,
+                              size_t nr) {
+  if constexpr (K > 0) {
+    if (m == K) return TileRepacked16<K>(scr, nb, pa, n_tok, t0, y, rows, r, nr);
+    TileRest16<K - 1>(m, scr, nb, pa, n_tok, t0, y, rows, r, nr);
+  }
+}
+
+template <class Il>
+HLM_IL_INLINE void RowsRepacked16(const uint8_t* w, size_t row_bytes, int64_t nb, size_t r0,
+                                  size_t r1, const ActQ8* acts, int64_t n_tok, float* y,
+                                  int64_t rows) {
+  static thread_local RepackScratch scr;
+  static thread_local PackedActs pa;
+  scr.Reserve(2 * nb);
+  pa.Pack(acts, n_tok, nb);
+  for (size_t r = r0; r < r1; r += 2 * kRows) {
+    const size_t nr = r1 - r < 2 * kRows ? r1 - r : 2 * kRows;
+    const uint8_t* rp[16];  // rows past the end repeat the first row; their lanes are dropped
+    for (size_t i = 0; i < 16; ++i) rp[i] = w + (r + (i < nr ? i : 0)) * row_bytes;
+    for (int64_t b = 0; b < nb; ++b) {
+      PrefetchNextTile<Il, 2 * kRows>(rp, row_bytes, b);
+      uint8_t* dst = scr.wq + b * 2 * kBlockBytes;
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {  // rows 0-7 to the low halves, 8-15 to the high halves
+        __m256i v[8];
+        __m256 dw, mw;
+        Il::Decode(rp + 8 * h, b * Il::kBytes, v, dw, mw);
+#pragma GCC unroll 8
+        for (int s = 0; s < 8; ++s) {
+          _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * s + 32 * h), v[s]);
+        }
+        _mm256_store_ps(scr.dw + 16 * b + 8 * h, dw);
+        _mm256_store_ps(scr.mw + 16 * b + 8 * h, mw);
+      }
+    }
+    int64_t t = 0;
+    for (; t + kTokTile16 <= n_tok; t += kTokTile16) {
+      TileRepacked16<kTokTile16>(scr, nb, pa, n_tok, t, y, rows, r, nr);
+    }
+    TileRest16<kTokTile16 - 1>(int(n_tok - t), scr, nb, pa, n_tok, t, y, rows, r, nr);
+  }
+}
+#endif
+
 template <class Il>
 HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t cols, size_t r0,
                                    size_t r1, const ActQ8* acts, int64_t n_tok, float* y,
                                    int64_t rows) {
   const int64_t nb = cols / 32;
+#if HLM_IL_ZMM
+  if (n_tok >= kDirectTokens)
+    return RowsRepacked16<Il>(w, row_bytes, nb, r0, r1, acts, n_tok, y, rows);
+#endif
   for (size_t r = r0; r < r1; r += kRows) {
     const size_t nr = r1 - r < kRows ? r1 - r : kRows;
     const uint8_t* rp[8];  // rows past the end repeat the first row; their lanes are dropped

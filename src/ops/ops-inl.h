@@ -359,9 +359,11 @@ HWY_INLINE void DotTileQ(const uint8_t* HWY_RESTRICT row, int64_t n, const ActQ8
 
 #if HLM_OPS_X86_BYTES
 #define HLM_IL_VNNI 0
+#define HLM_IL_ZMM 0
 #define HLM_IL_INLINE HWY_INLINE
 #include "ops/interleaved-inl.h"
 #undef HLM_IL_VNNI
+#undef HLM_IL_ZMM
 #undef HLM_IL_INLINE
 #endif  // HLM_OPS_X86_BYTES
 

@@ -34,8 +34,10 @@ namespace hlm::ops::vnni {
 #endif
 namespace vex {
 #define HLM_IL_DPBUSD _mm256_dpbusd_avx_epi32
+#define HLM_IL_ZMM 0
 #include "ops/interleaved-inl.h"
 #undef HLM_IL_DPBUSD
+#undef HLM_IL_ZMM
 void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
                  size_t r0, size_t r1, const ActQ8* acts, int64_t n_tok, float* y) {
   MatmulRowsVnni(t, w, row_bytes, rows, cols, r0, r1, acts, n_tok, y);
@@ -48,16 +50,19 @@ void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, in
 #endif
 
 #if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,avx512vl,avx512vnni"))), \
-                             apply_to = function)
+#pragma clang attribute push(                                                      \
+    __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni"))), \
+    apply_to = function)
 #else
 #pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,avx512vl,avx512vnni")
+#pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
 #endif
 namespace evex {
 #define HLM_IL_DPBUSD _mm256_dpbusd_epi32
+#define HLM_IL_ZMM 1
 #include "ops/interleaved-inl.h"
 #undef HLM_IL_DPBUSD
+#undef HLM_IL_ZMM
 void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
                  size_t r0, size_t r1, const ActQ8* acts, int64_t n_tok, float* y) {
   MatmulRowsVnni(t, w, row_bytes, rows, cols, r0, r1, acts, n_tok, y);
@@ -82,7 +87,8 @@ Kind detect() {
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return Kind::kNone;
   if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) return Kind::kNone;
   if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4)) != 0) return Kind::kAvxVnni;
-  if (__builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
     return Kind::kAvx512Vnni;
   }
   return Kind::kNone;
