@@ -1,9 +1,9 @@
 // Compiles the interleaved kernels twice more with vpdpbusd in place of maddubs, each under a
 // target pragma (as Highway does for its own targets) so only the code in that region may use
 // the extension: once in AVX-VNNI's VEX form (Intel Alder Lake and later, AMD Zen 5) and once in
-// AVX512-VNNI's EVEX form on 256-bit vectors (Intel Ice Lake and later Xeons, AMD Zen 4). Both
-// compute the same integer sums, so they give the same results; the VEX form is preferred where
-// both exist. kind() gates every call on what the CPU reports.
+// AVX512-VNNI's EVEX form (Intel Ice Lake and later Xeons, AMD Zen 4), which also runs prefill
+// on 512-bit vectors. Both compute the same integer sums, so they give the same results; the
+// AVX-512 form is preferred where both exist. kind() gates every call on what the CPU reports.
 #include "ops/ops_vnni.h"
 
 #include <cstdlib>
@@ -86,11 +86,11 @@ Kind detect() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) return Kind::kNone;
   if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) return Kind::kNone;
-  if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4)) != 0) return Kind::kAvxVnni;
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")) {
     return Kind::kAvx512Vnni;
   }
+  if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 4)) != 0) return Kind::kAvxVnni;
   return Kind::kNone;
 }
 

@@ -10,8 +10,8 @@
 
 namespace hlm::ops::vnni {
 
-// Which form of vpdpbusd this build and CPU run: the VEX one (AVX-VNNI) where the CPU has it,
-// else the EVEX one on 256-bit vectors (AVX512-VNNI with AVX512VL), else none.
+// Which form of vpdpbusd this build and CPU run: the EVEX one (AVX512-VNNI, with 512-bit
+// prefill tiles) where the CPU has it, else the VEX one (AVX-VNNI), else none.
 enum class Kind { kNone, kAvxVnni, kAvx512Vnni };
 Kind kind();
 
