@@ -11,6 +11,7 @@ namespace hlm {
 CloudVerifier::CloudVerifier(std::shared_ptr<const Model> llm, ThreadPool& pool,
                              CloudOptions options)
     : context_(std::move(llm), options.max_sessions, options.max_context, pool),
+      pool_(pool),
       options_(options),
       slot_used_(options.max_sessions, false) {}
 
@@ -167,7 +168,10 @@ std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(
   const double t_forward = std::chrono::duration<double>(Clock::now() - t0).count();
   const int V = context_.model().config().n_vocab;
 
-  for (size_t b = 0; b < inputs.size(); ++b) {
+  // Each request's distributions and verdict touch only its own session (one request per
+  // session in a batch), so requests are finished in parallel: a vocabulary-sized softmax,
+  // decode and verdict each, which for a full batch would otherwise leave the pool idle.
+  const auto finish = [&](size_t b) {
     const VerifyRequest& r = requests[input_of[b]];
     Session& s = sessions_.at(r.session);
     const auto& logits = (*out)[b].logits;
@@ -219,6 +223,13 @@ std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(
     context_.truncate(s.slot, int(s.tokens.size()) - 1);
     reply.t_llm_s = t_forward * double(inputs[b].tokens.size()) / double(total_tokens);
     results[input_of[b]] = reply;
+  };
+  if (inputs.size() < 4) {
+    for (size_t b = 0; b < inputs.size(); ++b) finish(b);
+  } else {
+    pool_.parallel_for(inputs.size(), 1, [&](size_t b0, size_t b1, int) {
+      for (size_t b = b0; b < b1; ++b) finish(b);
+    });
   }
   return results;
 }

@@ -47,6 +47,7 @@ class CloudVerifier : public Verifier {
   Status check(const VerifyRequest& r, const Session& s) const;
 
   Context context_;
+  ThreadPool& pool_;
   CloudOptions options_;
   mutable std::mutex mu_;
   std::map<SessionId, Session> sessions_;
