@@ -1,6 +1,9 @@
 // GgufWriter implementation: little-endian serialisation of the GGUF v3 layout.
 #include "gguf/gguf_writer.h"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -183,7 +186,10 @@ Status GgufWriter::write(const std::string& path, uint32_t alignment) const {
     offsets.push_back(offset);
     offset += (t.data.size() + alignment - 1) / alignment * alignment;
   }
-  const std::string tmp = path + ".tmp";
+  // A name of this writer's own, so writers of the same path (parallel test processes) never
+  // share a half-written file; the rename makes whichever finishes last the file, whole.
+  static std::atomic<uint64_t> serial{0};
+  const std::string tmp = fmt::format("{}.tmp.{}.{}", path, ::getpid(), serial++);
   std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
   if (!out) return make_error("{}: cannot open for writing", tmp);
   out.write(reinterpret_cast<const char*>(head.data()), static_cast<std::streamsize>(head.size()));
@@ -199,10 +205,17 @@ Status GgufWriter::write(const std::string& path, uint32_t alignment) const {
     pad_to(t.data.size());
   }
   out.close();
-  if (!out) return make_error("{}: write failed (disk full?)", tmp);
   std::error_code ec;
+  if (!out) {
+    std::filesystem::remove(tmp, ec);
+    return make_error("{}: write failed (disk full?)", tmp);
+  }
   std::filesystem::rename(tmp, path, ec);
-  if (ec) return make_error("{}: cannot rename into place: {}", path, ec.message());
+  if (ec) {
+    const std::string why = ec.message();
+    std::filesystem::remove(tmp, ec);
+    return make_error("{}: cannot rename into place: {}", path, why);
+  }
   return ok_status();
 }
 
