@@ -20,7 +20,7 @@ AttentionRequest AttentionRequest::all(int n_layer) {
 // Activations for one forward, grown on demand and reused across calls.
 struct Context::Scratch {
   std::vector<float> x, xn, q, k, v, attn, gate, up, logits_in;
-  std::vector<std::vector<float>> scores;  // per worker, [n_ctx]
+  std::vector<std::vector<float>> scores;  // per worker, [heads per KV head][n_ctx]
   std::vector<float> rope_cos, rope_sin;   // [n_ctx][n_rot/2]
   int rope_rows = 0;
 };
@@ -66,7 +66,7 @@ Context::Context(std::shared_ptr<const Model> model, int n_seq, int n_ctx, Threa
     }
   }
   scratch_->scores.resize(pool_.size());
-  for (auto& s : scratch_->scores) s.resize(n_ctx);
+  for (auto& s : scratch_->scores) s.resize(size_t(c.n_head / c.n_head_kv) * n_ctx);
 }
 
 Context::~Context() = default;
@@ -200,23 +200,25 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
       std::copy_n(S.v.data() + size_t(i) * kv_dim, kv_dim,
                   kv_.v(l, seq_of[i]) + size_t(pos_of[i]) * kv_dim);
     });
-    // Causal attention, one (token, head) pair per task.
-    pool_.parallel_for(size_t(n_tok) * c.n_head, 1, [&](size_t begin, size_t end, int worker) {
+    // Causal attention, one (token, KV head) pair per task: the query heads of a group share
+    // the reads of its cached rows.
+    pool_.parallel_for(size_t(n_tok) * c.n_head_kv, 1, [&](size_t begin, size_t end, int worker) {
       float* sc = S.scores[worker].data();
       for (size_t task = begin; task < end; ++task) {
-        const int i = int(task / c.n_head), h = int(task % c.n_head);
-        const int kvh = h / group, n_pos = pos_of[i] + 1;
-        const float* q = S.q.data() + size_t(i) * D + h * hd;
-        const float* K = kv_.k(l, seq_of[i]) + kvh * hd;
-        const float* V = kv_.v(l, seq_of[i]) + kvh * hd;
-        ops::attend_f32(q, K, V, kv_dim, n_pos, hd, inv_sqrt_hd, sc,
-                        S.attn.data() + size_t(i) * D + h * hd);
+        const int i = int(task / c.n_head_kv), kvh = int(task % c.n_head_kv);
+        const int h0 = kvh * group, n_pos = pos_of[i] + 1;
+        ops::attend_f32(S.q.data() + size_t(i) * D + h0 * hd, group, kv_.k(l, seq_of[i]) + kvh * hd,
+                        kv_.v(l, seq_of[i]) + kvh * hd, kv_dim, n_pos, hd, inv_sqrt_hd, sc,
+                        S.attn.data() + size_t(i) * D + h0 * hd);
         if (capture_of[i] >= 0) {
           AttentionRows& r = out[capture_of[i]].attention;
           auto it = std::find(r.layers.begin(), r.layers.end(), l);
           if (it != r.layers.end()) {
-            float* dst = r.probs.data() + (size_t(it - r.layers.begin()) * c.n_head + h) * r.n_pos;
-            std::copy_n(sc, n_pos, dst);
+            for (int k = 0; k < group; ++k) {
+              float* dst =
+                  r.probs.data() + (size_t(it - r.layers.begin()) * c.n_head + h0 + k) * r.n_pos;
+              std::copy_n(sc + size_t(k) * n_pos, n_pos, dst);
+            }
           }
         }
       }

@@ -559,41 +559,67 @@ HWY_INLINE float DotF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b
   return s;
 }
 
-// out = sum_j p[j] * (V + j * stride)[0, kV * N): kV vectors of the output in registers across
-// all rows, two accumulator sets (even and odd rows) so FMA latency does not bound the loop.
-template <int kV, class D>
-HWY_INLINE void WeightedRows(D df, const float* HWY_RESTRICT p, const float* HWY_RESTRICT V,
-                             int64_t stride, int64_t rows, float* HWY_RESTRICT out) {
+// out_k = sum_j p_k[j] * (V + j * stride)[0, kV * N) for kQ queries (p_k = p + k * rows, out_k =
+// out + k * n): each row of V is loaded once for all of them, the outputs stay in registers.
+template <int kQ, int kV, class D>
+HWY_INLINE void WeightedRows(D df, const float* HWY_RESTRICT p, int64_t rows,
+                             const float* HWY_RESTRICT V, int64_t stride, float* HWY_RESTRICT out,
+                             int64_t n) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  hn::Vec<D> a0[kV], a1[kV];
-  for (int k = 0; k < kV; ++k) a0[k] = a1[k] = hn::Zero(df);
+  hn::Vec<D> acc[kQ][kV];
+  for (int k = 0; k < kQ; ++k) {
+    for (int c = 0; c < kV; ++c) acc[k][c] = hn::Zero(df);
+  }
+  hn::Vec<D> acc1[kQ][kV];
+  for (int k = 0; k < kQ; ++k) {
+    for (int c = 0; c < kV; ++c) acc1[k][c] = hn::Zero(df);
+  }
   int64_t j = 0;
   for (; j + 2 <= rows; j += 2) {
-    const auto p0 = hn::Set(df, p[j]), p1 = hn::Set(df, p[j + 1]);
-    const float* v0 = V + j * stride;
-    const float* v1 = v0 + stride;
-    for (int k = 0; k < kV; ++k) {
-      a0[k] = hn::MulAdd(p0, hn::LoadU(df, v0 + k * N), a0[k]);
-      a1[k] = hn::MulAdd(p1, hn::LoadU(df, v1 + k * N), a1[k]);
+    hn::Vec<D> v[kV], w[kV];
+    for (int c = 0; c < kV; ++c) v[c] = hn::LoadU(df, V + j * stride + c * N);
+    for (int c = 0; c < kV; ++c) w[c] = hn::LoadU(df, V + (j + 1) * stride + c * N);
+    for (int k = 0; k < kQ; ++k) {
+      const auto pk = hn::Set(df, p[k * rows + j]), pk1 = hn::Set(df, p[k * rows + j + 1]);
+      for (int c = 0; c < kV; ++c) acc[k][c] = hn::MulAdd(pk, v[c], acc[k][c]);
+      for (int c = 0; c < kV; ++c) acc1[k][c] = hn::MulAdd(pk1, w[c], acc1[k][c]);
     }
   }
   if (j < rows) {
-    const auto p0 = hn::Set(df, p[j]);
-    for (int k = 0; k < kV; ++k)
-      a0[k] = hn::MulAdd(p0, hn::LoadU(df, V + j * stride + k * N), a0[k]);
+    hn::Vec<D> v[kV];
+    for (int c = 0; c < kV; ++c) v[c] = hn::LoadU(df, V + j * stride + c * N);
+    for (int k = 0; k < kQ; ++k) {
+      const auto pk = hn::Set(df, p[k * rows + j]);
+      for (int c = 0; c < kV; ++c) acc[k][c] = hn::MulAdd(pk, v[c], acc[k][c]);
+    }
   }
-  for (int k = 0; k < kV; ++k) hn::StoreU(hn::Add(a0[k], a1[k]), df, out + k * N);
+  for (int k = 0; k < kQ; ++k) {
+    for (int c = 0; c < kV; ++c)
+      hn::StoreU(hn::Add(acc[k][c], acc1[k][c]), df, out + k * n + c * N);
+  }
 }
 
-// Softmax attention of one query over cached rows (one dispatch per query and head: rows are
-// short, a head's 64 values).
-HWY_NOINLINE void AttendF32(const float* HWY_RESTRICT q, const float* HWY_RESTRICT K,
-                            const float* HWY_RESTRICT V, int64_t stride, int64_t rows, int64_t n,
-                            float scale, float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
-  const hn::ScalableTag<float> df;
+template <int kQ, class D>
+HWY_INLINE void WeightedRowsAllColumns(D df, const float* HWY_RESTRICT p, int64_t rows,
+                                       const float* HWY_RESTRICT V, int64_t stride,
+                                       float* HWY_RESTRICT out, int64_t n) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  for (int64_t j = 0; j < rows; ++j) p[j] = DotF32(q, K + j * stride, n) * scale;
+  int64_t c = 0;
+  for (; c + 4 * N <= n; c += 4 * N) WeightedRows<kQ, 4>(df, p, rows, V + c, stride, out + c, n);
+  for (; c + N <= n; c += N) WeightedRows<kQ, 1>(df, p, rows, V + c, stride, out + c, n);
+  for (; c < n; ++c) {
+    for (int k = 0; k < kQ; ++k) {
+      float s = 0.0f;
+      for (int64_t j = 0; j < rows; ++j) s += p[k * rows + j] * V[j * stride + c];
+      out[k * n + c] = s;
+    }
+  }
+}
 
+// p[0, rows) = softmax(p[0, rows)) in place.
+template <class D>
+HWY_INLINE void SoftmaxInPlace(D df, float* HWY_RESTRICT p, int64_t rows) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   auto vmax = hn::Set(df, -HUGE_VALF);
   int64_t j = 0;
   for (; j + N <= rows; j += N) vmax = hn::Max(vmax, hn::LoadU(df, p + j));
@@ -614,14 +640,34 @@ HWY_NOINLINE void AttendF32(const float* HWY_RESTRICT q, const float* HWY_RESTRI
   const auto vinv = hn::Set(df, inv);
   for (j = 0; j + N <= rows; j += N) hn::StoreU(hn::Mul(hn::LoadU(df, p + j), vinv), df, p + j);
   for (int64_t t = j; t < rows; ++t) p[t] *= inv;
+}
 
-  int64_t c = 0;
-  for (; c + 4 * N <= n; c += 4 * N) WeightedRows<4>(df, p, V + c, stride, rows, out + c);
-  for (; c + N <= n; c += N) WeightedRows<1>(df, p, V + c, stride, rows, out + c);
-  for (; c < n; ++c) {
-    float s = 0.0f;
-    for (int64_t t = 0; t < rows; ++t) s += p[t] * V[t * stride + c];
-    out[c] = s;
+// Softmax attention of n_q queries that share one key/value head (a GQA group) over the same
+// cached rows: each K and V row is read once for all of them, where the memory traffic is.
+HWY_NOINLINE void AttendF32(const float* HWY_RESTRICT q, int64_t n_q, const float* HWY_RESTRICT K,
+                            const float* HWY_RESTRICT V, int64_t stride, int64_t rows, int64_t n,
+                            float scale, float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
+  const hn::ScalableTag<float> df;
+  for (int64_t j = 0; j < rows; ++j) {
+    const float* kj = K + j * stride;
+    for (int64_t k = 0; k < n_q; ++k) p[k * rows + j] = DotF32(q + k * n, kj, n) * scale;
+  }
+  for (int64_t k = 0; k < n_q; ++k) SoftmaxInPlace(df, p + k * rows, rows);
+  int64_t k = 0;
+  for (; k + 4 <= n_q; k += 4) {
+    WeightedRowsAllColumns<4>(df, p + k * rows, rows, V, stride, out + k * n, n);
+  }
+  const float* pk = p + k * rows;
+  float* ok = out + k * n;
+  switch (n_q - k) {
+    case 3:
+      return WeightedRowsAllColumns<3>(df, pk, rows, V, stride, ok, n);
+    case 2:
+      return WeightedRowsAllColumns<2>(df, pk, rows, V, stride, ok, n);
+    case 1:
+      return WeightedRowsAllColumns<1>(df, pk, rows, V, stride, ok, n);
+    default:
+      return;
   }
 }
 

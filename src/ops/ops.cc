@@ -177,9 +177,9 @@ std::string kernels_name() {
   return name;
 }
 
-void attend_f32(const float* q, const float* K, const float* V, int64_t stride, int64_t rows,
-                int64_t n, float scale, float* probs, float* out) {
-  HWY_DYNAMIC_DISPATCH(AttendF32)(q, K, V, stride, rows, n, scale, probs, out);
+void attend_f32(const float* q, int64_t n_q, const float* K, const float* V, int64_t stride,
+                int64_t rows, int64_t n, float scale, float* probs, float* out) {
+  HWY_DYNAMIC_DISPATCH(AttendF32)(q, n_q, K, V, stride, rows, n, scale, probs, out);
 }
 
 void silu_mul_f32(float* gate, const float* up, int64_t n) {

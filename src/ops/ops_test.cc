@@ -422,39 +422,49 @@ TEST(Matmul, CpuExtensionsMatchTheKernelsTheyReplace) {
   }
 }
 
-// attend_f32 against a double-precision softmax attention, on row lengths with and without a
-// vector tail, odd and even row counts, and scores far apart (probabilities that underflow).
+// attend_f32 against a double-precision softmax attention, for 1 to 5 queries (the register
+// blocks of 4 and their remainders), row lengths with and without a vector tail, odd and even
+// row counts, and scores far apart (probabilities that underflow).
 TEST(Vector, AttendMatchesSoftmaxAttention) {
   for_each_target([] {
     std::mt19937 rng(5);
     for (int64_t n : {1, 7, 64, 100}) {
-      for (int64_t rows : {1, 2, 5, 33}) {
-        SCOPED_TRACE("n " + std::to_string(n) + " rows " + std::to_string(rows));
-        const int64_t stride = n + 3;
-        const auto q = random_vec(n, rng), K = random_vec(rows * stride, rng),
-                   V = random_vec(rows * stride, rng);
-        for (float scale : {0.125f, 40.0f}) {
-          std::vector<float> p(static_cast<size_t>(rows)), out(static_cast<size_t>(n));
-          attend_f32(q.data(), K.data(), V.data(), stride, rows, n, scale, p.data(), out.data());
-          std::vector<double> want_p(static_cast<size_t>(rows));
-          double mx = -HUGE_VAL, sum = 0.0;
-          for (int64_t j = 0; j < rows; ++j) {
-            double d = 0.0;
-            for (int64_t i = 0; i < n; ++i) d += double(q[i]) * K[j * stride + i];
-            want_p[j] = d * scale;
-            mx = std::max(mx, want_p[j]);
-          }
-          for (double& w : want_p) sum += (w = std::exp(w - mx));
-          double total = 0.0;
-          for (int64_t j = 0; j < rows; ++j) {
-            EXPECT_NEAR(p[j], want_p[j] / sum, 2e-5 * scale + 1e-6) << "row " << j;
-            total += p[j];
-          }
-          EXPECT_NEAR(total, 1.0, 1e-5);
-          for (int64_t i = 0; i < n; ++i) {
-            double want = 0.0;
-            for (int64_t j = 0; j < rows; ++j) want += double(p[j]) * V[j * stride + i];
-            EXPECT_NEAR(out[i], want, 1e-5) << "element " << i;
+      for (int64_t rows : {1, 2, 5, 33, 130}) {
+        for (int64_t n_q : {1, 3, 5}) {
+          SCOPED_TRACE("n " + std::to_string(n) + " rows " + std::to_string(rows) + " n_q " +
+                       std::to_string(n_q));
+          const int64_t stride = n + 3;
+          const auto q = random_vec(n_q * n, rng), K = random_vec(rows * stride, rng),
+                     V = random_vec(rows * stride, rng);
+          for (float scale : {0.125f, 40.0f}) {
+            std::vector<float> p(static_cast<size_t>(n_q * rows)),
+                out(static_cast<size_t>(n_q * n));
+            attend_f32(q.data(), n_q, K.data(), V.data(), stride, rows, n, scale, p.data(),
+                       out.data());
+            for (int64_t k = 0; k < n_q; ++k) {
+              std::vector<double> want_p(static_cast<size_t>(rows));
+              double mx = -HUGE_VAL, sum = 0.0;
+              for (int64_t j = 0; j < rows; ++j) {
+                double d = 0.0;
+                for (int64_t i = 0; i < n; ++i) d += double(q[k * n + i]) * K[j * stride + i];
+                want_p[j] = d * scale;
+                mx = std::max(mx, want_p[j]);
+              }
+              for (double& w : want_p) sum += (w = std::exp(w - mx));
+              double total = 0.0;
+              for (int64_t j = 0; j < rows; ++j) {
+                EXPECT_NEAR(p[k * rows + j], want_p[j] / sum, 2e-5 * scale + 1e-6)
+                    << "query " << k << " row " << j;
+                total += p[k * rows + j];
+              }
+              EXPECT_NEAR(total, 1.0, 1e-5) << "query " << k;
+              for (int64_t i = 0; i < n; ++i) {
+                double want = 0.0;
+                for (int64_t j = 0; j < rows; ++j)
+                  want += double(p[k * rows + j]) * V[j * stride + i];
+                EXPECT_NEAR(out[k * n + i], want, 1e-5) << "query " << k << " element " << i;
+              }
+            }
           }
         }
       }
