@@ -200,29 +200,34 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
       std::copy_n(S.v.data() + size_t(i) * kv_dim, kv_dim,
                   kv_.v(l, seq_of[i]) + size_t(pos_of[i]) * kv_dim);
     });
-    // Causal attention, one (token, KV head) pair per task: the query heads of a group share
-    // the reads of its cached rows.
-    pool_.parallel_for(size_t(n_tok) * c.n_head_kv, 1, [&](size_t begin, size_t end, int worker) {
-      float* sc = S.scores[worker].data();
-      for (size_t task = begin; task < end; ++task) {
-        const int i = int(task / c.n_head_kv), kvh = int(task % c.n_head_kv);
-        const int h0 = kvh * group, n_pos = pos_of[i] + 1;
-        ops::attend_f32(S.q.data() + size_t(i) * D + h0 * hd, group, kv_.k(l, seq_of[i]) + kvh * hd,
-                        kv_.v(l, seq_of[i]) + kvh * hd, kv_dim, n_pos, hd, inv_sqrt_hd, sc,
-                        S.attn.data() + size_t(i) * D + h0 * hd);
-        if (capture_of[i] >= 0) {
-          AttentionRows& r = out[capture_of[i]].attention;
-          auto it = std::find(r.layers.begin(), r.layers.end(), l);
-          if (it != r.layers.end()) {
-            for (int k = 0; k < group; ++k) {
-              float* dst =
-                  r.probs.data() + (size_t(it - r.layers.begin()) * c.n_head + h0 + k) * r.n_pos;
-              std::copy_n(sc + size_t(k) * n_pos, n_pos, dst);
+    // Causal attention. A task takes the query heads of one token that share a KV head, so
+    // they share the reads of its cached rows; with too few tasks to keep the pool evenly busy
+    // (decoding one token: one per KV head) a task takes one head instead. A head's result is
+    // the same either way.
+    const int per_task = n_tok * c.n_head_kv >= 4 * pool_.size() ? group : 1;
+    const int tasks_per_token = c.n_head / per_task;
+    pool_.parallel_for(
+        size_t(n_tok) * tasks_per_token, 1, [&](size_t begin, size_t end, int worker) {
+          float* sc = S.scores[worker].data();
+          for (size_t task = begin; task < end; ++task) {
+            const int i = int(task / tasks_per_token), h0 = int(task % tasks_per_token) * per_task;
+            const int kvh = h0 / group, n_pos = pos_of[i] + 1;
+            ops::attend_f32(S.q.data() + size_t(i) * D + h0 * hd, per_task,
+                            kv_.k(l, seq_of[i]) + kvh * hd, kv_.v(l, seq_of[i]) + kvh * hd, kv_dim,
+                            n_pos, hd, inv_sqrt_hd, sc, S.attn.data() + size_t(i) * D + h0 * hd);
+            if (capture_of[i] >= 0) {
+              AttentionRows& r = out[capture_of[i]].attention;
+              auto it = std::find(r.layers.begin(), r.layers.end(), l);
+              if (it != r.layers.end()) {
+                for (int k = 0; k < per_task; ++k) {
+                  float* dst = r.probs.data() +
+                               (size_t(it - r.layers.begin()) * c.n_head + h0 + k) * r.n_pos;
+                  std::copy_n(sc + size_t(k) * n_pos, n_pos, dst);
+                }
+              }
             }
           }
-        }
-      }
-    });
+        });
     ops::matmul(L.wo.type, L.wo.data, D, D, S.attn.data(), n_tok, S.xn.data(), pool_);
     per_token([&](int i) {
       float* x = S.x.data() + size_t(i) * D;
