@@ -230,7 +230,15 @@ std::vector<uint8_t> serialize(const Payload& payload) {
   put_u32(out, k);
   if (payload.kind == Encoding::kFull) {
     assert(payload.probs.size() == static_cast<size_t>(payload.n_vocab));
-    for (float v : payload.probs) put_u32(out, std::bit_cast<uint32_t>(v));
+    // The wire format is little-endian f32, the host's own layout on the usual CPUs: one copy
+    // of V floats rather than 4 V byte appends.
+    if constexpr (std::endian::native == std::endian::little) {
+      const size_t at = out.size();
+      out.resize(at + payload.probs.size() * 4);
+      std::memcpy(out.data() + at, payload.probs.data(), payload.probs.size() * 4);
+    } else {
+      for (float v : payload.probs) put_u32(out, std::bit_cast<uint32_t>(v));
+    }
   } else if (payload.kind == Encoding::kTopK) {
     assert(payload.codes.size() == k);
     const int ib = index_bits(payload.n_vocab);
