@@ -51,8 +51,8 @@ void rope(float* v, int n_heads, int head_dim, int n_rot, const float* cos, cons
 Context::Context(std::shared_ptr<const Model> model, int n_seq, int n_ctx, ThreadPool& pool)
     : model_(std::move(model)),
       pool_(pool),
-      kv_(model_->config().n_layer, n_seq, n_ctx,
-          model_->config().n_head_kv * model_->config().head_dim),
+      kv_(model_->config().n_layer, n_seq, n_ctx, model_->config().n_head_kv,
+          model_->config().head_dim),
       scratch_(std::make_unique<Scratch>()) {
   const ModelConfig& c = model_->config();
   const int half = c.n_rot / 2;
@@ -195,10 +195,11 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
       const float* sn = S.rope_sin.data() + size_t(pos_of[i]) * half;
       rope(S.q.data() + size_t(i) * D, c.n_head, hd, c.n_rot, cs, sn);
       rope(S.k.data() + size_t(i) * kv_dim, c.n_head_kv, hd, c.n_rot, cs, sn);
-      std::copy_n(S.k.data() + size_t(i) * kv_dim, kv_dim,
-                  kv_.k(l, seq_of[i]) + size_t(pos_of[i]) * kv_dim);
-      std::copy_n(S.v.data() + size_t(i) * kv_dim, kv_dim,
-                  kv_.v(l, seq_of[i]) + size_t(pos_of[i]) * kv_dim);
+      for (int h = 0; h < c.n_head_kv; ++h) {
+        const size_t at = size_t(pos_of[i]) * hd;
+        std::copy_n(S.k.data() + size_t(i) * kv_dim + h * hd, hd, kv_.k(l, seq_of[i], h) + at);
+        std::copy_n(S.v.data() + size_t(i) * kv_dim + h * hd, hd, kv_.v(l, seq_of[i], h) + at);
+      }
     });
     // Causal attention. A task takes the query heads of one token that share a KV head, so
     // they share the reads of its cached rows; with too few tasks to keep the pool evenly busy
@@ -213,8 +214,8 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
             const int i = int(task / tasks_per_token), h0 = int(task % tasks_per_token) * per_task;
             const int kvh = h0 / group, n_pos = pos_of[i] + 1;
             ops::attend_f32(S.q.data() + size_t(i) * D + h0 * hd, per_task,
-                            kv_.k(l, seq_of[i]) + kvh * hd, kv_.v(l, seq_of[i]) + kvh * hd, kv_dim,
-                            n_pos, hd, inv_sqrt_hd, sc, S.attn.data() + size_t(i) * D + h0 * hd);
+                            kv_.k(l, seq_of[i], kvh), kv_.v(l, seq_of[i], kvh), hd, n_pos, hd,
+                            inv_sqrt_hd, sc, S.attn.data() + size_t(i) * D + h0 * hd);
             if (capture_of[i] >= 0) {
               AttentionRows& r = out[capture_of[i]].attention;
               auto it = std::find(r.layers.begin(), r.layers.end(), l);

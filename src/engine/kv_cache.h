@@ -9,20 +9,23 @@
 
 namespace hlm {
 
+// Each (layer, sequence, KV head) holds its positions as contiguous rows of head_dim floats, so
+// attention streams one head's keys and values sequentially (rows interleaving all heads made
+// every row read a strided one, which the hardware prefetchers follow poorly).
 class KvCache {
  public:
-  KvCache(int n_layer, int n_seq, int capacity, int kv_dim)
+  KvCache(int n_layer, int n_seq, int capacity, int n_head_kv, int head_dim)
       : n_layer_(n_layer),
         n_seq_(n_seq),
         capacity_(capacity),
-        kv_dim_(kv_dim),
-        k_(static_cast<size_t>(n_layer) * n_seq * capacity * kv_dim),
+        n_head_kv_(n_head_kv),
+        head_dim_(head_dim),
+        k_(static_cast<size_t>(n_layer) * n_seq * n_head_kv * capacity * head_dim),
         v_(k_.size()),
         length_(n_seq, 0) {}
 
   int n_seq() const { return n_seq_; }
   int capacity() const { return capacity_; }
-  int kv_dim() const { return kv_dim_; }
   int length(int seq) const { return length_[seq]; }
   void set_length(int seq, int n) { length_[seq] = n; }
   void truncate(int seq, int n) {
@@ -30,26 +33,34 @@ class KvCache {
     if (n < length_[seq]) length_[seq] = n;
   }
 
-  // Rows of kv_dim floats for (layer, seq), positions 0..capacity-1.
-  float* k(int layer, int seq) { return k_.data() + offset(layer, seq); }
-  float* v(int layer, int seq) { return v_.data() + offset(layer, seq); }
-  const float* k(int layer, int seq) const { return k_.data() + offset(layer, seq); }
-  const float* v(int layer, int seq) const { return v_.data() + offset(layer, seq); }
+  // Rows of head_dim floats for (layer, seq, KV head), positions 0..capacity-1.
+  float* k(int layer, int seq, int head) { return k_.data() + offset(layer, seq, head); }
+  float* v(int layer, int seq, int head) { return v_.data() + offset(layer, seq, head); }
+  const float* k(int layer, int seq, int head) const {
+    return k_.data() + offset(layer, seq, head);
+  }
+  const float* v(int layer, int seq, int head) const {
+    return v_.data() + offset(layer, seq, head);
+  }
 
   // Copies sequence src's cache into dst (explicit, so the cost is visible).
   void copy(int src, int dst) {
+    const size_t n = size_t(length_[src]) * head_dim_;
     for (int l = 0; l < n_layer_; ++l) {
-      std::copy(k(l, src), k(l, src) + size_t(length_[src]) * kv_dim_, k(l, dst));
-      std::copy(v(l, src), v(l, src) + size_t(length_[src]) * kv_dim_, v(l, dst));
+      for (int h = 0; h < n_head_kv_; ++h) {
+        std::copy(k(l, src, h), k(l, src, h) + n, k(l, dst, h));
+        std::copy(v(l, src, h), v(l, src, h) + n, v(l, dst, h));
+      }
     }
     length_[dst] = length_[src];
   }
 
  private:
-  size_t offset(int layer, int seq) const {
-    return (static_cast<size_t>(layer) * n_seq_ + seq) * capacity_ * static_cast<size_t>(kv_dim_);
+  size_t offset(int layer, int seq, int head) const {
+    return ((static_cast<size_t>(layer) * n_seq_ + seq) * n_head_kv_ + head) * capacity_ *
+           static_cast<size_t>(head_dim_);
   }
-  int n_layer_, n_seq_, capacity_, kv_dim_;
+  int n_layer_, n_seq_, capacity_, n_head_kv_, head_dim_;
   std::vector<float> k_, v_;
   std::vector<int> length_;
 };

@@ -1,6 +1,6 @@
 // Microbenchmarks of the ops matmul on SmolLM2-135M shapes, reporting GB/s of weights read;
 // ext:1 runs with the CPU extensions (AVX-VNNI or AVX512-VNNI) where the CPU has them, ext:0
-// without.
+// without. BM_Attend: one token's attention over a SmolLM2-sized KV cache.
 #include <benchmark/benchmark.h>
 
 #include <memory>
@@ -135,6 +135,45 @@ void BM_LlamaStyleQ4_1(benchmark::State& state) {
 }
 BENCHMARK(BM_LlamaStyleQ4_1)->Arg(0)->Arg(1)->Arg(2)->Arg(3)->ArgName("shape")->UseRealTime();
 #endif
+
+// One token's attention in every layer over `rows` cached positions of SmolLM2-135M's cache
+// (30 layers, 3 KV heads of 64, 3 query heads per KV head), read from memory as in a forward:
+// each layer's rows are another part of a cache larger than the CPU's. per_task:1 calls
+// attend_f32 once per query head, per_task:3 once per KV head for its 3 query heads.
+// by_head:1 stores each KV head's rows contiguously (the engine's layout), by_head:0 interleaves
+// the heads in each row (stride 192 floats).
+void BM_Attend(benchmark::State& state) {
+  const int64_t rows = state.range(0), per_task = state.range(1);
+  const bool by_head = state.range(2) != 0;
+  const int64_t n_layer = 30, n_kv = 3, hd = 64, group = 3;
+  const int64_t stride = by_head ? hd : n_kv * hd;
+  std::mt19937 rng(2);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> K(static_cast<size_t>(n_layer * rows * n_kv * hd)), V(K.size());
+  for (auto& v : K) v = g(rng);
+  for (auto& v : V) v = g(rng);
+  std::vector<float> q(static_cast<size_t>(n_kv * group * hd)), out(q.size());
+  for (auto& v : q) v = g(rng);
+  std::vector<float> probs(static_cast<size_t>(group * rows));
+  for (auto _ : state) {
+    for (int64_t l = 0; l < n_layer; ++l) {
+      for (int64_t h = 0; h < n_kv * group; h += per_task) {
+        const int64_t kvh = h / group;
+        const int64_t at = l * rows * n_kv * hd + (by_head ? kvh * rows * hd : kvh * hd);
+        attend_f32(q.data() + h * hd, per_task, K.data() + at, V.data() + at, stride, rows, hd,
+                   0.125f, probs.data(), out.data() + h * hd);
+      }
+    }
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * n_layer * rows * n_kv * hd *
+                          8);
+}
+BENCHMARK(BM_Attend)
+    ->ArgsProduct({{128, 1024}, {1, 3}, {0, 1}})
+    ->ArgNames({"rows", "per_task", "by_head"})
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace hlm::ops

@@ -27,6 +27,7 @@
 #define HLM_OPS_OPS_INL_H_
 #endif
 
+#include "hwy/cache_control.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
 
@@ -559,8 +560,17 @@ HWY_INLINE float DotF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b
   return s;
 }
 
+// Cached rows are strided (a row holds every KV head), which the hardware prefetchers follow
+// poorly: attention stalled on its loads until rows this far ahead were prefetched by hand.
+constexpr int64_t kRowsAhead = 8;
+HWY_INLINE void PrefetchRow(const float* row, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) hwy::Prefetch(row + i);
+  hwy::Prefetch(row + n - 1);  // the row need not start on a cache line
+}
+
 // out_k = sum_j p_k[j] * (V + j * stride)[0, kV * N) for kQ queries (p_k = p + k * rows, out_k =
-// out + k * n): each row of V is loaded once for all of them, the outputs stay in registers.
+// out + k * n): each row of V is loaded once for all of them, the outputs stay in registers, in
+// two sets (even and odd rows) so FMA latency does not bound the loop.
 template <int kQ, int kV, class D>
 HWY_INLINE void WeightedRows(D df, const float* HWY_RESTRICT p, int64_t rows,
                              const float* HWY_RESTRICT V, int64_t stride, float* HWY_RESTRICT out,
@@ -576,6 +586,10 @@ HWY_INLINE void WeightedRows(D df, const float* HWY_RESTRICT p, int64_t rows,
   }
   int64_t j = 0;
   for (; j + 2 <= rows; j += 2) {
+    if (j + 1 + kRowsAhead < rows) {
+      PrefetchRow(V + (j + kRowsAhead) * stride, kV * N);
+      PrefetchRow(V + (j + 1 + kRowsAhead) * stride, kV * N);
+    }
     hn::Vec<D> v[kV], w[kV];
     for (int c = 0; c < kV; ++c) v[c] = hn::LoadU(df, V + j * stride + c * N);
     for (int c = 0; c < kV; ++c) w[c] = hn::LoadU(df, V + (j + 1) * stride + c * N);
@@ -650,6 +664,7 @@ HWY_NOINLINE void AttendF32(const float* HWY_RESTRICT q, int64_t n_q, const floa
   const hn::ScalableTag<float> df;
   for (int64_t j = 0; j < rows; ++j) {
     const float* kj = K + j * stride;
+    if (j + kRowsAhead < rows) PrefetchRow(kj + kRowsAhead * stride, n);
     for (int64_t k = 0; k < n_q; ++k) p[k * rows + j] = DotF32(q + k * n, kj, n) * scale;
   }
   for (int64_t k = 0; k < n_q; ++k) SoftmaxInPlace(df, p + k * rows, rows);
