@@ -197,8 +197,10 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
       rope(S.k.data() + size_t(i) * kv_dim, c.n_head_kv, hd, c.n_rot, cs, sn);
       for (int h = 0; h < c.n_head_kv; ++h) {
         const size_t at = size_t(pos_of[i]) * hd;
-        std::copy_n(S.k.data() + size_t(i) * kv_dim + h * hd, hd, kv_.k(l, seq_of[i], h) + at);
-        std::copy_n(S.v.data() + size_t(i) * kv_dim + h * hd, hd, kv_.v(l, seq_of[i], h) + at);
+        ops::convert_to_f16(S.k.data() + size_t(i) * kv_dim + h * hd, kv_.k(l, seq_of[i], h) + at,
+                            hd);
+        ops::convert_to_f16(S.v.data() + size_t(i) * kv_dim + h * hd, kv_.v(l, seq_of[i], h) + at,
+                            hd);
       }
     });
     // Causal attention. A task takes the query heads of one token that share a KV head, so
@@ -213,7 +215,7 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
           for (size_t task = begin; task < end; ++task) {
             const int i = int(task / tasks_per_token), h0 = int(task % tasks_per_token) * per_task;
             const int kvh = h0 / group, n_pos = pos_of[i] + 1;
-            ops::attend_f32(S.q.data() + size_t(i) * D + h0 * hd, per_task,
+            ops::attend_f16(S.q.data() + size_t(i) * D + h0 * hd, per_task,
                             kv_.k(l, seq_of[i], kvh), kv_.v(l, seq_of[i], kvh), hd, n_pos, hd,
                             inv_sqrt_hd, sc, S.attn.data() + size_t(i) * D + h0 * hd);
             if (capture_of[i] >= 0) {

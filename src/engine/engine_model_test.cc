@@ -59,6 +59,8 @@ TEST_F(DefaultModel, TokenizationMatchesLlamaCpp) {
 
 // Compares our logits with llama.cpp's top 50: same argmax unless the reference's top two are
 // within kTieGap of each other, and max |Δlogit| over the reference top 50 below kLogitBound.
+// kTieGap covers the margins that llama.cpp's own exact (f64) forward pass does not keep: it picks
+// another argmax for "code" (margin 0.12) and "chat" (0.35), see tools/reference/README.md.
 // The bound is what llama.cpp differs from itself by across its own code paths on this model
 // (one-token batches: 0.43; flash attention: 0.67; an f64 reference forward: 0.76; see
 // tools/reference/README.md), so a correct engine lands inside it.
@@ -67,7 +69,7 @@ TEST_F(DefaultModel, TokenizationMatchesLlamaCpp) {
 // code-path noise, while the argmax agrees at every position.
 constexpr float kLogitBound = 1.0f;
 constexpr float kLogitBoundAllPositions = 1.3f;
-constexpr float kTieGap = 0.15f;
+constexpr float kTieGap = 0.4f;
 
 float compare_top(const std::vector<float>& ours, const json& top, bool* argmax_ok) {
   float worst = 0;

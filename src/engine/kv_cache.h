@@ -5,13 +5,15 @@
 #include <algorithm>
 #include <cassert>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace hlm {
 
-// Each (layer, sequence, KV head) holds its positions as contiguous rows of head_dim floats, so
+// Each (layer, sequence, KV head) holds its positions as contiguous rows of head_dim values, so
 // attention streams one head's keys and values sequentially (rows interleaving all heads made
-// every row read a strided one, which the hardware prefetchers follow poorly).
+// every row read a strided one, which the hardware prefetchers follow poorly). Values are f16
+// (IEEE half bits), as llama.cpp keeps them by default: half the memory and the traffic of f32.
 class KvCache {
  public:
   KvCache(int n_layer, int n_seq, int capacity, int n_head_kv, int head_dim)
@@ -33,13 +35,13 @@ class KvCache {
     if (n < length_[seq]) length_[seq] = n;
   }
 
-  // Rows of head_dim floats for (layer, seq, KV head), positions 0..capacity-1.
-  float* k(int layer, int seq, int head) { return k_.data() + offset(layer, seq, head); }
-  float* v(int layer, int seq, int head) { return v_.data() + offset(layer, seq, head); }
-  const float* k(int layer, int seq, int head) const {
+  // Rows of head_dim f16 values for (layer, seq, KV head), positions 0..capacity-1.
+  uint16_t* k(int layer, int seq, int head) { return k_.data() + offset(layer, seq, head); }
+  uint16_t* v(int layer, int seq, int head) { return v_.data() + offset(layer, seq, head); }
+  const uint16_t* k(int layer, int seq, int head) const {
     return k_.data() + offset(layer, seq, head);
   }
-  const float* v(int layer, int seq, int head) const {
+  const uint16_t* v(int layer, int seq, int head) const {
     return v_.data() + offset(layer, seq, head);
   }
 
@@ -61,7 +63,7 @@ class KvCache {
            static_cast<size_t>(head_dim_);
   }
   int n_layer_, n_seq_, capacity_, n_head_kv_, head_dim_;
-  std::vector<float> k_, v_;
+  std::vector<uint16_t> k_, v_;
   std::vector<int> length_;
 };
 

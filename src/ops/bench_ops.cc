@@ -149,9 +149,9 @@ void BM_Attend(benchmark::State& state) {
   const int64_t stride = by_head ? hd : n_kv * hd;
   std::mt19937 rng(2);
   std::normal_distribution<float> g(0.0f, 1.0f);
-  std::vector<float> K(static_cast<size_t>(n_layer * rows * n_kv * hd)), V(K.size());
-  for (auto& v : K) v = g(rng);
-  for (auto& v : V) v = g(rng);
+  std::vector<uint16_t> K(static_cast<size_t>(n_layer * rows * n_kv * hd)), V(K.size());
+  for (auto& v : K) v = fmt::f32_to_f16(g(rng));
+  for (auto& v : V) v = fmt::f32_to_f16(g(rng));
   std::vector<float> q(static_cast<size_t>(n_kv * group * hd)), out(q.size());
   for (auto& v : q) v = g(rng);
   std::vector<float> probs(static_cast<size_t>(group * rows));
@@ -160,7 +160,7 @@ void BM_Attend(benchmark::State& state) {
       for (int64_t h = 0; h < n_kv * group; h += per_task) {
         const int64_t kvh = h / group;
         const int64_t at = l * rows * n_kv * hd + (by_head ? kvh * rows * hd : kvh * hd);
-        attend_f32(q.data() + h * hd, per_task, K.data() + at, V.data() + at, stride, rows, hd,
+        attend_f16(q.data() + h * hd, per_task, K.data() + at, V.data() + at, stride, rows, hd,
                    0.125f, probs.data(), out.data() + h * hd);
       }
     }
@@ -168,7 +168,7 @@ void BM_Attend(benchmark::State& state) {
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * n_layer * rows * n_kv * hd *
-                          8);
+                          4);
 }
 BENCHMARK(BM_Attend)
     ->ArgsProduct({{128, 1024}, {1, 3}, {0, 1}})

@@ -545,26 +545,34 @@ HWY_NOINLINE void MatmulRowsF(TensorType t, const void* w, int64_t rows, int64_t
 
 HWY_NOINLINE const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
-HWY_INLINE float DotF32(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, int64_t n) {
+// ---- Attention over an f16 KV cache ----
+
+using F16 = hwy::float16_t;
+
+// dot(a, b) with b in f16.
+HWY_INLINE float DotF16(const float* HWY_RESTRICT a, const F16* HWY_RESTRICT b, int64_t n) {
   const hn::ScalableTag<float> df;
+  const hn::Rebind<F16, decltype(df)> dh;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
   int64_t i = 0;
   for (; i + 2 * N <= n; i += 2 * N) {
-    acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc0);
-    acc1 = hn::MulAdd(hn::LoadU(df, a + i + N), hn::LoadU(df, b + i + N), acc1);
+    acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::PromoteTo(df, hn::LoadU(dh, b + i)), acc0);
+    acc1 = hn::MulAdd(hn::LoadU(df, a + i + N), hn::PromoteTo(df, hn::LoadU(dh, b + i + N)), acc1);
   }
-  for (; i + N <= n; i += N) acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::LoadU(df, b + i), acc0);
+  for (; i + N <= n; i += N) {
+    acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::PromoteTo(df, hn::LoadU(dh, b + i)), acc0);
+  }
   float s = ReduceSum(df, hn::Add(acc0, acc1));
-  for (; i < n; ++i) s += a[i] * b[i];
+  for (; i < n; ++i) s += a[i] * fmt::f16_to_f32(b[i].bits);
   return s;
 }
 
-// Cached rows are strided (a row holds every KV head), which the hardware prefetchers follow
-// poorly: attention stalled on its loads until rows this far ahead were prefetched by hand.
+// The hardware prefetchers follow the cached rows poorly (attention stalled on its loads), so
+// rows this far ahead are prefetched by hand.
 constexpr int64_t kRowsAhead = 8;
-HWY_INLINE void PrefetchRow(const float* row, int64_t n) {
-  for (int64_t i = 0; i < n; i += 16) hwy::Prefetch(row + i);
+HWY_INLINE void PrefetchRow(const F16* row, int64_t n) {
+  for (int64_t i = 0; i < n; i += 32) hwy::Prefetch(row + i);
   hwy::Prefetch(row + n - 1);  // the row need not start on a cache line
 }
 
@@ -573,16 +581,16 @@ HWY_INLINE void PrefetchRow(const float* row, int64_t n) {
 // two sets (even and odd rows) so FMA latency does not bound the loop.
 template <int kQ, int kV, class D>
 HWY_INLINE void WeightedRows(D df, const float* HWY_RESTRICT p, int64_t rows,
-                             const float* HWY_RESTRICT V, int64_t stride, float* HWY_RESTRICT out,
+                             const F16* HWY_RESTRICT V, int64_t stride, float* HWY_RESTRICT out,
                              int64_t n) {
+  const hn::Rebind<F16, D> dh;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  hn::Vec<D> acc[kQ][kV];
+  auto load = [&](int64_t j, int c) {
+    return hn::PromoteTo(df, hn::LoadU(dh, V + j * stride + c * N));
+  };
+  hn::Vec<D> acc[kQ][kV], acc1[kQ][kV];
   for (int k = 0; k < kQ; ++k) {
-    for (int c = 0; c < kV; ++c) acc[k][c] = hn::Zero(df);
-  }
-  hn::Vec<D> acc1[kQ][kV];
-  for (int k = 0; k < kQ; ++k) {
-    for (int c = 0; c < kV; ++c) acc1[k][c] = hn::Zero(df);
+    for (int c = 0; c < kV; ++c) acc[k][c] = acc1[k][c] = hn::Zero(df);
   }
   int64_t j = 0;
   for (; j + 2 <= rows; j += 2) {
@@ -591,8 +599,8 @@ HWY_INLINE void WeightedRows(D df, const float* HWY_RESTRICT p, int64_t rows,
       PrefetchRow(V + (j + 1 + kRowsAhead) * stride, kV * N);
     }
     hn::Vec<D> v[kV], w[kV];
-    for (int c = 0; c < kV; ++c) v[c] = hn::LoadU(df, V + j * stride + c * N);
-    for (int c = 0; c < kV; ++c) w[c] = hn::LoadU(df, V + (j + 1) * stride + c * N);
+    for (int c = 0; c < kV; ++c) v[c] = load(j, c);
+    for (int c = 0; c < kV; ++c) w[c] = load(j + 1, c);
     for (int k = 0; k < kQ; ++k) {
       const auto pk = hn::Set(df, p[k * rows + j]), pk1 = hn::Set(df, p[k * rows + j + 1]);
       for (int c = 0; c < kV; ++c) acc[k][c] = hn::MulAdd(pk, v[c], acc[k][c]);
@@ -601,21 +609,22 @@ HWY_INLINE void WeightedRows(D df, const float* HWY_RESTRICT p, int64_t rows,
   }
   if (j < rows) {
     hn::Vec<D> v[kV];
-    for (int c = 0; c < kV; ++c) v[c] = hn::LoadU(df, V + j * stride + c * N);
+    for (int c = 0; c < kV; ++c) v[c] = load(j, c);
     for (int k = 0; k < kQ; ++k) {
       const auto pk = hn::Set(df, p[k * rows + j]);
       for (int c = 0; c < kV; ++c) acc[k][c] = hn::MulAdd(pk, v[c], acc[k][c]);
     }
   }
   for (int k = 0; k < kQ; ++k) {
-    for (int c = 0; c < kV; ++c)
+    for (int c = 0; c < kV; ++c) {
       hn::StoreU(hn::Add(acc[k][c], acc1[k][c]), df, out + k * n + c * N);
+    }
   }
 }
 
 template <int kQ, class D>
 HWY_INLINE void WeightedRowsAllColumns(D df, const float* HWY_RESTRICT p, int64_t rows,
-                                       const float* HWY_RESTRICT V, int64_t stride,
+                                       const F16* HWY_RESTRICT V, int64_t stride,
                                        float* HWY_RESTRICT out, int64_t n) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   int64_t c = 0;
@@ -624,7 +633,8 @@ HWY_INLINE void WeightedRowsAllColumns(D df, const float* HWY_RESTRICT p, int64_
   for (; c < n; ++c) {
     for (int k = 0; k < kQ; ++k) {
       float s = 0.0f;
-      for (int64_t j = 0; j < rows; ++j) s += p[k * rows + j] * V[j * stride + c];
+      for (int64_t j = 0; j < rows; ++j)
+        s += p[k * rows + j] * fmt::f16_to_f32(V[j * stride + c].bits);
       out[k * n + c] = s;
     }
   }
@@ -657,15 +667,18 @@ HWY_INLINE void SoftmaxInPlace(D df, float* HWY_RESTRICT p, int64_t rows) {
 }
 
 // Softmax attention of n_q queries that share one key/value head (a GQA group) over the same
-// cached rows: each K and V row is read once for all of them, where the memory traffic is.
-HWY_NOINLINE void AttendF32(const float* HWY_RESTRICT q, int64_t n_q, const float* HWY_RESTRICT K,
-                            const float* HWY_RESTRICT V, int64_t stride, int64_t rows, int64_t n,
-                            float scale, float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
+// cached f16 rows: each K and V row is read once for all of them, where the memory traffic is.
+HWY_NOINLINE void AttendF16(const float* HWY_RESTRICT q, int64_t n_q,
+                            const uint16_t* HWY_RESTRICT Kbits, const uint16_t* HWY_RESTRICT Vbits,
+                            int64_t stride, int64_t rows, int64_t n, float scale,
+                            float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
   const hn::ScalableTag<float> df;
+  const F16* K = reinterpret_cast<const F16*>(Kbits);
+  const F16* V = reinterpret_cast<const F16*>(Vbits);
   for (int64_t j = 0; j < rows; ++j) {
-    const float* kj = K + j * stride;
+    const F16* kj = K + j * stride;
     if (j + kRowsAhead < rows) PrefetchRow(kj + kRowsAhead * stride, n);
-    for (int64_t k = 0; k < n_q; ++k) p[k * rows + j] = DotF32(q + k * n, kj, n) * scale;
+    for (int64_t k = 0; k < n_q; ++k) p[k * rows + j] = DotF16(q + k * n, kj, n) * scale;
   }
   for (int64_t k = 0; k < n_q; ++k) SoftmaxInPlace(df, p + k * rows, rows);
   int64_t k = 0;
@@ -684,6 +697,21 @@ HWY_NOINLINE void AttendF32(const float* HWY_RESTRICT q, int64_t n_q, const floa
     default:
       return;
   }
+}
+
+// y = f16(x), round to nearest even. Vectorised where the CPU converts (F16C: AVX2 and up);
+// Highway's emulation on other targets truncates, so those take the scalar conversion.
+HWY_NOINLINE void ConvertToF16(const float* HWY_RESTRICT x, uint16_t* HWY_RESTRICT ybits,
+                               int64_t n) {
+  int64_t i = 0;
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+  const hn::ScalableTag<float> df;
+  const hn::Rebind<F16, decltype(df)> dh;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  F16* y = reinterpret_cast<F16*>(ybits);
+  for (; i + N <= n; i += N) hn::StoreU(hn::DemoteTo(dh, hn::LoadU(df, x + i)), dh, y + i);
+#endif
+  for (; i < n; ++i) ybits[i] = fmt::f32_to_f16(x[i]);
 }
 
 // gate = silu(gate) * up, silu(x) = x / (1 + e^-x) (e^-x capped at e^88, where x / (1 + e^-x) is

@@ -21,7 +21,8 @@ namespace hlm::ops {
 HWY_EXPORT(QuantizeAct);
 HWY_EXPORT(MatmulRowsQ);
 HWY_EXPORT(MatmulRowsF);
-HWY_EXPORT(AttendF32);
+HWY_EXPORT(AttendF16);
+HWY_EXPORT(ConvertToF16);
 HWY_EXPORT(SiluMulF32);
 HWY_EXPORT(TargetName);
 
@@ -177,9 +178,13 @@ std::string kernels_name() {
   return name;
 }
 
-void attend_f32(const float* q, int64_t n_q, const float* K, const float* V, int64_t stride,
+void attend_f16(const float* q, int64_t n_q, const uint16_t* K, const uint16_t* V, int64_t stride,
                 int64_t rows, int64_t n, float scale, float* probs, float* out) {
-  HWY_DYNAMIC_DISPATCH(AttendF32)(q, n_q, K, V, stride, rows, n, scale, probs, out);
+  HWY_DYNAMIC_DISPATCH(AttendF16)(q, n_q, K, V, stride, rows, n, scale, probs, out);
+}
+
+void convert_to_f16(const float* x, uint16_t* y, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(ConvertToF16)(x, y, n);
 }
 
 void silu_mul_f32(float* gate, const float* up, int64_t n) {

@@ -53,11 +53,15 @@ void matmul_shared(std::span<const MatmulOut> outs, int64_t cols, const float* x
                    ThreadPool& pool);
 
 // Softmax attention of n_q queries q_k = q + k * n over the same cached rows K_j = K + j * stride
-// and V_j = V + j * stride (j < rows, rows >= 1), each n long, as the query heads of one GQA
-// group see them: probs[k * rows + j] = softmax_j(scale * dot(q_k, K_j)) and
+// and V_j = V + j * stride (j < rows, rows >= 1), each n long, in f16 (IEEE half bits, as the KV
+// cache holds them), as the query heads of one GQA group see them:
+// probs[k * rows + j] = softmax_j(scale * dot(q_k, K_j)) and
 // out[k * n, (k + 1) * n) = sum_j probs[k * rows + j] * V_j. Each row is read once for all queries.
-void attend_f32(const float* q, int64_t n_q, const float* K, const float* V, int64_t stride,
+void attend_f16(const float* q, int64_t n_q, const uint16_t* K, const uint16_t* V, int64_t stride,
                 int64_t rows, int64_t n, float scale, float* probs, float* out);
+
+// y[i] = x[i] as f16 (IEEE half bits), round to nearest even.
+void convert_to_f16(const float* x, uint16_t* y, int64_t n);
 
 // SwiGLU's elementwise step: gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x).
 void silu_mul_f32(float* gate, const float* up, int64_t n);

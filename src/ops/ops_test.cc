@@ -422,9 +422,23 @@ TEST(Matmul, CpuExtensionsMatchTheKernelsTheyReplace) {
   }
 }
 
-// attend_f32 against a double-precision softmax attention, for 1 to 5 queries (the register
-// blocks of 4 and their remainders), row lengths with and without a vector tail, odd and even
-// row counts, and scores far apart (probabilities that underflow).
+// convert_to_f16 rounds as the scalar reference does (to nearest even), on every target.
+TEST(Vector, ConvertToF16MatchesScalarRounding) {
+  for_each_target([] {
+    std::mt19937 rng(7);
+    for (int64_t n : {1, 7, 64, 100}) {
+      auto x = random_vec(n, rng);
+      if (n > 3) x[0] = 70000.0f, x[1] = -1e-8f, x[2] = 0.0f;  // overflow, subnormal, zero
+      std::vector<uint16_t> got(static_cast<size_t>(n));
+      convert_to_f16(x.data(), got.data(), n);
+      for (int64_t i = 0; i < n; ++i) EXPECT_EQ(got[i], f32_to_f16(x[i])) << "x " << x[i];
+    }
+  });
+}
+
+// attend_f16 against a double-precision softmax attention over the same f16 rows, for 1 to 5
+// queries (the register blocks of 4 and their remainders), row lengths with and without a
+// vector tail, odd and even row counts, and scores far apart (probabilities that underflow).
 TEST(Vector, AttendMatchesSoftmaxAttention) {
   for_each_target([] {
     std::mt19937 rng(5);
@@ -434,12 +448,19 @@ TEST(Vector, AttendMatchesSoftmaxAttention) {
           SCOPED_TRACE("n " + std::to_string(n) + " rows " + std::to_string(rows) + " n_q " +
                        std::to_string(n_q));
           const int64_t stride = n + 3;
-          const auto q = random_vec(n_q * n, rng), K = random_vec(rows * stride, rng),
-                     V = random_vec(rows * stride, rng);
+          const auto q = random_vec(n_q * n, rng);
+          std::vector<uint16_t> Kh(static_cast<size_t>(rows * stride)), Vh(Kh.size());
+          std::vector<float> K(Kh.size()), V(Kh.size());  // the f16 values, as f32
+          for (size_t i = 0; i < Kh.size(); ++i) {
+            Kh[i] = f32_to_f16(std::uniform_real_distribution<float>(-1, 1)(rng));
+            Vh[i] = f32_to_f16(std::uniform_real_distribution<float>(-1, 1)(rng));
+            K[i] = fmt::f16_to_f32(Kh[i]);
+            V[i] = fmt::f16_to_f32(Vh[i]);
+          }
           for (float scale : {0.125f, 40.0f}) {
             std::vector<float> p(static_cast<size_t>(n_q * rows)),
                 out(static_cast<size_t>(n_q * n));
-            attend_f32(q.data(), n_q, K.data(), V.data(), stride, rows, n, scale, p.data(),
+            attend_f16(q.data(), n_q, Kh.data(), Vh.data(), stride, rows, n, scale, p.data(),
                        out.data());
             for (int64_t k = 0; k < n_q; ++k) {
               std::vector<double> want_p(static_cast<size_t>(rows));
