@@ -376,7 +376,9 @@ HLM_IL_INLINE void TileRepacked16(const RepackScratch& scr, int64_t nb, const Pa
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(ad[t]));
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), sc, acc[t]);
+      // The zero-masked form: GCC 12 warns that the plain one's undefined pass-through may be
+      // used uninitialised. The conversion is the same.
+      acc[t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, isum[t]), sc, acc[t]);
       acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[t]), acc[t]);
     }
   }
@@ -473,10 +475,9 @@ HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t c
 }
 
 #if HLM_IL_VNNI
-// The vnni::matmul_rows contract (ops_vnni.h) for this instantiation.
-HLM_IL_INLINE void MatmulRowsVnni(TensorType t, const void* w, size_t row_bytes, int64_t rows,
-                                  int64_t cols, size_t r0, size_t r1, const ActQ8* acts,
-                                  int64_t n_tok, float* y) {
+// vnni::matmul_rows (ops_vnni.h) for this instantiation, which ops_vnni.cc dispatches to.
+void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
+                 size_t r0, size_t r1, const ActQ8* acts, int64_t n_tok, float* y) {
   const auto* p = static_cast<const uint8_t*>(w);
   switch (t) {
     case TensorType::Q8_0:

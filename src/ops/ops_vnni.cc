@@ -38,10 +38,6 @@ namespace vex {
 #include "ops/interleaved-inl.h"
 #undef HLM_IL_DPBUSD
 #undef HLM_IL_ZMM
-void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
-                 size_t r0, size_t r1, const ActQ8* acts, int64_t n_tok, float* y) {
-  MatmulRowsVnni(t, w, row_bytes, rows, cols, r0, r1, acts, n_tok, y);
-}
 }  // namespace vex
 #if defined(__clang__)
 #pragma clang attribute pop
@@ -63,10 +59,6 @@ namespace evex {
 #include "ops/interleaved-inl.h"
 #undef HLM_IL_DPBUSD
 #undef HLM_IL_ZMM
-void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
-                 size_t r0, size_t r1, const ActQ8* acts, int64_t n_tok, float* y) {
-  MatmulRowsVnni(t, w, row_bytes, rows, cols, r0, r1, acts, n_tok, y);
-}
 }  // namespace evex
 #if defined(__clang__)
 #pragma clang attribute pop
