@@ -326,7 +326,8 @@ struct PackedActs {
     if (n > cap) {
       std::free(mem);
       cap = n;
-      mem = std::aligned_alloc(64, cap * (32 + 8) + 64);
+      // aligned_alloc takes whole multiples of the alignment.
+      mem = std::aligned_alloc(64, (cap * (32 + 8) + 63) / 64 * 64);
       q = static_cast<int8_t*>(mem);
       d = reinterpret_cast<float*>(q + cap * 32);
       s = d + cap;
