@@ -1,5 +1,6 @@
 // CloudVerifier implementation. Invariant per session: the KV cache holds every context token
-// but the last, so a request evaluates [last] + pending + drafts and reads q at each draft.
+// but the last, so a request evaluates [last] + pending + drafts (the last draft only when a bonus
+// is asked for) and reads q at each draft.
 #include "cloud/cloud_verifier.h"
 
 #include <chrono>
@@ -79,6 +80,11 @@ int CloudVerifier::n_sessions() const {
   return int(sessions_.size());
 }
 
+uint64_t CloudVerifier::n_evaluated() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return context_.n_evaluated();
+}
+
 Result<std::vector<int32_t>> CloudVerifier::context(SessionId session) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = sessions_.find(session);
@@ -146,13 +152,17 @@ std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(
       continue;
     }
     seen_slots.push_back(s.slot);
+    // q is read before each draft, and after the last one only for a bonus (or when there are
+    // no drafts). Without a bonus the last draft's own forward would be wasted: its KV is always
+    // dropped, as either it ends the context (whose last token stays uncached) or it was
+    // replaced. So n_q queries need [last] + pending + the first n_q - 1 drafts.
+    const int P = int(r.pending.size()), k = int(r.drafts.size());
+    const int n_q = k + ((k == 0 || r.want_bonus) ? 1 : 0);
     auto& toks = batch_tokens[i];
     toks.push_back(s.tokens.back());
     toks.insert(toks.end(), r.pending.begin(), r.pending.end());
-    toks.insert(toks.end(), r.drafts.begin(), r.drafts.end());
+    toks.insert(toks.end(), r.drafts.begin(), r.drafts.begin() + (n_q - 1));
     SeqInput in{s.slot, toks, {}, nullptr};
-    const int P = int(r.pending.size()), k = int(r.drafts.size());
-    const int n_q = k + ((k == 0 || r.want_bonus) ? 1 : 0);
     for (int j = 0; j < n_q; ++j) in.logits_at.push_back(P + j);
     inputs.push_back(std::move(in));
     input_of.push_back(i);

@@ -35,6 +35,8 @@ class CloudVerifier : public Verifier {
   // The session's context as the cloud sees it (for synchronisation checks).
   Result<std::vector<int32_t>> context(SessionId session) const;
   int n_sessions() const;
+  // Positions the LLM has evaluated (prompts, pending tokens and drafts, rolled back or not).
+  uint64_t n_evaluated() const;
   const Model& model() const { return context_.model(); }
 
  private:

@@ -227,6 +227,57 @@ TEST(CloudVerifier, BatchedVerificationEqualsOneByOne) {
   }
 }
 
+// q is needed before each draft and after the last one only for a bonus, so the cloud forwards
+// [last] + pending + the drafts but the last (all of them with a bonus), and the outcome is the
+// same as forwarding everything would give: the same context on both sides.
+TEST(CloudVerifier, ForwardsOnlyThePositionsWhoseQueriesAreRead) {
+  ThreadPool pool(1);
+  const TinyPair& pair = tiny_pair();
+  SessionParams sp;
+  sp.vocab_fingerprint = pair.llm->tokenizer().fingerprint();
+  sp.n_vocab = pair.llm->config().n_vocab;
+  sp.sampling.temperature = 0.0f;
+  sp.encoding = Encoding::kIds;
+  sp.prompt = kPrompt;
+  CloudVerifier cloud(pair.llm, pool, {1, 128});
+  const SessionId id = cloud.open(sp).value();
+  struct Case {
+    std::vector<int32_t> pending, drafts;
+    bool bonus;
+    uint64_t forwarded;
+  };
+  const Case cases[] = {
+      {{}, {}, false, 1},           {{40, 41}, {}, false, 3},      {{40}, {50}, false, 2},
+      {{}, {50, 51, 52}, false, 3}, {{40, 41}, {50, 51}, true, 5}, {{40}, {50, 51, 52}, false, 4}};
+  for (const Case& c : cases) {
+    const std::vector<int32_t> before = cloud.context(id).value();
+    const uint64_t n0 = cloud.n_evaluated();
+    VerifyRequest r;
+    r.session = id;
+    r.pending = c.pending;
+    r.drafts = c.drafts;
+    r.want_bonus = c.bonus;
+    auto reply = cloud.verify(r);
+    ASSERT_TRUE(reply.ok()) << reply.error().message;
+    EXPECT_EQ(cloud.n_evaluated() - n0, c.forwarded);
+    // The context grew by the pending tokens, the accepted drafts and the token that follows.
+    const std::vector<int32_t> after = cloud.context(id).value();
+    std::vector<int32_t> expect = before;
+    expect.insert(expect.end(), c.pending.begin(), c.pending.end());
+    expect.insert(expect.end(), c.drafts.begin(), c.drafts.begin() + reply->n_accepted);
+    if (reply->has_next) expect.push_back(reply->next);
+    EXPECT_EQ(after, expect);
+  }
+  // Greedy decoding from the resulting context equals the LLM's own greedy continuation of it:
+  // the skipped forwards left no stale or missing cache entry.
+  const std::vector<int32_t> ctx = cloud.context(id).value();
+  Context ref(pair.llm, 1, 128, pool);
+  auto logits = ref.eval_last(0, ctx).value();
+  VerifyRequest next;
+  next.session = id;
+  EXPECT_EQ(cloud.verify(next)->next, argmax(logits));
+}
+
 }  // namespace
 }  // namespace hlm
 

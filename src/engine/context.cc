@@ -254,6 +254,7 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
 
   for (const SeqInput& in : inputs)
     kv_.set_length(in.seq, kv_.length(in.seq) + int(in.tokens.size()));
+  n_evaluated_ += uint64_t(n_tok);
 
   if (n_logits > 0) {
     grow(S.logits_in, size_t(n_logits) * D);

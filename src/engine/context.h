@@ -58,6 +58,8 @@ class Context {
   int n_seq() const { return kv_.n_seq(); }
   int n_ctx() const { return kv_.capacity(); }
   int n_past(int seq) const { return kv_.length(seq); }
+  // Positions evaluated by eval() since construction (a measure of the compute spent).
+  uint64_t n_evaluated() const { return n_evaluated_; }
 
   // Appends tokens to one or several sequences in a single forward. Errors (unknown sequence,
   // token id out of range, context full) leave every sequence unchanged.
@@ -78,6 +80,7 @@ class Context {
   ThreadPool& pool_;
   KvCache kv_;
   std::unique_ptr<Scratch> scratch_;
+  uint64_t n_evaluated_ = 0;
 };
 
 }  // namespace hlm
