@@ -14,7 +14,8 @@ CloudVerifier::CloudVerifier(std::shared_ptr<const Model> llm, ThreadPool& pool,
     : context_(std::move(llm), options.max_sessions, options.max_context, pool),
       pool_(pool),
       options_(options),
-      slot_used_(options.max_sessions, false) {}
+      slot_used_(options.max_sessions, false),
+      scratch_(size_t(pool.size())) {}
 
 Result<SessionId> CloudVerifier::open(const SessionParams& params) {
   const Model& m = context_.model();
@@ -181,26 +182,32 @@ std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(
   // Each request's distributions and verdict touch only its own session (one request per
   // session in a batch), so requests are finished in parallel: a vocabulary-sized softmax,
   // decode and verdict each, which for a full batch would otherwise leave the pool idle.
-  const auto finish = [&](size_t b) {
+  const auto finish = [&](size_t b, int worker) {
     const VerifyRequest& r = requests[input_of[b]];
     Session& s = sessions_.at(r.session);
-    const auto& logits = (*out)[b].logits;
+    const std::span<const float> logits = (*out)[b].logits;
     const int n_q = int(inputs[b].logits_at.size()), k = int(r.drafts.size());
-    Sampler sampler(s.params.sampling);
-    std::vector<float> q(size_t(n_q) * V);
+    VerdictScratch& scr = scratch_[size_t(worker)];
+    scr.q.resize(size_t(n_q) * V);
+    const std::span<float> q(scr.q);
+    const Sampler sampler(s.params.sampling);
     for (int j = 0; j < n_q; ++j) {
-      auto row = sampler.distribution(std::span<const float>(logits).subspan(size_t(j) * V, V));
-      std::copy(row.begin(), row.end(), q.begin() + size_t(j) * V);
+      sampler.distribution(logits.subspan(size_t(j) * V, V), q.subspan(size_t(j) * V, V));
     }
     const VerifyMode mode = s.params.encoding == Encoding::kIds  ? VerifyMode::kIds
                             : s.params.sampling.temperature <= 0 ? VerifyMode::kGreedy
                                                                  : VerifyMode::kSpeculative;
-    std::vector<float> p_hat;
+    // p̂ rows side by side; a single full distribution is used where it arrived.
+    std::span<const float> p_hat;
     if (mode == VerifyMode::kSpeculative) {
-      p_hat.reserve(size_t(k) * V);
-      for (const Payload& p : r.p_hat) {
-        auto d = decode(p);
-        p_hat.insert(p_hat.end(), d.begin(), d.end());
+      if (k == 1 && r.p_hat[0].kind == Encoding::kFull) {
+        p_hat = r.p_hat[0].probs;
+      } else {
+        scr.p_hat.resize(size_t(k) * V);
+        for (int j = 0; j < k; ++j) {
+          decode_into(r.p_hat[size_t(j)], std::span<float>(scr.p_hat).subspan(size_t(j) * V, V));
+        }
+        p_hat = scr.p_hat;
       }
     }
     VerifyReply reply;
@@ -216,8 +223,7 @@ std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(
       // One or more drafts without a bonus: check them in order, stop at the first rejection.
       for (int j = 0; j < k; ++j) {
         auto qj = std::span<const float>(q).subspan(size_t(j) * V, V);
-        auto pj = p_hat.empty() ? std::span<const float>()
-                                : std::span<const float>(p_hat).subspan(size_t(j) * V, V);
+        auto pj = p_hat.empty() ? std::span<const float>() : p_hat.subspan(size_t(j) * V, V);
         Verdict v = verify_token(mode, qj, pj, r.drafts[j], s.rng);
         if (!v.accepted) {
           reply.has_next = true;
@@ -235,10 +241,10 @@ std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(
     results[input_of[b]] = reply;
   };
   if (inputs.size() < 4) {
-    for (size_t b = 0; b < inputs.size(); ++b) finish(b);
+    for (size_t b = 0; b < inputs.size(); ++b) finish(b, 0);
   } else {
-    pool_.parallel_for(inputs.size(), 1, [&](size_t b0, size_t b1, int) {
-      for (size_t b = b0; b < b1; ++b) finish(b);
+    pool_.parallel_for(inputs.size(), 1, [&](size_t b0, size_t b1, int worker) {
+      for (size_t b = b0; b < b1; ++b) finish(b, worker);
     });
   }
   return results;

@@ -54,6 +54,11 @@ class CloudVerifier : public Verifier {
   mutable std::mutex mu_;
   std::map<SessionId, Session> sessions_;
   std::vector<bool> slot_used_;
+  // Per pool worker: the distributions one request's verdict reads, reused across batches.
+  struct VerdictScratch {
+    std::vector<float> q, p_hat;
+  };
+  std::vector<VerdictScratch> scratch_;
   SessionId next_id_ = 1;
 };
 

@@ -19,7 +19,7 @@ AttentionRequest AttentionRequest::all(int n_layer) {
 
 // Activations for one forward, grown on demand and reused across calls.
 struct Context::Scratch {
-  std::vector<float> x, xn, q, k, v, attn, gate, up, logits_in;
+  std::vector<float> x, xn, q, k, v, attn, gate, up, logits_in, logits;
   std::vector<std::vector<float>> scores;  // per worker, [heads per KV head][n_ctx]
   std::vector<float> rope_cos, rope_sin;   // [n_ctx][n_rot/2]
   int rope_rows = 0;
@@ -266,14 +266,13 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
       }
       base += int(in.tokens.size());
     }
-    std::vector<float> logits(size_t(n_logits) * c.n_vocab);
+    grow(S.logits, size_t(n_logits) * c.n_vocab);
     const Weight& O = model_->output();
-    ops::matmul(O.type, O.data, c.n_vocab, D, S.logits_in.data(), n_logits, logits.data(), pool_);
+    ops::matmul(O.type, O.data, c.n_vocab, D, S.logits_in.data(), n_logits, S.logits.data(), pool_);
     row = 0;
     for (size_t s = 0; s < inputs.size(); ++s) {
       const size_t n = inputs[s].logits_at.size() * size_t(c.n_vocab);
-      out[s].logits.assign(logits.begin() + size_t(row) * c.n_vocab,
-                           logits.begin() + size_t(row) * c.n_vocab + n);
+      out[s].logits = std::span<const float>(S.logits).subspan(size_t(row) * c.n_vocab, n);
       row += int(inputs[s].logits_at.size());
     }
   }
@@ -288,7 +287,8 @@ Result<std::vector<float>> Context::eval_last(int seq, std::span<const int32_t> 
   auto r = eval(std::span<const SeqInput>(&in, 1));
   if (!r) return r.error();
   if (rows) *rows = std::move(r->front().attention);
-  return std::move(r->front().logits);
+  const std::span<const float> logits = r->front().logits;
+  return std::vector<float>(logits.begin(), logits.end());
 }
 
 }  // namespace hlm

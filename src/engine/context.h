@@ -44,8 +44,9 @@ struct SeqInput {
 };
 
 struct SeqOutput {
-  std::vector<float> logits;  // [logits_at.size()][n_vocab]
-  AttentionRows attention;    // filled when requested
+  // [logits_at.size()][n_vocab], in the Context's own buffer: valid until its next eval().
+  std::span<const float> logits;
+  AttentionRows attention;  // filled when requested
 };
 
 class Context {

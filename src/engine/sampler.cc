@@ -6,6 +6,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "ops/ops.h"
+
 namespace hlm {
 
 int32_t argmax(std::span<const float> v) {
@@ -14,29 +16,27 @@ int32_t argmax(std::span<const float> v) {
 
 std::vector<float> softmax(std::span<const float> logits, float temperature) {
   std::vector<float> p(logits.size());
-  const float mx = *std::max_element(logits.begin(), logits.end());
-  const float inv_t = 1.0f / temperature;
-  double sum = 0;
-  for (size_t i = 0; i < logits.size(); ++i) {
-    p[i] = std::exp((logits[i] - mx) * inv_t);
-    sum += p[i];
-  }
-  const float inv = static_cast<float>(1.0 / sum);
-  for (float& x : p) x *= inv;
+  ops::softmax_f32(logits.data(), int64_t(logits.size()), 1.0f / temperature, p.data());
   return p;
 }
 
 std::vector<float> Sampler::distribution(std::span<const float> logits) const {
+  std::vector<float> p(logits.size());
+  distribution(logits, p);
+  return p;
+}
+
+void Sampler::distribution(std::span<const float> logits, std::span<float> p) const {
   const size_t n = logits.size();
   if (params_.temperature <= 0.0f) {
-    std::vector<float> p(n, 0.0f);
+    std::fill(p.begin(), p.end(), 0.0f);
     p[argmax(logits)] = 1.0f;
-    return p;
+    return;
   }
-  std::vector<float> p = softmax(logits, params_.temperature);
+  ops::softmax_f32(logits.data(), int64_t(n), 1.0f / params_.temperature, p.data());
   const bool use_k = params_.top_k > 0 && size_t(params_.top_k) < n;
   const bool use_p = params_.top_p < 1.0f;
-  if (!use_k && !use_p) return p;
+  if (!use_k && !use_p) return;
   // Order candidates by probability (ties by id, for reproducibility).
   std::vector<int32_t> idx(n);
   std::iota(idx.begin(), idx.end(), 0);
@@ -54,11 +54,12 @@ std::vector<float> Sampler::distribution(std::span<const float> logits) const {
       }
     }
   }
-  std::vector<float> q(n, 0.0f);
   double sum = 0;
   for (size_t i = 0; i < keep; ++i) sum += p[idx[i]];
-  for (size_t i = 0; i < keep; ++i) q[idx[i]] = static_cast<float>(p[idx[i]] / sum);
-  return q;
+  std::vector<float> kept(keep);
+  for (size_t i = 0; i < keep; ++i) kept[i] = static_cast<float>(p[idx[i]] / sum);
+  std::fill(p.begin(), p.end(), 0.0f);
+  for (size_t i = 0; i < keep; ++i) p[idx[i]] = kept[i];
 }
 
 int32_t Sampler::sample_from(std::span<const float> probs) {

@@ -22,6 +22,8 @@ class Sampler {
   // The distribution actually sampled from (after temperature, top-k and top-p, renormalised);
   // one-hot on the argmax when temperature is 0.
   std::vector<float> distribution(std::span<const float> logits) const;
+  // The same into p (logits.size() entries), without allocating it.
+  void distribution(std::span<const float> logits, std::span<float> p) const;
   int32_t sample(std::span<const float> logits);
   // Draws from an explicit probability vector with this sampler's generator.
   int32_t sample_from(std::span<const float> probs);

@@ -191,11 +191,21 @@ Payload encode(std::span<const float> p, const EncodingConfig& cfg) {
 }
 
 std::vector<float> decode(const Payload& payload) {
+  if (payload.kind == Encoding::kIds) return {};
+  if (payload.kind == Encoding::kFull) return payload.probs;
+  std::vector<float> out(static_cast<size_t>(payload.n_vocab));
+  decode_into(payload, out);
+  return out;
+}
+
+void decode_into(const Payload& payload, std::span<float> out) {
+  assert(out.size() == static_cast<size_t>(payload.n_vocab));
   switch (payload.kind) {
     case Encoding::kFull:
-      return payload.probs;
+      std::copy(payload.probs.begin(), payload.probs.end(), out.begin());
+      return;
     case Encoding::kIds:
-      return {};
+      return;
     case Encoding::kTopK:
       break;
   }
@@ -205,18 +215,17 @@ std::vector<float> decode(const Payload& payload) {
   uint64_t total_codes = 0;
   for (uint32_t c : payload.codes) total_codes += c;
   const double kept = total_codes * step;
-  std::vector<float> out(n, 0.0f);
   if (k < static_cast<size_t>(n)) {
     const float rest = static_cast<float>(std::max(0.0, 1.0 - kept) / (n - k));
     std::fill(out.begin(), out.end(), rest);
     for (size_t i = 0; i < k; ++i)
       out[payload.ids[i]] = static_cast<float>(payload.codes[i] * step);
   } else {
+    std::fill(out.begin(), out.end(), 0.0f);
     const double scale = total_codes > 0 ? 1.0 / total_codes : 0.0;
     for (size_t i = 0; i < k; ++i)
       out[payload.ids[i]] = static_cast<float>(payload.codes[i] * scale);
   }
-  return out;
 }
 
 std::vector<uint8_t> serialize(const Payload& payload) {

@@ -54,6 +54,8 @@ Payload encode(std::span<const float> p, const EncodingConfig& cfg);
 // The dense p̂ over V entries: full as sent; topk with the leftover mass 1 − Σ p̂_kept spread
 // evenly over the V − k others (if k = V, renormalised over the kept entries); empty for ids.
 std::vector<float> decode(const Payload& payload);
+// The same into out (n_vocab entries; left as is for ids), without allocating.
+void decode_into(const Payload& payload, std::span<float> out);
 
 // decode(encode(p)): the distribution the device draws d from.
 inline std::vector<float> build_p_hat(std::span<const float> p, const EncodingConfig& cfg) {

@@ -699,6 +699,36 @@ HWY_NOINLINE void AttendF16(const float* HWY_RESTRICT q, int64_t n_q,
   }
 }
 
+// out = softmax((z - max z) * inv_t) over a vocabulary-sized row. The exponentials are summed in
+// f32 lanes over chunks of kChunk entries and the chunk sums in f64: tens of thousands of terms
+// in f32 lanes alone would lose digits of the normaliser.
+HWY_NOINLINE void SoftmaxF32(const float* z, int64_t n, float inv_t, float* out) {
+  const hn::ScalableTag<float> df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  constexpr int64_t kChunk = 1024;
+  auto vmax = hn::Set(df, -HUGE_VALF);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) vmax = hn::Max(vmax, hn::LoadU(df, z + i));
+  float mx = hn::GetLane(hn::MaxOfLanes(df, vmax));
+  for (int64_t t = i; t < n; ++t) mx = std::max(mx, z[t]);
+  const auto vmx = hn::Set(df, mx), vt = hn::Set(df, inv_t);
+  double sum = 0.0;
+  for (i = 0; i + N <= n;) {
+    auto vsum = hn::Zero(df);
+    for (const int64_t end = std::min(n, i + kChunk); i + N <= end; i += N) {
+      const auto e = hn::Exp(df, hn::Mul(hn::Sub(hn::LoadU(df, z + i), vmx), vt));
+      hn::StoreU(e, df, out + i);
+      vsum = hn::Add(vsum, e);
+    }
+    sum += static_cast<double>(ReduceSum(df, vsum));
+  }
+  for (int64_t t = i; t < n; ++t) sum += (out[t] = std::exp((z[t] - mx) * inv_t));
+  const float inv = static_cast<float>(1.0 / sum);
+  const auto vinv = hn::Set(df, inv);
+  for (i = 0; i + N <= n; i += N) hn::StoreU(hn::Mul(hn::LoadU(df, out + i), vinv), df, out + i);
+  for (int64_t t = i; t < n; ++t) out[t] *= inv;
+}
+
 // y = f16(x), round to nearest even. Vectorised where the CPU converts (F16C: AVX2 and up);
 // Highway's emulation on other targets truncates, so those take the scalar conversion.
 HWY_NOINLINE void ConvertToF16(const float* HWY_RESTRICT x, uint16_t* HWY_RESTRICT ybits,

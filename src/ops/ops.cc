@@ -24,6 +24,7 @@ HWY_EXPORT(MatmulRowsF);
 HWY_EXPORT(AttendF16);
 HWY_EXPORT(ConvertToF16);
 HWY_EXPORT(SiluMulF32);
+HWY_EXPORT(SoftmaxF32);
 HWY_EXPORT(TargetName);
 
 namespace {
@@ -189,6 +190,10 @@ void convert_to_f16(const float* x, uint16_t* y, int64_t n) {
 
 void silu_mul_f32(float* gate, const float* up, int64_t n) {
   HWY_DYNAMIC_DISPATCH(SiluMulF32)(gate, up, n);
+}
+
+void softmax_f32(const float* z, int64_t n, float inv_t, float* out) {
+  HWY_DYNAMIC_DISPATCH(SoftmaxF32)(z, n, inv_t, out);
 }
 
 }  // namespace hlm::ops

@@ -66,6 +66,10 @@ void convert_to_f16(const float* x, uint16_t* y, int64_t n);
 // SwiGLU's elementwise step: gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x).
 void silu_mul_f32(float* gate, const float* up, int64_t n);
 
+// out[i] = exp((z[i] - max z) * inv_t) / sum_j exp((z[j] - max z) * inv_t) for n >= 1 entries,
+// at least one finite, summed in f64; entries equal to -inf get 0. out may be z itself.
+void softmax_f32(const float* z, int64_t n, float inv_t, float* out);
+
 // Name of the Highway target the kernels dispatch to on this CPU (e.g. "AVX2").
 const char* dispatch_target_name();
 

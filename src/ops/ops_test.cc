@@ -512,5 +512,36 @@ TEST(Vector, SiluMulMatchesDefinition) {
   });
 }
 
+// softmax_f32 against the definition in double: vocabulary-sized rows (several f64 chunks), odd
+// tails, a temperature, -inf entries (probability 0) and in place.
+TEST(Vector, SoftmaxMatchesDefinition) {
+  for_each_target([] {
+    std::mt19937 rng(8);
+    for (int64_t n : {1, 7, 100, 49152 + 5}) {
+      for (float t : {1.0f, 0.7f}) {
+        auto z = random_vec(n, rng);
+        for (float& v : z) v *= 8.0f;
+        if (n > 2) z[1] = -HUGE_VALF;
+        std::vector<float> got(z.size());
+        softmax_f32(z.data(), n, 1.0f / t, got.data());
+        const double mx = *std::max_element(z.begin(), z.end());
+        double total = 0;
+        for (float v : z) total += std::exp((double(v) - mx) / t);
+        double sum = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const double want = std::exp((double(z[i]) - mx) / t) / total;
+          EXPECT_NEAR(got[i], want, 1e-5 * want + 1e-30) << "n " << n << " i " << i;
+          sum += got[i];
+        }
+        EXPECT_NEAR(sum, 1.0, 1e-5);
+        if (n > 2) EXPECT_EQ(got[1], 0.0f);
+        auto in_place = z;
+        softmax_f32(in_place.data(), n, 1.0f / t, in_place.data());
+        EXPECT_EQ(in_place, got);
+      }
+    }
+  });
+}
+
 }  // namespace
 }  // namespace hlm::ops
