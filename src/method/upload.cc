@@ -20,26 +20,28 @@ constexpr int kMaxBits = 24;
 
 uint32_t max_code(int bits) { return (uint32_t{1} << bits) - 1; }
 
+// Bytes: std::vector<uint8_t> or std::string (a protobuf bytes field, filled in place).
+template <class Bytes>
 class BitWriter {
  public:
-  explicit BitWriter(std::vector<uint8_t>& out) : out_(out) {}
+  explicit BitWriter(Bytes& out) : out_(out) {}
   void put(uint64_t value, int n) {  // n <= 32
     acc_ |= (value & ((uint64_t{1} << n) - 1)) << fill_;
     fill_ += n;
     while (fill_ >= 8) {
-      out_.push_back(static_cast<uint8_t>(acc_));
+      out_.push_back(static_cast<typename Bytes::value_type>(acc_));
       acc_ >>= 8;
       fill_ -= 8;
     }
   }
   void flush() {
-    if (fill_ > 0) out_.push_back(static_cast<uint8_t>(acc_));
+    if (fill_ > 0) out_.push_back(static_cast<typename Bytes::value_type>(acc_));
     acc_ = 0;
     fill_ = 0;
   }
 
  private:
-  std::vector<uint8_t>& out_;
+  Bytes& out_;
   uint64_t acc_ = 0;
   int fill_ = 0;
 };
@@ -66,8 +68,9 @@ class BitReader {
   int fill_ = 0;
 };
 
-void put_u32(std::vector<uint8_t>& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+template <class Bytes>
+void put_u32(Bytes& out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<typename Bytes::value_type>(v >> (8 * i)));
 }
 uint32_t get_u32(const uint8_t* p) {
   return p[0] | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
@@ -228,13 +231,17 @@ void decode_into(const Payload& payload, std::span<float> out) {
   }
 }
 
-std::vector<uint8_t> serialize(const Payload& payload) {
-  std::vector<uint8_t> out;
+namespace {
+
+template <class Bytes>
+void serialize_into(const Payload& payload, Bytes& out) {
+  out.clear();
   const uint32_t k =
       payload.kind == Encoding::kTopK ? static_cast<uint32_t>(payload.ids.size()) : 0;
   out.reserve(kHeaderBytes + (body_bits(payload.kind, payload.n_vocab, k, payload.bits) + 7) / 8);
-  out.push_back(static_cast<uint8_t>(payload.kind));
-  out.push_back(static_cast<uint8_t>(payload.kind == Encoding::kTopK ? payload.bits : 0));
+  using Byte = typename Bytes::value_type;
+  out.push_back(static_cast<Byte>(payload.kind));
+  out.push_back(static_cast<Byte>(payload.kind == Encoding::kTopK ? payload.bits : 0));
   put_u32(out, static_cast<uint32_t>(payload.n_vocab));
   put_u32(out, k);
   if (payload.kind == Encoding::kFull) {
@@ -242,24 +249,32 @@ std::vector<uint8_t> serialize(const Payload& payload) {
     // The wire format is little-endian f32, the host's own layout on the usual CPUs: one copy
     // of V floats rather than 4 V byte appends.
     if constexpr (std::endian::native == std::endian::little) {
-      const size_t at = out.size();
-      out.resize(at + payload.probs.size() * 4);
-      std::memcpy(out.data() + at, payload.probs.data(), payload.probs.size() * 4);
+      const auto* bytes = reinterpret_cast<const Byte*>(payload.probs.data());
+      out.insert(out.end(), bytes, bytes + payload.probs.size() * 4);
     } else {
       for (float v : payload.probs) put_u32(out, std::bit_cast<uint32_t>(v));
     }
   } else if (payload.kind == Encoding::kTopK) {
     assert(payload.codes.size() == k);
     const int ib = index_bits(payload.n_vocab);
-    BitWriter w(out);
+    BitWriter<Bytes> w(out);
     for (uint32_t i = 0; i < k; ++i) {
       w.put(static_cast<uint32_t>(payload.ids[i]), ib);
       w.put(payload.codes[i], payload.bits);
     }
     w.flush();
   }
+}
+
+}  // namespace
+
+std::vector<uint8_t> serialize(const Payload& payload) {
+  std::vector<uint8_t> out;
+  serialize_into(payload, out);
   return out;
 }
+
+void serialize(const Payload& payload, std::string& out) { serialize_into(payload, out); }
 
 Result<Payload> deserialize(std::span<const uint8_t> bytes, int expected_vocab) {
   if (bytes.size() < kHeaderBytes) {
@@ -303,15 +318,40 @@ Result<Payload> deserialize(std::span<const uint8_t> bytes, int expected_vocab) 
   const std::span<const uint8_t> body = bytes.subspan(kHeaderBytes);
   if (out.kind == Encoding::kFull) {
     out.probs.resize(n_vocab);
-    double total = 0.0;
-    for (uint32_t i = 0; i < n_vocab; ++i) {
-      const float v = std::bit_cast<float>(get_u32(body.data() + 4 * static_cast<size_t>(i)));
-      if (!std::isfinite(v) || v < 0.0f) {
-        return make_error("upload payload: probability {} of token {} is not a finite value >= 0",
-                          v, i);
+    if constexpr (std::endian::native == std::endian::little) {
+      std::memcpy(out.probs.data(), body.data(), size_t(n_vocab) * 4);
+    } else {
+      for (uint32_t i = 0; i < n_vocab; ++i)
+        out.probs[i] = std::bit_cast<float>(get_u32(body.data() + 4 * size_t(i)));
+    }
+    // One branch-free pass (every entry finite and >= 0: below +inf's bits, or -0) with eight
+    // partial sums; the slow search for the culprit runs only when that pass fails.
+    uint32_t bad = 0;
+    double part[8] = {};
+    uint32_t i = 0;
+    for (; i + 8 <= n_vocab; i += 8) {
+      for (int l = 0; l < 8; ++l) {
+        const float v = out.probs[i + l];
+        const uint32_t b = std::bit_cast<uint32_t>(v);
+        bad |= uint32_t(b >= 0x7f800000u) & uint32_t(b != 0x80000000u);
+        part[l] += v;
       }
-      out.probs[i] = v;
-      total += v;
+    }
+    double total = 0.0;
+    for (double p : part) total += p;
+    for (; i < n_vocab; ++i) {
+      const uint32_t b = std::bit_cast<uint32_t>(out.probs[i]);
+      bad |= uint32_t(b >= 0x7f800000u) & uint32_t(b != 0x80000000u);
+      total += out.probs[i];
+    }
+    if (bad) {
+      for (uint32_t j = 0; j < n_vocab; ++j) {
+        const float v = out.probs[j];
+        if (!std::isfinite(v) || v < 0.0f) {
+          return make_error("upload payload: probability {} of token {} is not a finite value >= 0",
+                            v, j);
+        }
+      }
     }
     if (std::abs(total - 1.0) > 1e-3) {
       return make_error("upload payload: probabilities sum to {}, expected 1", total);

@@ -66,6 +66,8 @@ inline std::vector<float> build_p_hat(std::span<const float> p, const EncodingCo
 // the protocol header H) and the body, bit-packed LSB first and padded to a byte: full V
 // float32; topk k × (index: ceil(log2 V) bits, code: `bits` bits); ids empty.
 std::vector<uint8_t> serialize(const Payload& payload);
+// The same into out (replacing its contents): a protobuf bytes field is filled in place.
+void serialize(const Payload& payload, std::string& out);
 // Checks everything before use: known encoding, V equal to `expected_vocab` (both sides must
 // share the vocabulary), k <= V, bits in [1, 24], the exact byte length (truncated or trailing
 // bytes are refused), ids in range and increasing, codes summing to at most 2^bits − 1, and

@@ -1,6 +1,7 @@
 // Tests for upload encodings: sizes, the top-k p̂, and serialisation round trips and refusals.
 #include "method/upload.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -104,6 +105,9 @@ TEST(Upload, SerializeRoundTrip) {
     const Payload pl = encode(p, cfg);
     const std::vector<uint8_t> bytes = serialize(pl);
     EXPECT_EQ(bytes.size(), 10 + (payload_bits(cfg, n) + 7) / 8) << to_string(cfg);
+    std::string in_place = "replaced";
+    serialize(pl, in_place);
+    EXPECT_EQ(in_place, std::string(bytes.begin(), bytes.end())) << to_string(cfg);
     auto back = deserialize(bytes, n);
     ASSERT_TRUE(back.ok()) << back.error().message;
     EXPECT_EQ(back->kind, pl.kind);
@@ -156,9 +160,23 @@ TEST(Upload, DeserializeRefusesBadPayloads) {
   heavy.codes = {200, 200, 200};
   EXPECT_NE(msg(deserialize(serialize(heavy), n)).find("not a distribution"), std::string::npos);
 
-  Payload neg = encode(p, {Encoding::kFull});
-  neg.probs[5] = -0.1f;
-  EXPECT_NE(msg(deserialize(serialize(neg), n)).find("finite value"), std::string::npos);
+  // Every entry that is not a finite value >= 0 is named, wherever it is (the checks run over
+  // blocks of eight and a tail); -0 counts as 0.
+  const int n_odd = 1003;
+  const std::vector<float> p_odd = random_dist(n_odd, 5);
+  for (float v : {-0.1f, -HUGE_VALF, HUGE_VALF, std::nanf("")}) {
+    for (int at : {5, 994, 1002}) {
+      Payload neg = encode(p_odd, {Encoding::kFull});
+      neg.probs[at] = v;
+      EXPECT_NE(msg(deserialize(serialize(neg), n_odd)).find(fmt::format("of token {} is not", at)),
+                std::string::npos)
+          << v << " at " << at;
+    }
+  }
+  Payload negative_zero = encode(p_odd, {Encoding::kFull});
+  negative_zero.probs[1001] += negative_zero.probs[1002];
+  negative_zero.probs[1002] = -0.0f;
+  EXPECT_TRUE(deserialize(serialize(negative_zero), n_odd).ok());
   Payload unnorm = encode(p, {Encoding::kFull});
   unnorm.probs[5] += 0.5f;
   EXPECT_NE(msg(deserialize(serialize(unnorm), n)).find("sum to"), std::string::npos);

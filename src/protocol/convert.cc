@@ -141,10 +141,7 @@ void to_proto(const VerifyRequest& r, uint64_t step, v1::VerifyRequest* out) {
   out->set_step(step);
   out->mutable_pending()->Assign(r.pending.begin(), r.pending.end());
   out->mutable_drafts()->Assign(r.drafts.begin(), r.drafts.end());
-  for (const Payload& p : r.p_hat) {
-    const std::vector<uint8_t> bytes = serialize(p);
-    out->add_p_hat(reinterpret_cast<const char*>(bytes.data()), bytes.size());
-  }
+  for (const Payload& p : r.p_hat) serialize(p, *out->add_p_hat());
   out->set_want_bonus(r.want_bonus);
 }
 
