@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 namespace hlm::ops {
 
@@ -10,6 +12,56 @@ struct ActQ8 {
   const int8_t* q;  // n values in [-127, 127]
   const float* d;   // n / 32 block scales
   const float* s;   // n / 32 values d * sum(q over the block)
+};
+
+// The activations of n_tok tokens block-major, as the AVX512-VNNI prefill tiles read them (a pass
+// over several tokens addresses them all from one pointer): block b of token t at
+// q + (b * n_tok + t) * 32, with its scale and d * sum at d[b * n_tok + t] and s[b * n_tok + t].
+struct ActQ8Blocks {
+  const int8_t* q = nullptr;
+  const float* d = nullptr;
+  const float* s = nullptr;
+};
+
+// Storage for ActQ8Blocks (64-byte aligned; grows, never shrinks). Tokens are stored one at a
+// time, so several threads may fill distinct tokens of one buffer.
+class ActQ8BlockBuffer {
+ public:
+  ActQ8BlockBuffer() = default;
+  ActQ8BlockBuffer(const ActQ8BlockBuffer&) = delete;
+  ActQ8BlockBuffer& operator=(const ActQ8BlockBuffer&) = delete;
+  ~ActQ8BlockBuffer() { std::free(mem_); }
+
+  // Room for n_tok tokens of nb blocks; the previous contents are lost.
+  void reserve(int64_t n_tok, int64_t nb) {
+    n_tok_ = n_tok;
+    nb_ = nb;
+    const size_t n = static_cast<size_t>(n_tok * nb);
+    if (n <= cap_) return;
+    std::free(mem_);
+    cap_ = n;
+    // aligned_alloc takes whole multiples of the alignment.
+    mem_ = std::aligned_alloc(64, (cap_ * (32 + 8) + 63) / 64 * 64);
+    q_ = static_cast<int8_t*>(mem_);
+    d_ = reinterpret_cast<float*>(q_ + cap_ * 32);
+    s_ = d_ + cap_;
+  }
+  void store(int64_t t, const ActQ8& a) {
+    for (int64_t b = 0; b < nb_; ++b) {
+      const int64_t at = b * n_tok_ + t;
+      std::memcpy(q_ + at * 32, a.q + b * 32, 32);
+      d_[at] = a.d[b];
+      s_[at] = a.s[b];
+    }
+  }
+  ActQ8Blocks view() const { return {q_, d_, s_}; }
+
+ private:
+  void* mem_ = nullptr;
+  int8_t* q_ = nullptr;
+  float *d_ = nullptr, *s_ = nullptr;
+  size_t cap_ = 0;  // (block, token) pairs
+  int64_t n_tok_ = 0, nb_ = 0;
 };
 
 }  // namespace hlm::ops

@@ -313,39 +313,9 @@ HLM_IL_INLINE void TileRest(int m, const RepackScratch& scr, int64_t nb, const A
 // is the 8-row kernel's, so the results are the same bit for bit.
 constexpr int kTokTile16 = 8;
 
-// The activations block-major (block b of token t at b * n_tok + t), so a pass over T tokens
-// addresses them all from one pointer instead of 3 T pointers that do not fit in registers.
-struct PackedActs {
-  int8_t* q = nullptr;  // 32 bytes per (block, token)
-  float* d = nullptr;
-  float* s = nullptr;
-  size_t cap = 0;  // (block, token) pairs
-  void* mem = nullptr;
-  void Pack(const ActQ8* a, int64_t n_tok, int64_t nb) {
-    const size_t n = static_cast<size_t>(n_tok * nb);
-    if (n > cap) {
-      std::free(mem);
-      cap = n;
-      // aligned_alloc takes whole multiples of the alignment.
-      mem = std::aligned_alloc(64, (cap * (32 + 8) + 63) / 64 * 64);
-      q = static_cast<int8_t*>(mem);
-      d = reinterpret_cast<float*>(q + cap * 32);
-      s = d + cap;
-    }
-    for (int64_t b = 0; b < nb; ++b) {
-      for (int64_t t = 0; t < n_tok; ++t) {
-        std::memcpy(q + (b * n_tok + t) * 32, a[t].q + b * 32, 32);
-        d[b * n_tok + t] = a[t].d[b];
-        s[b * n_tok + t] = a[t].s[b];
-      }
-    }
-  }
-  ~PackedActs() { std::free(mem); }
-};
-
 // T tokens (from token t0 of the packed activations) over a repacked 16-row tile.
 template <int T>
-HLM_IL_INLINE void TileRepacked16(const RepackScratch& scr, int64_t nb, const PackedActs& pa,
+HLM_IL_INLINE void TileRepacked16(const RepackScratch& scr, int64_t nb, const ActQ8Blocks& pa,
                                   int64_t n_tok, int64_t t0, float* y, int64_t rows, size_t r,
                                   size_t nr) {
   __m512 acc[T];
@@ -388,7 +358,7 @@ HLM_IL_INLINE void TileRepacked16(const RepackScratch& scr, int64_t nb, const Pa
 }
 
 template <int K>
-HLM_IL_INLINE void TileRest16(int m, const RepackScratch& scr, int64_t nb, const PackedActs& pa,
+HLM_IL_INLINE void TileRest16(int m, const RepackScratch& scr, int64_t nb, const ActQ8Blocks& pa,
                               int64_t n_tok, int64_t t0, float* y, int64_t rows, size_t r,
                               size_t nr) {
   if constexpr (K > 0) {
@@ -397,14 +367,23 @@ HLM_IL_INLINE void TileRest16(int m, const RepackScratch& scr, int64_t nb, const
   }
 }
 
+// blocks: the activations block-major, or null to lay them out here (the matmul does that once
+// for all its row ranges).
 template <class Il>
 HLM_IL_INLINE void RowsRepacked16(const uint8_t* w, size_t row_bytes, int64_t nb, size_t r0,
-                                  size_t r1, const ActQ8* acts, int64_t n_tok, float* y,
-                                  int64_t rows) {
+                                  size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks,
+                                  int64_t n_tok, float* y, int64_t rows) {
   static thread_local RepackScratch scr;
-  static thread_local PackedActs pa;
   scr.Reserve(2 * nb);
-  pa.Pack(acts, n_tok, nb);
+  ActQ8Blocks local;
+  if (blocks == nullptr) {
+    static thread_local ActQ8BlockBuffer own;
+    own.reserve(n_tok, nb);
+    for (int64_t t = 0; t < n_tok; ++t) own.store(t, acts[t]);
+    local = own.view();
+    blocks = &local;
+  }
+  const ActQ8Blocks& pa = *blocks;
   for (size_t r = r0; r < r1; r += 2 * kRows) {
     const size_t nr = r1 - r < 2 * kRows ? r1 - r : 2 * kRows;
     const uint8_t* rp[16];  // rows past the end repeat the first row; their lanes are dropped
@@ -436,12 +415,14 @@ HLM_IL_INLINE void RowsRepacked16(const uint8_t* w, size_t row_bytes, int64_t nb
 
 template <class Il>
 HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t cols, size_t r0,
-                                   size_t r1, const ActQ8* acts, int64_t n_tok, float* y,
-                                   int64_t rows) {
+                                   size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks,
+                                   int64_t n_tok, float* y, int64_t rows) {
   const int64_t nb = cols / 32;
 #if HLM_IL_ZMM
   if (n_tok >= kDirectTokens)
-    return RowsRepacked16<Il>(w, row_bytes, nb, r0, r1, acts, n_tok, y, rows);
+    return RowsRepacked16<Il>(w, row_bytes, nb, r0, r1, acts, blocks, n_tok, y, rows);
+#else
+  (void)blocks;
 #endif
   for (size_t r = r0; r < r1; r += kRows) {
     const size_t nr = r1 - r < kRows ? r1 - r : kRows;
@@ -478,19 +459,20 @@ HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t c
 #if HLM_IL_VNNI
 // vnni::matmul_rows (ops_vnni.h) for this instantiation, which ops_vnni.cc dispatches to.
 void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
-                 size_t r0, size_t r1, const ActQ8* acts, int64_t n_tok, float* y) {
+                 size_t r0, size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok,
+                 float* y) {
   const auto* p = static_cast<const uint8_t*>(w);
   switch (t) {
     case TensorType::Q8_0:
-      return RowsInterleaved<IlQ8_0>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
+      return RowsInterleaved<IlQ8_0>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     case TensorType::Q4_0:
-      return RowsInterleaved<IlQ4_0>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
+      return RowsInterleaved<IlQ4_0>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     case TensorType::Q4_1:
-      return RowsInterleaved<IlQ4_1>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
+      return RowsInterleaved<IlQ4_1>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     case TensorType::Q5_0:
-      return RowsInterleaved<IlQ5_0>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
+      return RowsInterleaved<IlQ5_0>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     case TensorType::Q5_1:
-      return RowsInterleaved<IlQ5_1>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
+      return RowsInterleaved<IlQ5_1>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     default:
       std::abort();  // callers check handles() first
   }

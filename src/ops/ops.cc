@@ -38,9 +38,12 @@ struct ActScratch {
   std::vector<int8_t> q;
   std::vector<float> d, s;
   std::vector<ActQ8> acts;
+  ActQ8BlockBuffer blocks;  // the same block-major, when the VNNI prefill tiles will read them
 
-  // Tokens in parallel on `pool` when there are enough of them to be worth a wake-up.
-  void quantize(const float* x, int64_t cols, int64_t n_tok, ThreadPool* pool = nullptr) {
+  // Tokens in parallel on `pool` when there are enough of them to be worth a wake-up; with
+  // with_blocks also block-major, once for every row range of the matmul.
+  void quantize(const float* x, int64_t cols, int64_t n_tok, ThreadPool* pool = nullptr,
+                bool with_blocks = false) {
     const size_t n = static_cast<size_t>(cols * n_tok), nb = n / 32;
     if (q.size() < n) q.resize(n);
     if (d.size() < nb) {
@@ -48,11 +51,13 @@ struct ActScratch {
       s.resize(nb);
     }
     acts.resize(static_cast<size_t>(n_tok));
+    if (with_blocks) blocks.reserve(n_tok, cols / 32);
     const auto one = [&](size_t t) {
       const size_t off = t * static_cast<size_t>(cols);
       HWY_DYNAMIC_DISPATCH(QuantizeAct)
       (x + off, cols, q.data() + off, d.data() + off / 32, s.data() + off / 32);
       acts[t] = {q.data() + off, d.data() + off / 32, s.data() + off / 32};
+      if (with_blocks) blocks.store(int64_t(t), acts[t]);
     };
     if (pool == nullptr || n_tok < 8) {
       for (size_t t = 0; t < static_cast<size_t>(n_tok); ++t) one(t);
@@ -100,9 +105,9 @@ bool use_vnni(TensorType t) {
 
 // Rows [r0, r1) of a quantised matmul on the best kernel for t on this CPU.
 void rows_q(TensorType t, const void* w, int64_t rows, int64_t cols, size_t r0, size_t r1,
-            const ActQ8* acts, int64_t n_tok, float* y) {
+            const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok, float* y) {
   if (use_vnni(t)) {
-    vnni::matmul_rows(t, w, row_bytes(t, cols), rows, cols, r0, r1, acts, n_tok, y);
+    vnni::matmul_rows(t, w, row_bytes(t, cols), rows, cols, r0, r1, acts, blocks, n_tok, y);
   } else {
     HWY_DYNAMIC_DISPATCH(MatmulRowsQ)(t, w, rows, cols, r0, r1, acts, n_tok, y);
   }
@@ -119,7 +124,7 @@ float dot(TensorType t, const void* row, const float* x, int64_t n) {
   }
   ActScratch& s = scratch();
   s.quantize(x, n, 1);
-  rows_q(t, row, 1, n, 0, 1, s.acts.data(), 1, &y);
+  rows_q(t, row, 1, n, 0, 1, s.acts.data(), nullptr, 1, &y);
   return y;
 }
 
@@ -135,18 +140,26 @@ void matmul_shared(std::span<const MatmulOut> outs, int64_t cols, const float* x
   // The matrices' rows form one index space, shared out in one parallel loop.
   thread_local std::vector<size_t> first;
   first.assign(1, 0);
-  bool any_quantised = false;
+  bool any_quantised = false, any_vnni = false;
   for (const MatmulOut& o : outs) {
     check_supported(o.type);
     any_quantised |= !is_float(o.type);
+    any_vnni |= use_vnni(o.type);
     first.push_back(first.back() + static_cast<size_t>(std::max<int64_t>(o.rows, 0)));
   }
   if (first.back() == 0) return;
   const ActQ8* acts = nullptr;
+  ActQ8Blocks blocks_view;
+  const ActQ8Blocks* blocks = nullptr;
   if (any_quantised) {
     ActScratch& s = scratch();
-    s.quantize(x, cols, n_tok, &pool);
+    const bool with_blocks = any_vnni && vnni::wants_blocks(n_tok);
+    s.quantize(x, cols, n_tok, &pool, with_blocks);
     acts = s.acts.data();
+    if (with_blocks) {
+      blocks_view = s.blocks.view();
+      blocks = &blocks_view;
+    }
   }
   const size_t* starts = first.data();
   // Enough rows per chunk that a chunk is worth a wake-up; the pool splits evenly anyway.
@@ -160,7 +173,7 @@ void matmul_shared(std::span<const MatmulOut> outs, int64_t cols, const float* x
       if (is_float(o.type)) {
         HWY_DYNAMIC_DISPATCH(MatmulRowsF)(o.type, o.w, o.rows, cols, r0, r1, x, n_tok, o.y);
       } else {
-        rows_q(o.type, o.w, o.rows, cols, r0, r1, acts, n_tok, o.y);
+        rows_q(o.type, o.w, o.rows, cols, r0, r1, acts, blocks, n_tok, o.y);
       }
     }
   });

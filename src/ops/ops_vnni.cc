@@ -94,10 +94,15 @@ Kind kind() {
 }
 
 void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
-                 size_t r0, size_t r1, const ActQ8* acts, int64_t n_tok, float* y) {
+                 size_t r0, size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok,
+                 float* y) {
   if (kind() == Kind::kAvxVnni)
-    return vex::matmul_rows(t, w, row_bytes, rows, cols, r0, r1, acts, n_tok, y);
-  evex::matmul_rows(t, w, row_bytes, rows, cols, r0, r1, acts, n_tok, y);
+    return vex::matmul_rows(t, w, row_bytes, rows, cols, r0, r1, acts, blocks, n_tok, y);
+  evex::matmul_rows(t, w, row_bytes, rows, cols, r0, r1, acts, blocks, n_tok, y);
+}
+
+bool wants_blocks(int64_t n_tok) {
+  return kind() == Kind::kAvx512Vnni && n_tok >= evex::kDirectTokens;
 }
 
 #else
@@ -105,9 +110,11 @@ void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, in
 Kind kind() { return Kind::kNone; }
 
 void matmul_rows(TensorType, const void*, size_t, int64_t, int64_t, size_t, size_t, const ActQ8*,
-                 int64_t, float*) {
+                 const ActQ8Blocks*, int64_t, float*) {
   std::abort();  // kind() is kNone
 }
+
+bool wants_blocks(int64_t) { return false; }
 
 #endif
 
