@@ -367,23 +367,12 @@ HLM_IL_INLINE void TileRest16(int m, const RepackScratch& scr, int64_t nb, const
   }
 }
 
-// blocks: the activations block-major, or null to lay them out here (the matmul does that once
-// for all its row ranges).
 template <class Il>
 HLM_IL_INLINE void RowsRepacked16(const uint8_t* w, size_t row_bytes, int64_t nb, size_t r0,
-                                  size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks,
-                                  int64_t n_tok, float* y, int64_t rows) {
+                                  size_t r1, const ActQ8Blocks& pa, int64_t n_tok, float* y,
+                                  int64_t rows) {
   static thread_local RepackScratch scr;
   scr.Reserve(2 * nb);
-  ActQ8Blocks local;
-  if (blocks == nullptr) {
-    static thread_local ActQ8BlockBuffer own;
-    own.reserve(n_tok, nb);
-    for (int64_t t = 0; t < n_tok; ++t) own.store(t, acts[t]);
-    local = own.view();
-    blocks = &local;
-  }
-  const ActQ8Blocks& pa = *blocks;
   for (size_t r = r0; r < r1; r += 2 * kRows) {
     const size_t nr = r1 - r < 2 * kRows ? r1 - r : 2 * kRows;
     const uint8_t* rp[16];  // rows past the end repeat the first row; their lanes are dropped
@@ -419,8 +408,10 @@ HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t c
                                    int64_t n_tok, float* y, int64_t rows) {
   const int64_t nb = cols / 32;
 #if HLM_IL_ZMM
-  if (n_tok >= kDirectTokens)
-    return RowsRepacked16<Il>(w, row_bytes, nb, r0, r1, acts, blocks, n_tok, y, rows);
+  if (n_tok >= kDirectTokens) {
+    assert(blocks != nullptr);  // wants_blocks(): the matmul lays them out once
+    return RowsRepacked16<Il>(w, row_bytes, nb, r0, r1, *blocks, n_tok, y, rows);
+  }
 #else
   (void)blocks;
 #endif

@@ -6,6 +6,7 @@
 // AVX-512 form is preferred where both exist. kind() gates every call on what the CPU reports.
 #include "ops/ops_vnni.h"
 
+#include <cassert>
 #include <cstdlib>
 #include <cstring>
 
