@@ -408,6 +408,11 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<const Model> llm, 
   grpc::ResourceQuota quota("hlm-serve");
   quota.SetMaxThreads(2 * o.max_sessions + 16);
   builder.SetResourceQuota(quota);
+  // Every session may have a Verify blocked in a handler thread until its batch is served. The
+  // sync server lets at most MAX_POLLERS idle threads live (default 2), so with more sessions it
+  // would end and respawn a thread for nearly every call; keep one per session instead.
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS,
+                              o.max_sessions + 2);
   impl->grpc_server = builder.BuildAndStart();
   if (!impl->grpc_server || impl->port == 0) {
     impl->grpc_server.reset();
