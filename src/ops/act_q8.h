@@ -47,11 +47,14 @@ class ActQ8BlockBuffer {
     s_ = d_ + cap_;
   }
   void store(int64_t t, const ActQ8& a) {
-    for (int64_t b = 0; b < nb_; ++b) {
-      const int64_t at = b * n_tok_ + t;
-      std::memcpy(q_ + at * 32, a.q + b * 32, 32);
-      d_[at] = a.d[b];
-      s_[at] = a.s[b];
+    // Locals, so the byte copies (which may alias anything) do not reload the members.
+    int8_t* q = q_ + t * 32;
+    float *d = d_ + t, *s = s_ + t;
+    const int64_t nb = nb_, step = n_tok_;
+    for (int64_t b = 0; b < nb; ++b) {
+      std::memcpy(q + b * step * 32, a.q + b * 32, 32);
+      d[b * step] = a.d[b];
+      s[b * step] = a.s[b];
     }
   }
   ActQ8Blocks view() const { return {q_, d_, s_}; }
