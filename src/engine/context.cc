@@ -27,13 +27,6 @@ struct Context::Scratch {
 
 namespace {
 
-void rms_norm(const float* x, const float* w, float* out, int n, float eps) {
-  double ss = 0;
-  for (int i = 0; i < n; ++i) ss += double(x[i]) * x[i];
-  const float scale = 1.0f / std::sqrt(static_cast<float>(ss / n) + eps);
-  for (int i = 0; i < n; ++i) out[i] = x[i] * scale * w[i];
-}
-
 // Rotates consecutive pairs (GGUF llama weights are permuted for this "normal" rope layout).
 void rope(float* v, int n_heads, int head_dim, int n_rot, const float* cos, const float* sin) {
   for (int h = 0; h < n_heads; ++h) {
@@ -183,13 +176,21 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
 
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = model_->layers()[l];
-    per_token([&](int i) {
-      rms_norm(S.x.data() + size_t(i) * D, L.attn_norm, S.xn.data() + size_t(i) * D, D, c.rms_eps);
-    });
+    // Each norm (with the residual add before it) runs per token inside the requantisation of
+    // the matmul that reads it, as does SwiGLU's activation: no separate pass over the batch.
+    const ops::RowFn attn_norm = [&](int64_t i) {
+      float* x = S.x.data() + size_t(i) * D;
+      float* xn = S.xn.data() + size_t(i) * D;
+      if (l == 0) {
+        ops::rms_norm_f32(x, L.attn_norm, xn, D, c.rms_eps);
+      } else {  // xn holds the last layer's FFN output
+        ops::add_rms_norm_f32(x, xn, L.attn_norm, xn, D, c.rms_eps);
+      }
+    };
     const ops::MatmulOut qkv[] = {{L.wq.type, L.wq.data, D, S.q.data()},
                                   {L.wk.type, L.wk.data, kv_dim, S.k.data()},
                                   {L.wv.type, L.wv.data, kv_dim, S.v.data()}};
-    ops::matmul_shared(qkv, D, S.xn.data(), n_tok, pool_);
+    ops::matmul_shared(qkv, D, S.xn.data(), n_tok, pool_, &attn_norm);
     per_token([&](int i) {
       const float* cs = S.rope_cos.data() + size_t(pos_of[i]) * half;
       const float* sn = S.rope_sin.data() + size_t(pos_of[i]) * half;
@@ -232,24 +233,18 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
           }
         });
     ops::matmul(L.wo.type, L.wo.data, D, D, S.attn.data(), n_tok, S.xn.data(), pool_);
-    per_token([&](int i) {
-      float* x = S.x.data() + size_t(i) * D;
+    const ops::RowFn ffn_norm = [&](int64_t i) {  // xn holds the attention output
       float* xn = S.xn.data() + size_t(i) * D;
-      for (int e = 0; e < D; ++e) x[e] += xn[e];
-      rms_norm(x, L.ffn_norm, xn, D, c.rms_eps);
-    });
+      ops::add_rms_norm_f32(S.x.data() + size_t(i) * D, xn, L.ffn_norm, xn, D, c.rms_eps);
+    };
     const ops::MatmulOut gate_up[] = {{L.w_gate.type, L.w_gate.data, F, S.gate.data()},
                                       {L.w_up.type, L.w_up.data, F, S.up.data()}};
-    ops::matmul_shared(gate_up, D, S.xn.data(), n_tok, pool_);
-    per_token([&](int i) {
+    ops::matmul_shared(gate_up, D, S.xn.data(), n_tok, pool_, &ffn_norm);
+    const ops::RowFn swiglu = [&](int64_t i) {
       ops::silu_mul_f32(S.gate.data() + size_t(i) * F, S.up.data() + size_t(i) * F, F);
-    });
-    ops::matmul(L.w_down.type, L.w_down.data, D, F, S.gate.data(), n_tok, S.xn.data(), pool_);
-    per_token([&](int i) {
-      float* x = S.x.data() + size_t(i) * D;
-      const float* xn = S.xn.data() + size_t(i) * D;
-      for (int e = 0; e < D; ++e) x[e] += xn[e];
-    });
+    };
+    ops::matmul(L.w_down.type, L.w_down.data, D, F, S.gate.data(), n_tok, S.xn.data(), pool_,
+                &swiglu);
   }
 
   for (const SeqInput& in : inputs)
@@ -258,11 +253,21 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
 
   if (n_logits > 0) {
     grow(S.logits_in, size_t(n_logits) * D);
+    // The last layer's residual add, for these tokens only (once each, should one be asked for
+    // twice), then the output norm.
+    std::vector<bool> added(size_t(n_tok), false);
     int row = 0, base = 0;
     for (const SeqInput& in : inputs) {
       for (int j : in.logits_at) {
-        rms_norm(S.x.data() + size_t(base + j) * D, model_->output_norm(),
-                 S.logits_in.data() + size_t(row++) * D, D, c.rms_eps);
+        const size_t i = size_t(base + j);
+        float* x = S.x.data() + i * D;
+        float* dst = S.logits_in.data() + size_t(row++) * D;
+        if (added[i]) {
+          ops::rms_norm_f32(x, model_->output_norm(), dst, D, c.rms_eps);
+        } else {
+          ops::add_rms_norm_f32(x, S.xn.data() + i * D, model_->output_norm(), dst, D, c.rms_eps);
+          added[i] = true;
+        }
       }
       base += int(in.tokens.size());
     }

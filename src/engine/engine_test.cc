@@ -104,6 +104,53 @@ TEST_P(EngineTypes, BatchedSequencesEqualEachAlone) {
   EXPECT_EQ(batched.n_past(1), 4);
 }
 
+// Many sequences of several new tokens each in one forward (the elementwise steps then run on
+// the pool): every sequence's logits at every position and its captured attention equal what it
+// gets alone; a position asked for twice gets the same logits twice.
+TEST_P(EngineTypes, ManySequencesOfSeveralTokensEqualEachAlone) {
+  auto model = tiny(GetParam());
+  ASSERT_TRUE(model);
+  ThreadPool pool(2);
+  const ModelConfig& c = model->config();
+  const AttentionRequest req = AttentionRequest::all(c.n_layer);
+  const std::vector<std::vector<int32_t>> prefix = {{1, 9}, {1}, {1, 5, 6, 7}, {1, 2}, {1, 3}, {1}};
+  const std::vector<std::vector<int32_t>> fresh = {
+      {10, 11, 12},    {13}, {14, 15, 16, 17, 18, 19}, {20, 21}, {22, 23, 24, 25, 26},
+      {27, 28, 29, 30}};
+  const int n = int(prefix.size());
+  const int V = c.n_vocab;
+  Context batched(model, n, 64, pool), alone(model, 1, 64, pool);
+  std::vector<SeqInput> in;
+  for (int s = 0; s < n; ++s) {
+    ASSERT_TRUE(batched.eval_last(s, prefix[size_t(s)]).ok());
+    SeqInput x{s, fresh[size_t(s)], {}, &req};
+    for (int j = 0; j < int(fresh[size_t(s)].size()); ++j) x.logits_at.push_back(j);
+    x.logits_at.push_back(0);
+    in.push_back(x);
+  }
+  auto out = batched.eval(in);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  const std::vector<SeqOutput> together = std::move(out).value();
+  for (int s = 0; s < n; ++s) {
+    SCOPED_TRACE("sequence " + std::to_string(s));
+    const std::span<const float> z = together[size_t(s)].logits;
+    const size_t k = fresh[size_t(s)].size();
+    ASSERT_EQ(z.size(), (k + 1) * V);
+    EXPECT_EQ(max_abs_diff(z.first(V), z.subspan(k * V, V)), 0.0f) << "position 0 asked twice";
+    alone.clear(0);
+    ASSERT_TRUE(alone.eval_last(0, prefix[size_t(s)]).ok());
+    SeqInput x = in[size_t(s)];
+    x.seq = 0;
+    x.logits_at.pop_back();
+    auto one = alone.eval(std::span<const SeqInput>(&x, 1));
+    ASSERT_TRUE(one.ok());
+    EXPECT_LE(max_abs_diff(z.first(k * V), (*one)[0].logits), 1e-4f);
+    const AttentionRows &a = together[size_t(s)].attention, &b = (*one)[0].attention;
+    ASSERT_EQ(a.n_pos, b.n_pos);
+    EXPECT_LE(max_abs_diff(a.probs, b.probs), 1e-4f);
+  }
+}
+
 TEST_P(EngineTypes, AttentionRowsAreDistributionsAndCaptureIsFree) {
   auto model = tiny(GetParam());
   ASSERT_TRUE(model);

@@ -729,6 +729,45 @@ HWY_NOINLINE void SoftmaxF32(const float* z, int64_t n, float inv_t, float* out)
   for (int64_t t = i; t < n; ++t) out[t] *= inv;
 }
 
+// out = x / sqrt(mean(x^2) + eps) * w, the sum of squares over two f32 lane accumulators. With
+// d, x += d first (the residual add that precedes every norm in a llama block).
+// out may be d (the residual read before any result is written).
+HWY_NOINLINE void RmsNormF32(float* x, const float* d, const float* w, float* out, int64_t n,
+                             float eps) {
+  const hn::ScalableTag<float> df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  auto ss0 = hn::Zero(df), ss1 = hn::Zero(df);
+  int64_t i = 0;
+  const auto load = [&](int64_t at) {
+    auto v = hn::LoadU(df, x + at);
+    if (d != nullptr) {
+      v = hn::Add(v, hn::LoadU(df, d + at));
+      hn::StoreU(v, df, x + at);
+    }
+    return v;
+  };
+  for (; i + 2 * N <= n; i += 2 * N) {
+    const auto a = load(i), b = load(i + N);
+    ss0 = hn::MulAdd(a, a, ss0);
+    ss1 = hn::MulAdd(b, b, ss1);
+  }
+  for (; i + N <= n; i += N) {
+    const auto a = load(i);
+    ss0 = hn::MulAdd(a, a, ss0);
+  }
+  float ss = ReduceSum(df, hn::Add(ss0, ss1));
+  for (; i < n; ++i) {
+    if (d != nullptr) x[i] += d[i];
+    ss += x[i] * x[i];
+  }
+  const float scale = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+  const auto vs = hn::Set(df, scale);
+  for (i = 0; i + N <= n; i += N) {
+    hn::StoreU(hn::Mul(hn::Mul(hn::LoadU(df, x + i), vs), hn::LoadU(df, w + i)), df, out + i);
+  }
+  for (; i < n; ++i) out[i] = x[i] * scale * w[i];
+}
+
 // y = f16(x), round to nearest even. Vectorised where the CPU converts (F16C: AVX2 and up);
 // Highway's emulation on other targets truncates, so those take the scalar conversion.
 HWY_NOINLINE void ConvertToF16(const float* HWY_RESTRICT x, uint16_t* HWY_RESTRICT ybits,

@@ -25,6 +25,7 @@ HWY_EXPORT(AttendF16);
 HWY_EXPORT(ConvertToF16);
 HWY_EXPORT(SiluMulF32);
 HWY_EXPORT(SoftmaxF32);
+HWY_EXPORT(RmsNormF32);
 HWY_EXPORT(TargetName);
 
 namespace {
@@ -43,7 +44,7 @@ struct ActScratch {
   // Tokens in parallel on `pool` when there are enough of them to be worth a wake-up; with
   // with_blocks also block-major, once for every row range of the matmul.
   void quantize(const float* x, int64_t cols, int64_t n_tok, ThreadPool* pool = nullptr,
-                bool with_blocks = false) {
+                bool with_blocks = false, const RowFn* prologue = nullptr) {
     const size_t n = static_cast<size_t>(cols * n_tok), nb = n / 32;
     if (q.size() < n) q.resize(n);
     if (d.size() < nb) {
@@ -53,6 +54,7 @@ struct ActScratch {
     acts.resize(static_cast<size_t>(n_tok));
     if (with_blocks) blocks.reserve(n_tok, cols / 32);
     const auto one = [&](size_t t) {
+      if (prologue != nullptr) (*prologue)(int64_t(t));
       const size_t off = t * static_cast<size_t>(cols);
       HWY_DYNAMIC_DISPATCH(QuantizeAct)
       (x + off, cols, q.data() + off, d.data() + off / 32, s.data() + off / 32);
@@ -129,13 +131,13 @@ float dot(TensorType t, const void* row, const float* x, int64_t n) {
 }
 
 void matmul(TensorType t, const void* w, int64_t rows, int64_t cols, const float* x, int64_t n_tok,
-            float* y, ThreadPool& pool) {
+            float* y, ThreadPool& pool, const RowFn* prologue) {
   const MatmulOut out{t, w, rows, y};
-  matmul_shared(std::span<const MatmulOut>(&out, 1), cols, x, n_tok, pool);
+  matmul_shared(std::span<const MatmulOut>(&out, 1), cols, x, n_tok, pool, prologue);
 }
 
 void matmul_shared(std::span<const MatmulOut> outs, int64_t cols, const float* x, int64_t n_tok,
-                   ThreadPool& pool) {
+                   ThreadPool& pool, const RowFn* prologue) {
   if (n_tok <= 0) return;
   // The matrices' rows form one index space, shared out in one parallel loop.
   thread_local std::vector<size_t> first;
@@ -154,12 +156,16 @@ void matmul_shared(std::span<const MatmulOut> outs, int64_t cols, const float* x
   if (any_quantised) {
     ActScratch& s = scratch();
     const bool with_blocks = any_vnni && vnni::wants_blocks(n_tok);
-    s.quantize(x, cols, n_tok, &pool, with_blocks);
+    s.quantize(x, cols, n_tok, &pool, with_blocks, prologue);
     acts = s.acts.data();
     if (with_blocks) {
       blocks_view = s.blocks.view();
       blocks = &blocks_view;
     }
+  } else if (prologue != nullptr) {  // float weights read x as it is
+    pool.parallel_for(size_t(n_tok), n_tok < 8 ? size_t(n_tok) : 1, [&](size_t t0, size_t t1, int) {
+      for (size_t t = t0; t < t1; ++t) (*prologue)(int64_t(t));
+    });
   }
   const size_t* starts = first.data();
   // Enough rows per chunk that a chunk is worth a wake-up; the pool splits evenly anyway.
@@ -203,6 +209,14 @@ void convert_to_f16(const float* x, uint16_t* y, int64_t n) {
 
 void silu_mul_f32(float* gate, const float* up, int64_t n) {
   HWY_DYNAMIC_DISPATCH(SiluMulF32)(gate, up, n);
+}
+
+void rms_norm_f32(const float* x, const float* w, float* out, int64_t n, float eps) {
+  HWY_DYNAMIC_DISPATCH(RmsNormF32)(const_cast<float*>(x), nullptr, w, out, n, eps);
+}
+
+void add_rms_norm_f32(float* x, const float* d, const float* w, float* out, int64_t n, float eps) {
+  HWY_DYNAMIC_DISPATCH(RmsNormF32)(x, d, w, out, n, eps);
 }
 
 void softmax_f32(const float* z, int64_t n, float inv_t, float* out) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 
@@ -32,12 +33,18 @@ bool can_quantize(TensorType t);
 // types x is first requantised to int8 blocks of 32 (scale amax/127), exactly as matmul does.
 float dot(TensorType t, const void* row, const float* x, int64_t n);
 
+// Produces token t's row of a matmul's input just before it is read, in the same parallel pass
+// over tokens that requantises it: the norm or activation that makes the input then needs no
+// loop (and no wait for the pool) of its own.
+using RowFn = std::function<void(int64_t t)>;
+
 // y[i*rows + r] = sum_k W[r][k] * x[i*cols + k] for i < n_tok, r < rows.
 // W is `rows` rows of `cols` elements of type t, each row row_bytes(t, cols) long.
 // Activations may be requantised internally (as llama.cpp does), so results match dot()
 // rather than dot_reference() bit for bit. Parallel over rows on `pool`.
+// prologue, if given, runs for every token first (see RowFn).
 void matmul(TensorType t, const void* w, int64_t rows, int64_t cols, const float* x, int64_t n_tok,
-            float* y, ThreadPool& pool);
+            float* y, ThreadPool& pool, const RowFn* prologue = nullptr);
 
 // One matrix of a matmul_shared call: `rows` rows of type t at w, results to y as matmul's.
 struct MatmulOut {
@@ -50,7 +57,7 @@ struct MatmulOut {
 // the activations are requantised once and all the matrices' rows are shared out in one
 // parallel loop. Each y is what matmul would give.
 void matmul_shared(std::span<const MatmulOut> outs, int64_t cols, const float* x, int64_t n_tok,
-                   ThreadPool& pool);
+                   ThreadPool& pool, const RowFn* prologue = nullptr);
 
 // Softmax attention of n_q queries q_k = q + k * n over the same cached rows K_j = K + j * stride
 // and V_j = V + j * stride (j < rows, rows >= 1), each n long, in f16 (IEEE half bits, as the KV
@@ -65,6 +72,11 @@ void convert_to_f16(const float* x, uint16_t* y, int64_t n);
 
 // SwiGLU's elementwise step: gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x).
 void silu_mul_f32(float* gate, const float* up, int64_t n);
+
+// RMSNorm: out = x / sqrt(mean(x^2) + eps) * w over n entries (out distinct from x).
+void rms_norm_f32(const float* x, const float* w, float* out, int64_t n, float eps);
+// The residual add and the norm after it: x += d, then out = rms_norm(x) * w (out may be d).
+void add_rms_norm_f32(float* x, const float* d, const float* w, float* out, int64_t n, float eps);
 
 // out[i] = exp((z[i] - max z) * inv_t) / sum_j exp((z[j] - max z) * inv_t) for n >= 1 entries,
 // at least one finite, summed in f64; entries equal to -inf get 0. out may be z itself.

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -339,6 +340,37 @@ TEST(Matmul, MatchesRowDot) {
   });
 }
 
+// A prologue that writes each token's input row just before it is read gives what a matmul of the
+// finished input gives, bit for bit: for quantised and float weights, with the tokens requantised
+// inline (few) and in parallel (many), and it runs exactly once per token.
+TEST(Matmul, PrologueProducesTheInputRowByRow) {
+  std::mt19937 rng(11);
+  const int64_t rows = 40, cols = 256;
+  for (TensorType t : {TensorType::Q4_1, TensorType::Q8_0, TensorType::F16}) {
+    SCOPED_TRACE(std::string(info(t).name));
+    std::vector<uint8_t> w;
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto row = random_row(t, cols, rng);
+      w.insert(w.end(), row.begin(), row.end());
+    }
+    ThreadPool pool(2);
+    for (int64_t n_tok : {3, 20}) {
+      const auto x = random_vec(cols * n_tok, rng);
+      std::vector<float> want(static_cast<size_t>(rows * n_tok)), got(want.size());
+      matmul(t, w.data(), rows, cols, x.data(), n_tok, want.data(), pool);
+      std::vector<float> in(x.size(), std::nanf(""));
+      std::vector<std::atomic<int>> calls(static_cast<size_t>(n_tok));
+      const RowFn fill = [&](int64_t i) {
+        calls[static_cast<size_t>(i)]++;
+        std::copy_n(x.begin() + i * cols, cols, in.begin() + i * cols);
+      };
+      matmul(t, w.data(), rows, cols, in.data(), n_tok, got.data(), pool, &fill);
+      EXPECT_EQ(got, want) << "n_tok " << n_tok;
+      for (const auto& c : calls) EXPECT_EQ(c.load(), 1);
+    }
+  }
+}
+
 // matmul_shared gives each matrix what matmul gives it, bit for bit, whatever the mix of types
 // (quantised and float) and row counts that do not fall on chunk or tile boundaries, and with
 // enough tokens that the activations are requantised in parallel.
@@ -487,6 +519,38 @@ TEST(Vector, AttendMatchesSoftmaxAttention) {
               }
             }
           }
+        }
+      }
+    }
+  });
+}
+
+// rms_norm_f32 and add_rms_norm_f32 against the definition in double, for lengths with and
+// without a vector tail, and the residual's result written over the residual itself.
+TEST(Vector, RmsNormMatchesDefinition) {
+  for_each_target([] {
+    std::mt19937 rng(12);
+    for (int64_t n : {1, 15, 64, 576, 1000}) {
+      const auto x = random_vec(n, rng), d = random_vec(n, rng), w = random_vec(n, rng);
+      for (bool residual : {false, true}) {
+        std::vector<double> sum(static_cast<size_t>(n));
+        double ss = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          sum[i] = double(x[i]) + (residual ? double(d[i]) : 0.0);
+          ss += sum[i] * sum[i];
+        }
+        const double scale = 1.0 / std::sqrt(ss / double(n) + 1e-5);
+        auto xx = x;
+        auto out = d;  // with the residual, the result overwrites it
+        if (residual) {
+          add_rms_norm_f32(xx.data(), out.data(), w.data(), out.data(), n, 1e-5f);
+        } else {
+          rms_norm_f32(xx.data(), w.data(), out.data(), n, 1e-5f);
+        }
+        for (int64_t i = 0; i < n; ++i) {
+          EXPECT_NEAR(xx[i], sum[i], 1e-6 * (1 + std::fabs(sum[i]))) << "n " << n << " i " << i;
+          const double want = sum[i] * scale * w[i];
+          EXPECT_NEAR(out[i], want, 2e-6 * (1 + std::fabs(want))) << "n " << n << " i " << i;
         }
       }
     }
