@@ -1,6 +1,7 @@
 // Speculative, greedy and ids verification of drafted tokens.
 #include "method/verify.h"
 
+#include <algorithm>
 #include <cassert>
 
 namespace hlm {
@@ -12,11 +13,9 @@ Verdict verify_speculative(std::span<const float> q, std::span<const float> p_ha
   const double u = dist::uniform01(rng);
   // Accept with probability min(1, q(d)/p̂(d)), written without a division.
   if (u * static_cast<double>(p_hat[d]) < static_cast<double>(q[d])) return {d, true};
-  std::vector<float> residual(q.size());
-  for (size_t i = 0; i < q.size(); ++i) {
-    const float r = q[i] - p_hat[i];
-    residual[i] = r > 0.0f ? r : 0.0f;
-  }
+  thread_local std::vector<float> residual;  // vocabulary-sized, reused across verdicts
+  residual.resize(q.size());
+  for (size_t i = 0; i < q.size(); ++i) residual[i] = std::max(q[i] - p_hat[i], 0.0f);
   const double u2 = dist::uniform01(rng);
   int32_t token = dist::sample_weights(residual, u2);
   if (token < 0) token = dist::sample_weights(q, u2);
