@@ -27,6 +27,9 @@ struct Context::Scratch {
 
 namespace {
 
+// A matmul of w's rows into y, reading its tiles where it has them.
+ops::MatmulOut out_of(const Weight& w, float* y) { return {w.type, w.data, w.rows, y, w.tiles}; }
+
 // Rotates consecutive pairs (GGUF llama weights are permuted for this "normal" rope layout).
 void rope(float* v, int n_heads, int head_dim, int n_rot, const float* cos, const float* sin) {
   for (int h = 0; h < n_heads; ++h) {
@@ -187,9 +190,8 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
         ops::add_rms_norm_f32(x, xn, L.attn_norm, xn, D, c.rms_eps);
       }
     };
-    const ops::MatmulOut qkv[] = {{L.wq.type, L.wq.data, D, S.q.data()},
-                                  {L.wk.type, L.wk.data, kv_dim, S.k.data()},
-                                  {L.wv.type, L.wv.data, kv_dim, S.v.data()}};
+    const ops::MatmulOut qkv[] = {out_of(L.wq, S.q.data()), out_of(L.wk, S.k.data()),
+                                  out_of(L.wv, S.v.data())};
     ops::matmul_shared(qkv, D, S.xn.data(), n_tok, pool_, &attn_norm);
     per_token([&](int i) {
       const float* cs = S.rope_cos.data() + size_t(pos_of[i]) * half;
@@ -232,19 +234,19 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
             }
           }
         });
-    ops::matmul(L.wo.type, L.wo.data, D, D, S.attn.data(), n_tok, S.xn.data(), pool_);
+    const ops::MatmulOut wo = out_of(L.wo, S.xn.data());
+    ops::matmul_shared(std::span(&wo, 1), D, S.attn.data(), n_tok, pool_);
     const ops::RowFn ffn_norm = [&](int64_t i) {  // xn holds the attention output
       float* xn = S.xn.data() + size_t(i) * D;
       ops::add_rms_norm_f32(S.x.data() + size_t(i) * D, xn, L.ffn_norm, xn, D, c.rms_eps);
     };
-    const ops::MatmulOut gate_up[] = {{L.w_gate.type, L.w_gate.data, F, S.gate.data()},
-                                      {L.w_up.type, L.w_up.data, F, S.up.data()}};
+    const ops::MatmulOut gate_up[] = {out_of(L.w_gate, S.gate.data()), out_of(L.w_up, S.up.data())};
     ops::matmul_shared(gate_up, D, S.xn.data(), n_tok, pool_, &ffn_norm);
     const ops::RowFn swiglu = [&](int64_t i) {
       ops::silu_mul_f32(S.gate.data() + size_t(i) * F, S.up.data() + size_t(i) * F, F);
     };
-    ops::matmul(L.w_down.type, L.w_down.data, D, F, S.gate.data(), n_tok, S.xn.data(), pool_,
-                &swiglu);
+    const ops::MatmulOut down = out_of(L.w_down, S.xn.data());
+    ops::matmul_shared(std::span(&down, 1), F, S.gate.data(), n_tok, pool_, &swiglu);
   }
 
   for (const SeqInput& in : inputs)
@@ -272,8 +274,8 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
       base += int(in.tokens.size());
     }
     grow(S.logits, size_t(n_logits) * c.n_vocab);
-    const Weight& O = model_->output();
-    ops::matmul(O.type, O.data, c.n_vocab, D, S.logits_in.data(), n_logits, S.logits.data(), pool_);
+    const ops::MatmulOut logits = out_of(model_->output(), S.logits.data());
+    ops::matmul_shared(std::span(&logits, 1), D, S.logits_in.data(), n_logits, pool_);
     row = 0;
     for (size_t s = 0; s < inputs.size(); ++s) {
       const size_t n = inputs[s].logits_at.size() * size_t(c.n_vocab);

@@ -60,6 +60,12 @@ size_t Model::weight_bytes() const {
   return n;
 }
 
+size_t Model::tiled_bytes() const {
+  size_t n = 0;
+  for (const auto& t : tiled_) n += t.bytes();
+  return n;
+}
+
 Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
   auto file = GgufFile::open(path);
   if (!file) return file.error();
@@ -137,6 +143,18 @@ Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
     lw.w_down = L.weight(b + "ffn_down.weight", c.n_embd, c.n_ff);
   }
   if (!L.error.empty()) return Error{L.error};
+  // The matrices the forward multiplies by, tiled for this CPU where its kernels read tiles
+  // (the embedding rows are read from the file: a tied output matrix gets a copy of its own).
+  const auto tile = [&](Weight& w) {
+    ops::TiledWeights t = ops::tile_weights(w.type, w.data, w.rows, w.cols);
+    if (!t) return;
+    w.tiles = t.data();
+    m->tiled_.push_back(std::move(t));
+  };
+  for (LayerWeights& lw : m->layers_) {
+    for (Weight* w : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down}) tile(*w);
+  }
+  tile(m->output_);
   return std::shared_ptr<const Model>(std::move(m));
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gguf/gguf.h"
+#include "ops/ops.h"
 #include "tokenizer/tokenizer.h"
 #include "util/result.h"
 
@@ -28,12 +29,14 @@ struct ModelConfig {
   float rms_eps = 1e-5f;
 };
 
-// A weight matrix: `rows` rows of `cols` elements of `type`, contiguous.
+// A weight matrix: `rows` rows of `cols` elements of `type`, contiguous; with `tiles`, the same
+// matrix laid out for this CPU's kernels as well (ops::TiledWeights), which matmuls read instead.
 struct Weight {
   TensorType type = TensorType::F32;
   const void* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
+  const void* tiles = nullptr;
 };
 
 struct LayerWeights {
@@ -60,6 +63,8 @@ class Model {
   const float* output_norm() const { return output_norm_; }
   const std::vector<LayerWeights>& layers() const { return layers_; }
   size_t weight_bytes() const;
+  // Bytes of the tiled copies made at load (0 on CPUs whose kernels read the file's layout).
+  size_t tiled_bytes() const;
 
  private:
   std::string path_;
@@ -70,6 +75,7 @@ class Model {
   Weight token_embd_, output_;
   const float* output_norm_ = nullptr;
   std::vector<LayerWeights> layers_;
+  std::vector<ops::TiledWeights> tiled_;  // what the Weights' `tiles` point into
 };
 
 }  // namespace hlm

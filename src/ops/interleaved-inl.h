@@ -314,14 +314,23 @@ HLM_IL_INLINE void TileRest(int m, const RepackScratch& scr, int64_t nb, const A
 constexpr int kTokTile16 = 8;
 
 // T tokens (from token t0 of the packed activations) over a repacked 16-row tile.
+// Results go to rows r + i of y for the lanes i set in `keep`. With `next`, block b's share
+// (next_block bytes) of the next weights to decode is fetched into L2 meanwhile, so that decode
+// does not wait on memory: a batched matmul is otherwise as slow as its compute plus its reads.
 template <int T>
 HLM_IL_INLINE void TileRepacked16(const RepackScratch& scr, int64_t nb, const ActQ8Blocks& pa,
                                   int64_t n_tok, int64_t t0, float* y, int64_t rows, size_t r,
-                                  size_t nr) {
+                                  __mmask16 keep, const char* next = nullptr,
+                                  int64_t next_block = 0) {
   __m512 acc[T];
 #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
+    if (next != nullptr) {
+      for (int64_t o = b * next_block; o < (b + 1) * next_block; o += 64) {
+        _mm_prefetch(next + o, _MM_HINT_T1);
+      }
+    }
     const __m512i* w = reinterpret_cast<const __m512i*>(scr.wq + b * 2 * kBlockBytes);
     const int8_t* aq = pa.q + (b * n_tok + t0) * 32;
     auto act4 = [&](int t, int s) {
@@ -353,18 +362,31 @@ HLM_IL_INLINE void TileRepacked16(const RepackScratch& scr, int64_t nb, const Ac
       acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[t]), acc[t]);
     }
   }
-  const __mmask16 keep = nr >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << nr) - 1);
   for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * rows + int64_t(r), keep, acc[t]);
 }
 
 template <int K>
 HLM_IL_INLINE void TileRest16(int m, const RepackScratch& scr, int64_t nb, const ActQ8Blocks& pa,
                               int64_t n_tok, int64_t t0, float* y, int64_t rows, size_t r,
-                              size_t nr) {
+                              __mmask16 keep, const char* next, int64_t next_block) {
   if constexpr (K > 0) {
-    if (m == K) return TileRepacked16<K>(scr, nb, pa, n_tok, t0, y, rows, r, nr);
-    TileRest16<K - 1>(m, scr, nb, pa, n_tok, t0, y, rows, r, nr);
+    if (m == K)
+      return TileRepacked16<K>(scr, nb, pa, n_tok, t0, y, rows, r, keep, next, next_block);
+    TileRest16<K - 1>(m, scr, nb, pa, n_tok, t0, y, rows, r, keep, next, next_block);
   }
+}
+
+// Every pass over the tokens for one 16-row tile in scr (lanes `keep` stored at rows r + i); the
+// first one fetches `next` (see TileRepacked16).
+HLM_IL_INLINE void TilePasses16(const RepackScratch& scr, int64_t nb, const ActQ8Blocks& pa,
+                                int64_t n_tok, float* y, int64_t rows, size_t r, __mmask16 keep,
+                                const char* next = nullptr, int64_t next_block = 0) {
+  int64_t t = 0;
+  for (; t + kTokTile16 <= n_tok; t += kTokTile16, next = nullptr) {
+    TileRepacked16<kTokTile16>(scr, nb, pa, n_tok, t, y, rows, r, keep, next, next_block);
+  }
+  TileRest16<kTokTile16 - 1>(int(n_tok - t), scr, nb, pa, n_tok, t, y, rows, r, keep, next,
+                             next_block);
 }
 
 template <class Il>
@@ -393,11 +415,129 @@ HLM_IL_INLINE void RowsRepacked16(const uint8_t* w, size_t row_bytes, int64_t nb
         _mm256_store_ps(scr.mw + 16 * b + 8 * h, mw);
       }
     }
-    int64_t t = 0;
-    for (; t + kTokTile16 <= n_tok; t += kTokTile16) {
-      TileRepacked16<kTokTile16>(scr, nb, pa, n_tok, t, y, rows, r, nr);
+    TilePasses16(scr, nb, pa, n_tok, y, rows, r, __mmask16((1u << nr) - 1));
+  }
+}
+
+// ---- Tiled weights (TiledWeights; laid out by ops_vnni.cc's pack_tiles) ----
+// Per 16-row tile and 32-column block, kBytes bytes (a multiple of 64, so every load is one
+// cache line): step groups of 16 dwords (row i in dword i), the rows' f16 scales, for Q4_1 their
+// f16 minima. Decoding is shifts and masks; the lanes' arithmetic is the GGUF kernels', so the
+// results are the same bit for bit.
+
+// Q4_0 and Q4_1: 4 groups (dword i: qs[4g, 4g + 4) of row i) whose low nibbles are step g and
+// high nibbles step g + 4; the scales at 256, the minima at 288 (Q4_0: zero point 8).
+template <bool kMin>
+struct TiledNibbles {
+  static constexpr int kBytes = 320;
+  static HLM_IL_INLINE void Decode(const uint8_t* p, __m512i* v, __m512& dw, __m512& mw) {
+    const __m512i m = _mm512_set1_epi8(15);
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      const __m512i x = _mm512_load_si512(p + 64 * g);
+      v[g] = _mm512_and_si512(x, m);
+      v[g + 4] = _mm512_and_si512(_mm512_srli_epi16(x, 4), m);
     }
-    TileRest16<kTokTile16 - 1>(int(n_tok - t), scr, nb, pa, n_tok, t, y, rows, r, nr);
+    dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p + 256)));
+    mw = kMin ? _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p + 288)))
+              : _mm512_mul_ps(dw, _mm512_set1_ps(-8.0f));
+  }
+};
+using TiledQ4_0 = TiledNibbles<false>;
+using TiledQ4_1 = TiledNibbles<true>;
+
+// Q8_0: 8 steps of quants + 128 (unsigned, as IlQ8_0 makes them), the scales at 512.
+struct TiledQ8_0 {
+  static constexpr int kBytes = 576;
+  static HLM_IL_INLINE void Decode(const uint8_t* p, __m512i* v, __m512& dw, __m512& mw) {
+#pragma GCC unroll 8
+    for (int s = 0; s < 8; ++s) v[s] = _mm512_load_si512(p + 64 * s);
+    dw = _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(p + 512)));
+    mw = _mm512_mul_ps(dw, _mm512_set1_ps(-128.0f));
+  }
+};
+
+// Lanes [lo, hi) of a 16-row tile.
+HLM_IL_INLINE __mmask16 LaneMask(size_t lo, size_t hi) {
+  return __mmask16(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+// T < kDirectTokens tokens straight from the tiles (decode).
+template <class Tl, int T>
+HLM_IL_INLINE void TileDirect16(const uint8_t* tile, int64_t nb, const ActQ8* a, float* y,
+                                int64_t rows, size_t r, __mmask16 keep) {
+  __m512 acc[T];
+#pragma GCC unroll 4
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m512i v[8];
+    __m512 dw, mw;
+    Tl::Decode(tile + b * Tl::kBytes, v, dw, mw);
+#pragma GCC unroll 4
+    for (int t = 0; t < T; ++t) {
+      const int8_t* aq = a[t].q + b * 32;
+      auto act4 = [&](int s) {
+        int32_t a4;
+        std::memcpy(&a4, aq + 4 * s, 4);
+        return _mm512_set1_epi32(a4);
+      };
+      __m512i isum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], act4(0));
+#pragma GCC unroll 8
+      for (int s = 1; s < 8; ++s) isum = _mm512_dpbusd_epi32(isum, v[s], act4(s));
+      const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(a[t].d[b]));
+      acc[t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, isum), sc, acc[t]);
+      acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a[t].s[b]), acc[t]);
+    }
+  }
+  for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + t * rows + int64_t(r), keep, acc[t]);
+}
+
+template <class Tl>
+HLM_IL_INLINE void RowsTiled16(const uint8_t* tiles, int64_t nb, size_t r0, size_t r1,
+                               const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok,
+                               float* y, int64_t rows) {
+  static thread_local RepackScratch scr;
+  if (n_tok >= kDirectTokens) scr.Reserve(2 * nb);
+  for (size_t r = r0 / 16 * 16; r < r1; r += 16) {
+    const __mmask16 keep = LaneMask(std::max(r0, r) - r, std::min(r1, r + 16) - r);
+    const uint8_t* tile = tiles + (r / 16) * size_t(nb) * Tl::kBytes;
+    if (n_tok < kDirectTokens) {
+      if (n_tok == 1) TileDirect16<Tl, 1>(tile, nb, acts, y, rows, r, keep);
+      if (n_tok == 2) TileDirect16<Tl, 2>(tile, nb, acts, y, rows, r, keep);
+      if (n_tok == 3) TileDirect16<Tl, 3>(tile, nb, acts, y, rows, r, keep);
+      continue;
+    }
+    assert(blocks != nullptr);  // wants_blocks(): the matmul lays them out once
+    for (int64_t b = 0; b < nb; ++b) {
+      __m512i v[8];
+      __m512 dw, mw;
+      Tl::Decode(tile + b * Tl::kBytes, v, dw, mw);
+      auto* dst = reinterpret_cast<__m512i*>(scr.wq + b * 2 * kBlockBytes);
+#pragma GCC unroll 8
+      for (int s = 0; s < 8; ++s) _mm512_store_si512(dst + s, v[s]);
+      _mm512_store_ps(scr.dw + 16 * b, dw);
+      _mm512_store_ps(scr.mw + 16 * b, mw);
+    }
+    const char* next =
+        r + 16 < r1 ? reinterpret_cast<const char*>(tile + nb * Tl::kBytes) : nullptr;
+    TilePasses16(scr, nb, *blocks, n_tok, y, rows, r, keep, next, Tl::kBytes);
+  }
+}
+
+// vnni::matmul_tiles (ops_vnni.h) for this instantiation.
+void matmul_tiles(TensorType t, const uint8_t* tiles, int64_t rows, int64_t cols, size_t r0,
+                  size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok,
+                  float* y) {
+  const int64_t nb = cols / 32;
+  switch (t) {
+    case TensorType::Q8_0:
+      return RowsTiled16<TiledQ8_0>(tiles, nb, r0, r1, acts, blocks, n_tok, y, rows);
+    case TensorType::Q4_0:
+      return RowsTiled16<TiledQ4_0>(tiles, nb, r0, r1, acts, blocks, n_tok, y, rows);
+    case TensorType::Q4_1:
+      return RowsTiled16<TiledQ4_1>(tiles, nb, r0, r1, acts, blocks, n_tok, y, rows);
+    default:
+      std::abort();  // callers check tile_block_bytes() first
   }
 }
 #endif

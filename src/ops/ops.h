@@ -47,12 +47,46 @@ void matmul(TensorType t, const void* w, int64_t rows, int64_t cols, const float
             float* y, ThreadPool& pool, const RowFn* prologue = nullptr);
 
 // One matrix of a matmul_shared call: `rows` rows of type t at w, results to y as matmul's.
+// tiles: the same matrix as tile_weights() laid it out for this CPU, or null; the kernels read it
+// where they can (the results are the same) and w otherwise.
 struct MatmulOut {
   TensorType type;
   const void* w;
   int64_t rows;
   float* y;
+  const void* tiles = nullptr;
 };
+
+// A weight matrix in 16-row tiles for the AVX512-VNNI kernels, made once when a model loads: per
+// tile and 32-column block, the quants in the order the dot products consume them and the 16
+// rows' scales side by side. A batched matmul then reads each tile as one straight stream with no
+// per-call transposes, and one-token matmuls read no more bytes than the GGUF rows hold (Q4_0 and
+// Q4_1 keep their size, Q8_0 grows 6%). Owns 64-byte-aligned memory; empty when there is none.
+class TiledWeights {
+ public:
+  TiledWeights() = default;
+  TiledWeights(TiledWeights&& o) noexcept : data_(o.data_), bytes_(o.bytes_) {
+    o.data_ = nullptr;
+    o.bytes_ = 0;
+  }
+  TiledWeights& operator=(TiledWeights&& o) noexcept;
+  TiledWeights(const TiledWeights&) = delete;
+  TiledWeights& operator=(const TiledWeights&) = delete;
+  ~TiledWeights();
+
+  const void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+  explicit operator bool() const { return data_ != nullptr; }
+
+ private:
+  friend TiledWeights tile_weights(TensorType, const void*, int64_t, int64_t);
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// The tiled copy of a Q4_0, Q4_1 or Q8_0 matrix (cols a multiple of 32) when this CPU's kernels
+// read tiles (AVX512-VNNI); empty otherwise, or for other types.
+TiledWeights tile_weights(TensorType t, const void* w, int64_t rows, int64_t cols);
 // matmul of one input x (n_tok x cols) by several matrices (a layer's q, k and v; gate and up):
 // the activations are requantised once and all the matrices' rows are shared out in one
 // parallel loop. Each y is what matmul would give.

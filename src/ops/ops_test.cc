@@ -410,6 +410,58 @@ TEST(Matmul, SharedInputMatchesSeparateMatmuls) {
 // of the 4- and 5-bit types must match bit for bit, Q8_0's within f32 rounding, on every tile
 // size (decode and repacked prefill) and with rows that do not fill the last 8-row tile.
 // dot() takes the same path, so it agrees with matmul bit for bit.
+// Tiled weights give every matmul exactly what the GGUF rows give it: the types that tile, row
+// counts that leave a partial last tile, one to many tokens (the decode and prefill kernels), and
+// in matmul_shared beside untiled matrices whose rows put the tiled one's range off a tile edge.
+TEST(Matmul, TiledWeightsMatchTheRowsTheyCameFrom) {
+  if (!tile_weights(TensorType::Q4_1, std::vector<uint8_t>(20 * 16).data(), 16, 32)) {
+    GTEST_SKIP() << "this CPU's kernels read no tiles (they need AVX512-VNNI)";
+  }
+  std::mt19937 rng(13);
+  ThreadPool pool(2);
+  for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_1}) {
+    for (int64_t rows : {16, 45, 96}) {
+      for (int64_t cols : {32, 576}) {
+        SCOPED_TRACE(std::string(info(t).name) + " " + std::to_string(rows) + "x" +
+                     std::to_string(cols));
+        std::vector<uint8_t> w;
+        for (int64_t r = 0; r < rows; ++r) {
+          const auto row = random_row(t, cols, rng);
+          w.insert(w.end(), row.begin(), row.end());
+        }
+        const TiledWeights tiles = tile_weights(t, w.data(), rows, cols);
+        ASSERT_TRUE(tiles);
+        const std::vector<uint8_t> zeros(w.size(), 0);
+        const TiledWeights zero_tiles = tile_weights(t, zeros.data(), rows, cols);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(tiles.data()) % 64, 0u);
+        // An untiled matrix of 7 rows first, so the tiled one's rows start off a tile edge.
+        const auto other = random_row(TensorType::Q4_1, cols * 7, rng);
+        for (int64_t n_tok : {1, 2, 3, 4, 9, 33}) {
+          const auto x = random_vec(cols * n_tok, rng);
+          std::vector<float> want(static_cast<size_t>(rows * n_tok)), got(want.size(), -1.0f);
+          std::vector<float> o1(static_cast<size_t>(7 * n_tok)), o2(o1.size());
+          const MatmulOut plain[] = {{TensorType::Q4_1, other.data(), 7, o1.data()},
+                                     {t, w.data(), rows, want.data()}};
+          const MatmulOut tiled[] = {{TensorType::Q4_1, other.data(), 7, o2.data()},
+                                     {t, w.data(), rows, got.data(), tiles.data()}};
+          matmul_shared(plain, cols, x.data(), n_tok, pool);
+          matmul_shared(tiled, cols, x.data(), n_tok, pool);
+          EXPECT_EQ(got, want) << "n_tok " << n_tok;
+          EXPECT_EQ(o2, o1) << "n_tok " << n_tok;
+          // The tiles are what is read: another matrix's tiles give other results.
+          const MatmulOut wrong[] = {{t, w.data(), rows, got.data(), zero_tiles.data()}};
+          matmul_shared(wrong, cols, x.data(), n_tok, pool);
+          EXPECT_NE(got, want);
+        }
+      }
+    }
+  }
+  // Other types, and shapes the layout does not cover, are not tiled.
+  const auto q5 = random_row(TensorType::Q5_1, 32 * 16, rng);
+  EXPECT_FALSE(tile_weights(TensorType::Q5_1, q5.data(), 16, 32));
+  EXPECT_FALSE(tile_weights(TensorType::Q4_1, q5.data(), 16, 48));
+}
+
 TEST(Matmul, CpuExtensionsMatchTheKernelsTheyReplace) {
   if (!set_cpu_extensions(true)) GTEST_SKIP() << "this CPU has no extension hlm uses";
   std::mt19937 rng(11);

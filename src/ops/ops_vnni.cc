@@ -6,6 +6,7 @@
 // AVX-512 form is preferred where both exist. kind() gates every call on what the CPU reports.
 #include "ops/ops_vnni.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cstdlib>
 #include <cstring>
@@ -106,6 +107,26 @@ bool wants_blocks(int64_t n_tok) {
   return kind() == Kind::kAvx512Vnni && n_tok >= evex::kDirectTokens;
 }
 
+size_t tile_block_bytes(TensorType t) {
+  if (kind() != Kind::kAvx512Vnni) return 0;
+  switch (t) {
+    case TensorType::Q8_0:
+      return evex::TiledQ8_0::kBytes;
+    case TensorType::Q4_0:
+      return evex::TiledQ4_0::kBytes;
+    case TensorType::Q4_1:
+      return evex::TiledQ4_1::kBytes;
+    default:
+      return 0;
+  }
+}
+
+void matmul_tiles(TensorType t, const uint8_t* tiles, int64_t rows, int64_t cols, size_t r0,
+                  size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok,
+                  float* y) {
+  evex::matmul_tiles(t, tiles, rows, cols, r0, r1, acts, blocks, n_tok, y);
+}
+
 #else
 
 Kind kind() { return Kind::kNone; }
@@ -117,9 +138,44 @@ void matmul_rows(TensorType, const void*, size_t, int64_t, int64_t, size_t, size
 
 bool wants_blocks(int64_t) { return false; }
 
+size_t tile_block_bytes(TensorType) { return 0; }
+
+void matmul_tiles(TensorType, const uint8_t*, int64_t, int64_t, size_t, size_t, const ActQ8*,
+                  const ActQ8Blocks*, int64_t, float*) {
+  std::abort();  // tile_block_bytes() is 0
+}
+
 #endif
 
 bool supported() { return kind() != Kind::kNone; }
+
+// Plain C++, shared by every build: the layouts TiledNibbles and TiledQ8_0 decode.
+void pack_tiles(TensorType t, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t cols,
+                uint8_t* out) {
+  const size_t bb = tile_block_bytes(t);
+  const int64_t nb = cols / 32, n_tiles = (rows + 15) / 16;
+  std::fill(out, out + size_t(n_tiles * nb) * bb, uint8_t{0});
+  const size_t gguf_block = row_bytes / size_t(nb);
+  for (int64_t tile = 0; tile < n_tiles; ++tile) {
+    for (int64_t b = 0; b < nb; ++b) {
+      uint8_t* dst = out + size_t(tile * nb + b) * bb;
+      for (int i = 0; i < 16 && tile * 16 + i < rows; ++i) {
+        const uint8_t* blk = w + size_t(tile * 16 + i) * row_bytes + size_t(b) * gguf_block;
+        if (t == TensorType::Q8_0) {
+          for (int e = 0; e < 32; ++e) {  // step e / 4, row i's dword, byte e % 4
+            dst[64 * (e / 4) + 4 * i + e % 4] = uint8_t(blk[fmt::kQ8_0_Qs + e] ^ 0x80);
+          }
+          std::memcpy(dst + 512 + 2 * i, blk + fmt::kQ8_0_D, 2);
+        } else {
+          const int qs = t == TensorType::Q4_1 ? fmt::kQ4_1_Qs : fmt::kQ4_0_Qs;
+          for (int g = 0; g < 4; ++g) std::memcpy(dst + 64 * g + 4 * i, blk + qs + 4 * g, 4);
+          std::memcpy(dst + 256 + 2 * i, blk + fmt::kQ4_1_D, 2);  // d leads both blocks
+          if (t == TensorType::Q4_1) std::memcpy(dst + 288 + 2 * i, blk + fmt::kQ4_1_M, 2);
+        }
+      }
+    }
+  }
+}
 
 const char* name() {
   switch (kind()) {

@@ -32,7 +32,21 @@ void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, in
                  size_t r0, size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok,
                  float* y);
 
-// Whether matmul_rows over n_tok tokens reads the block-major activations.
+// Whether matmul_rows or matmul_tiles over n_tok tokens reads the block-major activations.
 bool wants_blocks(int64_t n_tok);
+
+// ---- Tiled weights (ops.h's TiledWeights) ----
+
+// Bytes per 16-row tile and 32-column block of type t in the tiled layout, or 0 when this CPU
+// reads no tiles (only the AVX512-VNNI kernels do) or t has no tiled layout (Q8_0, Q4_0, Q4_1).
+size_t tile_block_bytes(TensorType t);
+// Lays out `rows` GGUF rows of type t (row_bytes apart, cols columns) as tiles in out, which holds
+// tile_block_bytes(t) * ceil(rows / 16) * cols / 32 bytes, 64-byte aligned. Rows past the end of
+// the last tile are zero.
+void pack_tiles(TensorType t, const uint8_t* w, size_t row_bytes, int64_t rows, int64_t cols,
+                uint8_t* out);
+// Rows [r0, r1) of the matmul from tiled weights, bit for bit what matmul_rows gives.
+void matmul_tiles(TensorType t, const uint8_t* tiles, int64_t rows, int64_t cols, size_t r0,
+                  size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok, float* y);
 
 }  // namespace hlm::ops::vnni
