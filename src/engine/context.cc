@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <set>
 
 #include "ops/ops.h"
@@ -177,6 +178,11 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
     });
   };
 
+  std::vector<int> longest_first(static_cast<size_t>(n_tok));
+  std::iota(longest_first.begin(), longest_first.end(), 0);
+  std::stable_sort(longest_first.begin(), longest_first.end(),
+                   [&](int a, int b) { return pos_of[a] > pos_of[b]; });
+
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = model_->layers()[l];
     // Each norm (with the residual add before it) runs per token inside the requantisation of
@@ -210,13 +216,16 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
     // they share the reads of its cached rows; with too few tasks to keep the pool evenly busy
     // (decoding one token: one per KV head) a task takes one head instead. A head's result is
     // the same either way.
+    // Tasks run longest first (by cached positions), so the pool's last chunks are short ones
+    // and neither worker waits long for the other.
     const int per_task = n_tok * c.n_head_kv >= 4 * pool_.size() ? group : 1;
     const int tasks_per_token = c.n_head / per_task;
     pool_.parallel_for(
         size_t(n_tok) * tasks_per_token, 1, [&](size_t begin, size_t end, int worker) {
           float* sc = S.scores[worker].data();
           for (size_t task = begin; task < end; ++task) {
-            const int i = int(task / tasks_per_token), h0 = int(task % tasks_per_token) * per_task;
+            const int i = longest_first[task / tasks_per_token];
+            const int h0 = int(task % tasks_per_token) * per_task;
             const int kvh = h0 / group, n_pos = pos_of[i] + 1;
             ops::attend_f16(S.q.data() + size_t(i) * D + h0 * hd, per_task,
                             kv_.k(l, seq_of[i], kvh), kv_.v(l, seq_of[i], kvh), hd, n_pos, hd,
