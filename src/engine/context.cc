@@ -205,11 +205,10 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
       rope(S.q.data() + size_t(i) * D, c.n_head, hd, c.n_rot, cs, sn);
       rope(S.k.data() + size_t(i) * kv_dim, c.n_head_kv, hd, c.n_rot, cs, sn);
       for (int h = 0; h < c.n_head_kv; ++h) {
-        const size_t at = size_t(pos_of[i]) * hd;
-        ops::convert_to_f16(S.k.data() + size_t(i) * kv_dim + h * hd, kv_.k(l, seq_of[i], h) + at,
-                            hd);
-        ops::convert_to_f16(S.v.data() + size_t(i) * kv_dim + h * hd, kv_.v(l, seq_of[i], h) + at,
-                            hd);
+        ops::store_key_f16(S.k.data() + size_t(i) * kv_dim + h * hd, hd, pos_of[i],
+                           kv_.k(l, seq_of[i], h));
+        ops::convert_to_f16(S.v.data() + size_t(i) * kv_dim + h * hd,
+                            kv_.v(l, seq_of[i], h) + size_t(pos_of[i]) * hd, hd);
       }
     });
     // Causal attention. A task takes the query heads of one token that share a KV head, so

@@ -15,6 +15,7 @@
 
 #include "gguf/tensor_type.h"
 #include "ops/act_q8.h"
+#include "ops/ops.h"
 #include "ops/quant_formats.h"
 
 #endif  // HLM_OPS_OPS_INL_SHARED_H_
@@ -549,23 +550,61 @@ HWY_NOINLINE const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
 using F16 = hwy::float16_t;
 
-// dot(a, b) with b in f16.
-HWY_INLINE float DotF16(const float* HWY_RESTRICT a, const F16* HWY_RESTRICT b, int64_t n) {
+// Keys in blocks of kKeyBlock positions, dimension-major (ops.h): one vector per dimension holds
+// 16 positions, so scores come out in lanes with no horizontal sums, and the blocks are one linear
+// stream.
+
+// p_k[j] = scale * dot(q_k, K_j) for kQ queries q_k = q + k * n and j < rows (p_k = p + k * rows).
+// Each query's sum is split over kChains dimension classes so the multiply-adds do not wait on
+// each other: four for a lone query, two when there are more.
+template <int kQ>
+HWY_INLINE void KeyScores(const float* HWY_RESTRICT q, const F16* HWY_RESTRICT K, int64_t rows,
+                          int64_t n, float scale, float* HWY_RESTRICT p, int64_t p_rows) {
+  constexpr int kChains = kQ == 1 ? 4 : 2;
   const hn::ScalableTag<float> df;
   const hn::Rebind<F16, decltype(df)> dh;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-  auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
-  int64_t i = 0;
-  for (; i + 2 * N <= n; i += 2 * N) {
-    acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::PromoteTo(df, hn::LoadU(dh, b + i)), acc0);
-    acc1 = hn::MulAdd(hn::LoadU(df, a + i + N), hn::PromoteTo(df, hn::LoadU(dh, b + i + N)), acc1);
+  HWY_ALIGN float part[kKeyBlock];
+  const auto vscale = hn::Set(df, scale);
+  for (int64_t j0 = 0; j0 < rows; j0 += kKeyBlock) {
+    const F16* blk = K + (j0 / kKeyBlock) * n * kKeyBlock;
+    const int64_t valid = std::min(kKeyBlock, rows - j0);
+    for (int64_t c = 0; c < valid; c += N) {
+      hn::Vec<decltype(df)> acc[kQ][kChains];
+      for (int k = 0; k < kQ; ++k) {
+        for (int h = 0; h < kChains; ++h) acc[k][h] = hn::Zero(df);
+      }
+      const auto key = [&](int64_t d) {
+        return hn::PromoteTo(df, hn::LoadU(dh, blk + d * kKeyBlock + c));
+      };
+      int64_t d = 0;
+      for (; d + kChains <= n; d += kChains) {
+        for (int h = 0; h < kChains; ++h) {
+          const auto kd = key(d + h);
+          for (int k = 0; k < kQ; ++k) {
+            acc[k][h] = hn::MulAdd(hn::Set(df, q[k * n + d + h]), kd, acc[k][h]);
+          }
+        }
+      }
+      for (; d < n; ++d) {
+        const auto kd = key(d);
+        for (int k = 0; k < kQ; ++k)
+          acc[k][0] = hn::MulAdd(hn::Set(df, q[k * n + d]), kd, acc[k][0]);
+      }
+      for (int k = 0; k < kQ; ++k) {
+        auto sum = acc[k][0];
+        for (int h = 1; h < kChains; ++h) sum = hn::Add(sum, acc[k][h]);
+        const auto sv = hn::Mul(sum, vscale);
+        float* dst = p + k * p_rows + j0 + c;
+        if (c + N <= valid) {
+          hn::StoreU(sv, df, dst);
+        } else {  // the last, partial block: its other lanes are stale cache rows
+          hn::Store(sv, df, part);
+          std::copy_n(part, valid - c, dst);
+        }
+      }
+    }
   }
-  for (; i + N <= n; i += N) {
-    acc0 = hn::MulAdd(hn::LoadU(df, a + i), hn::PromoteTo(df, hn::LoadU(dh, b + i)), acc0);
-  }
-  float s = ReduceSum(df, hn::Add(acc0, acc1));
-  for (; i < n; ++i) s += a[i] * fmt::f16_to_f32(b[i].bits);
-  return s;
 }
 
 // The hardware prefetchers follow the cached rows poorly (attention stalled on its loads), so
@@ -667,7 +706,7 @@ HWY_INLINE void SoftmaxInPlace(D df, float* HWY_RESTRICT p, int64_t rows) {
 }
 
 // Softmax attention of n_q queries that share one key/value head (a GQA group) over the same
-// cached f16 rows: each K and V row is read once for all of them, where the memory traffic is.
+// cached f16 positions: each key block and value row is read once for all of them.
 HWY_NOINLINE void AttendF16(const float* HWY_RESTRICT q, int64_t n_q,
                             const uint16_t* HWY_RESTRICT Kbits, const uint16_t* HWY_RESTRICT Vbits,
                             int64_t stride, int64_t rows, int64_t n, float scale,
@@ -675,13 +714,23 @@ HWY_NOINLINE void AttendF16(const float* HWY_RESTRICT q, int64_t n_q,
   const hn::ScalableTag<float> df;
   const F16* K = reinterpret_cast<const F16*>(Kbits);
   const F16* V = reinterpret_cast<const F16*>(Vbits);
-  for (int64_t j = 0; j < rows; ++j) {
-    const F16* kj = K + j * stride;
-    if (j + kRowsAhead < rows) PrefetchRow(kj + kRowsAhead * stride, n);
-    for (int64_t k = 0; k < n_q; ++k) p[k * rows + j] = DotF16(q + k * n, kj, n) * scale;
-  }
-  for (int64_t k = 0; k < n_q; ++k) SoftmaxInPlace(df, p + k * rows, rows);
   int64_t k = 0;
+  for (; k + 4 <= n_q; k += 4) KeyScores<4>(q + k * n, K, rows, n, scale, p + k * rows, rows);
+  switch (n_q - k) {
+    case 3:
+      KeyScores<3>(q + k * n, K, rows, n, scale, p + k * rows, rows);
+      break;
+    case 2:
+      KeyScores<2>(q + k * n, K, rows, n, scale, p + k * rows, rows);
+      break;
+    case 1:
+      KeyScores<1>(q + k * n, K, rows, n, scale, p + k * rows, rows);
+      break;
+    default:
+      break;
+  }
+  for (k = 0; k < n_q; ++k) SoftmaxInPlace(df, p + k * rows, rows);
+  k = 0;
   for (; k + 4 <= n_q; k += 4) {
     WeightedRowsAllColumns<4>(df, p + k * rows, rows, V, stride, out + k * n, n);
   }

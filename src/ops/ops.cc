@@ -14,6 +14,7 @@
 #include "hwy/highway.h"
 #include "ops/ops-inl.h"
 #include "ops/ops_vnni.h"
+#include "ops/quant_formats.h"
 
 #if HWY_ONCE
 namespace hlm::ops {
@@ -227,6 +228,15 @@ std::string kernels_name() {
 void attend_f16(const float* q, int64_t n_q, const uint16_t* K, const uint16_t* V, int64_t stride,
                 int64_t rows, int64_t n, float scale, float* probs, float* out) {
   HWY_DYNAMIC_DISPATCH(AttendF16)(q, n_q, K, V, stride, rows, n, scale, probs, out);
+}
+
+void store_key_f16(const float* k, int64_t n, int64_t pos, uint16_t* K) {
+  // Converted as a row (vectorised), then spread to its lane of the block.
+  thread_local std::vector<uint16_t> row;
+  row.resize(static_cast<size_t>(n));
+  convert_to_f16(k, row.data(), n);
+  uint16_t* at = K + (pos / kKeyBlock) * n * kKeyBlock + pos % kKeyBlock;
+  for (int64_t d = 0; d < n; ++d) at[d * kKeyBlock] = row[static_cast<size_t>(d)];
 }
 
 void convert_to_f16(const float* x, uint16_t* y, int64_t n) {

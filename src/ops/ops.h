@@ -93,13 +93,21 @@ TiledWeights tile_weights(TensorType t, const void* w, int64_t rows, int64_t col
 void matmul_shared(std::span<const MatmulOut> outs, int64_t cols, const float* x, int64_t n_tok,
                    ThreadPool& pool, const RowFn* prologue = nullptr);
 
-// Softmax attention of n_q queries q_k = q + k * n over the same cached rows K_j = K + j * stride
-// and V_j = V + j * stride (j < rows, rows >= 1), each n long, in f16 (IEEE half bits, as the KV
-// cache holds them), as the query heads of one GQA group see them:
+// Positions per block of keys in attend_f16's layout.
+constexpr int64_t kKeyBlock = 16;
+
+// Softmax attention of n_q queries q_k = q + k * n over rows >= 1 cached positions of one KV head,
+// in f16 (IEEE half bits, as the KV cache holds them), as the query heads of a GQA group see them:
 // probs[k * rows + j] = softmax_j(scale * dot(q_k, K_j)) and
-// out[k * n, (k + 1) * n) = sum_j probs[k * rows + j] * V_j. Each row is read once for all queries.
+// out[k * n, (k + 1) * n) = sum_j probs[k * rows + j] * V_j. The keys K are in blocks of kKeyBlock
+// positions, dimension-major (store_key_f16 writes them); the values V_j = V + j * stride are rows.
+// Each key block and value row is read once for all queries.
 void attend_f16(const float* q, int64_t n_q, const uint16_t* K, const uint16_t* V, int64_t stride,
                 int64_t rows, int64_t n, float scale, float* probs, float* out);
+
+// Writes key k (n values) of position pos into K, a head's keys as attend_f16 reads them (element d
+// at ((pos / kKeyBlock) * n + d) * kKeyBlock + pos % kKeyBlock), rounded to f16 (nearest even).
+void store_key_f16(const float* k, int64_t n, int64_t pos, uint16_t* K);
 
 // y[i] = x[i] as f16 (IEEE half bits), round to nearest even.
 void convert_to_f16(const float* x, uint16_t* y, int64_t n);

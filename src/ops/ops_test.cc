@@ -520,25 +520,32 @@ TEST(Vector, ConvertToF16MatchesScalarRounding) {
   });
 }
 
-// attend_f16 against a double-precision softmax attention over the same f16 rows, for 1 to 5
-// queries (the register blocks of 4 and their remainders), row lengths with and without a
-// vector tail, odd and even row counts, and scores far apart (probabilities that underflow).
+// attend_f16 against a double-precision softmax attention over the same f16 keys and values, for
+// 1 to 5 queries (the register blocks of 4 and their remainders), head sizes with and without a
+// vector tail, odd and even dimension counts, row counts within a key block, on its edge and past
+// it (the last block partial, its spare lanes holding other values), and scores far apart
+// (probabilities that underflow).
 TEST(Vector, AttendMatchesSoftmaxAttention) {
   for_each_target([] {
     std::mt19937 rng(5);
     for (int64_t n : {1, 7, 64, 100}) {
-      for (int64_t rows : {1, 2, 5, 33, 130}) {
+      for (int64_t rows : {1, 2, 5, 16, 33, 130}) {
         for (int64_t n_q : {1, 3, 5}) {
           SCOPED_TRACE("n " + std::to_string(n) + " rows " + std::to_string(rows) + " n_q " +
                        std::to_string(n_q));
           const int64_t stride = n + 3;
           const auto q = random_vec(n_q * n, rng);
-          std::vector<uint16_t> Kh(static_cast<size_t>(rows * stride)), Vh(Kh.size());
-          std::vector<float> K(Kh.size()), V(Kh.size());  // the f16 values, as f32
-          for (size_t i = 0; i < Kh.size(); ++i) {
-            Kh[i] = f32_to_f16(std::uniform_real_distribution<float>(-1, 1)(rng));
+          const int64_t blocks = (rows + kKeyBlock - 1) / kKeyBlock;
+          std::vector<uint16_t> Kh(static_cast<size_t>(blocks * kKeyBlock * n), f32_to_f16(9.0f));
+          std::vector<uint16_t> Vh(static_cast<size_t>(rows * stride));
+          std::vector<float> K(static_cast<size_t>(rows * n)), V(Vh.size());  // as f32
+          for (int64_t j = 0; j < rows; ++j) {
+            const auto key = random_vec(n, rng);
+            store_key_f16(key.data(), n, j, Kh.data());
+            for (int64_t i = 0; i < n; ++i) K[j * n + i] = fmt::f16_to_f32(f32_to_f16(key[i]));
+          }
+          for (size_t i = 0; i < Vh.size(); ++i) {
             Vh[i] = f32_to_f16(std::uniform_real_distribution<float>(-1, 1)(rng));
-            K[i] = fmt::f16_to_f32(Kh[i]);
             V[i] = fmt::f16_to_f32(Vh[i]);
           }
           for (float scale : {0.125f, 40.0f}) {
@@ -551,7 +558,7 @@ TEST(Vector, AttendMatchesSoftmaxAttention) {
               double mx = -HUGE_VAL, sum = 0.0;
               for (int64_t j = 0; j < rows; ++j) {
                 double d = 0.0;
-                for (int64_t i = 0; i < n; ++i) d += double(q[k * n + i]) * K[j * stride + i];
+                for (int64_t i = 0; i < n; ++i) d += double(q[k * n + i]) * K[j * n + i];
                 want_p[j] = d * scale;
                 mx = std::max(mx, want_p[j]);
               }
