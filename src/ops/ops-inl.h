@@ -555,12 +555,14 @@ using F16 = hwy::float16_t;
 // stream.
 
 // p_k[j] = scale * dot(q_k, K_j) for kQ queries q_k = q + k * n and j < rows (p_k = p + k * rows).
-// Each query's sum is split over kChains dimension classes so the multiply-adds do not wait on
-// each other: four for a lone query, two when there are more.
+// Each query's sum is split over kChains dimension classes so the multiply-adds do not all wait on
+// each other. The split is the same for every kQ: a query's scores must not depend on how many
+// others share its call, or decoding (one head per call) and prefill (a GQA group per call) would
+// part by more than rounding once the next layer requantises their outputs.
 template <int kQ>
 HWY_INLINE void KeyScores(const float* HWY_RESTRICT q, const F16* HWY_RESTRICT K, int64_t rows,
                           int64_t n, float scale, float* HWY_RESTRICT p, int64_t p_rows) {
-  constexpr int kChains = kQ == 1 ? 4 : 2;
+  constexpr int kChains = 2;
   const hn::ScalableTag<float> df;
   const hn::Rebind<F16, decltype(df)> dh;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));

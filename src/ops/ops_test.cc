@@ -616,6 +616,28 @@ TEST(Vector, RmsNormMatchesDefinition) {
   });
 }
 
+// A query's probabilities and output are the same bit for bit whether it is attended alone or in
+// a group of any size (the engine decodes one head per call and prefills a GQA group per call).
+TEST(Vector, AttendGivesAQueryTheSameResultInAnyGroup) {
+  for_each_target([] {
+    std::mt19937 rng(10);
+    const int64_t n = 64, rows = 37, n_q = 5;
+    std::vector<uint16_t> K(static_cast<size_t>(48 * n)), V(static_cast<size_t>(rows * n));
+    for (int64_t j = 0; j < rows; ++j) store_key_f16(random_vec(n, rng).data(), n, j, K.data());
+    for (auto& v : V) v = f32_to_f16(std::uniform_real_distribution<float>(-1, 1)(rng));
+    const auto q = random_vec(n_q * n, rng);
+    std::vector<float> p(static_cast<size_t>(n_q * rows)), out(static_cast<size_t>(n_q * n));
+    attend_f16(q.data(), n_q, K.data(), V.data(), n, rows, n, 0.125f, p.data(), out.data());
+    for (int64_t k = 0; k < n_q; ++k) {
+      std::vector<float> p1(static_cast<size_t>(rows)), out1(static_cast<size_t>(n));
+      attend_f16(q.data() + k * n, 1, K.data(), V.data(), n, rows, n, 0.125f, p1.data(),
+                 out1.data());
+      EXPECT_TRUE(std::equal(p1.begin(), p1.end(), p.begin() + k * rows)) << "query " << k;
+      EXPECT_TRUE(std::equal(out1.begin(), out1.end(), out.begin() + k * n)) << "query " << k;
+    }
+  });
+}
+
 // silu_mul_f32 against x / (1 + e^-x) * up in double, including inputs where e^-x overflows.
 TEST(Vector, SiluMulMatchesDefinition) {
   for_each_target([] {
