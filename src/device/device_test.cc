@@ -197,14 +197,20 @@ TEST(CloudVerifier, RefusesMismatchedVocabularyAndUnknownSessions) {
   EXPECT_TRUE(cloud.open(sp).ok());
 }
 
-TEST(CloudVerifier, BatchedVerificationEqualsOneByOne) {
-  ThreadPool pool(2);
-  const TinyPair& pair = tiny_pair();
+// A greedy session in the ids encoding on the tiny pair's LLM (no p̂ to build).
+SessionParams greedy_ids_session(const TinyPair& pair) {
   SessionParams sp;
   sp.vocab_fingerprint = pair.llm->tokenizer().fingerprint();
   sp.n_vocab = pair.llm->config().n_vocab;
   sp.sampling.temperature = 0.0f;
   sp.encoding = Encoding::kIds;
+  return sp;
+}
+
+TEST(CloudVerifier, BatchedVerificationEqualsOneByOne) {
+  ThreadPool pool(2);
+  const TinyPair& pair = tiny_pair();
+  SessionParams sp = greedy_ids_session(pair);
   CloudVerifier a(pair.llm, pool, {4, 128}), b(pair.llm, pool, {4, 128});
   std::vector<VerifyRequest> reqs;
   for (int s = 0; s < 3; ++s) {
@@ -228,16 +234,12 @@ TEST(CloudVerifier, BatchedVerificationEqualsOneByOne) {
 }
 
 // q is needed before each draft and after the last one only for a bonus, so the cloud forwards
-// [last] + pending + the drafts but the last (all of them with a bonus), and the outcome is the
-// same as forwarding everything would give: the same context on both sides.
+// [last] + pending + the drafts but the last (all of them with a bonus); its context still grows
+// by exactly what was accepted, and its cache stays what a fresh forward of that context gives.
 TEST(CloudVerifier, ForwardsOnlyThePositionsWhoseQueriesAreRead) {
   ThreadPool pool(1);
   const TinyPair& pair = tiny_pair();
-  SessionParams sp;
-  sp.vocab_fingerprint = pair.llm->tokenizer().fingerprint();
-  sp.n_vocab = pair.llm->config().n_vocab;
-  sp.sampling.temperature = 0.0f;
-  sp.encoding = Encoding::kIds;
+  SessionParams sp = greedy_ids_session(pair);
   sp.prompt = kPrompt;
   CloudVerifier cloud(pair.llm, pool, {1, 128});
   const SessionId id = cloud.open(sp).value();
