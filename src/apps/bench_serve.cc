@@ -31,6 +31,7 @@ struct BenchServeOptions {
   std::string llm = "llm";
   std::vector<int> devices = {1, 4, 16};
   double seconds = 5.0;
+  int repeat = 1;  // rounds over the device counts; medians are reported
   std::string encoding = "full";
   int max_pending = 2;  // each request carries 0..max_pending pending tokens
   int prompt_tokens = 16;
@@ -152,6 +153,55 @@ double percentile(std::vector<double>& v, double q) {
   return v[i];
 }
 
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t m = v.size() / 2;
+  return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+// One measured point: n devices for o.seconds.
+struct Point {
+  double seconds = 0, vps = 0, tokens_per_s = 0, mean_batch = 0, busy = 0, p50_ms = 0, p99_ms = 0;
+  uint64_t verifications = 0, errors = 0;
+  std::string first_error;
+};
+
+Point measure(int n, const std::string& target, const Model& model, const EncodingConfig& enc,
+              const BenchServeOptions& o, const server::Metrics& metrics) {
+  std::vector<DeviceStats> stats(static_cast<size_t>(n));
+  StartLine line;
+  line.n = n;
+  line.seconds = o.seconds;
+  line.metrics = &metrics;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i) {
+    threads.emplace_back(run_device, std::cref(target), std::cref(model), std::cref(enc),
+                         std::cref(o), i, std::ref(line), std::ref(stats[size_t(i)]));
+  }
+  for (auto& t : threads) t.join();
+  Point pt;
+  pt.seconds = std::chrono::duration<double>(Clock::now() - line.start).count();
+  std::vector<double> lat;
+  uint64_t tokens = 0;
+  for (auto& s : stats) {
+    lat.insert(lat.end(), s.latencies_s.begin(), s.latencies_s.end());
+    tokens += s.tokens;
+    pt.errors += s.errors;
+    if (pt.first_error.empty()) pt.first_error = s.first_error;
+  }
+  pt.verifications = lat.size();
+  pt.vps = double(lat.size()) / pt.seconds;
+  pt.tokens_per_s = double(tokens) / pt.seconds;
+  const uint64_t nb = metrics.batch_size.count() - line.batches0;
+  pt.mean_batch = nb ? (metrics.batch_size.sum() - line.batched0) / double(nb) : 0.0;
+  // The share of the time the server spent in batches rather than waiting for requests.
+  pt.busy = (metrics.forward_time.sum() - line.busy0) / pt.seconds;
+  pt.p50_ms = percentile(lat, 0.50) * 1e3;
+  pt.p99_ms = percentile(lat, 0.99) * 1e3;
+  return pt;
+}
+
 int bench_serve(const BenchServeOptions& o) {
   auto enc = parse_encoding(o.encoding);
   if (!enc) return fail(fmt::format("--encoding: {}", enc.error().message));
@@ -174,71 +224,85 @@ int bench_serve(const BenchServeOptions& o) {
   const std::string target = (*srv)->address();
   const server::Metrics& metrics = (*srv)->metrics();
   if (!o.output.json) {
-    std::fprintf(stderr, "bench serve: %s on %s, encoding %s, %.1f s per point, %d threads\n",
+    std::fprintf(stderr,
+                 "bench serve: %s on %s, encoding %s, %.1f s per point, %d round(s), %d threads\n",
                  (*model)->config().name.c_str(), target.c_str(), to_string(*enc).c_str(),
-                 o.seconds, so.threads);
-    std::printf("%8s %12s %10s %10s %10s %10s %10s %9s\n", "devices", "verif/s", "tokens/s",
-                "mean batch", "busy", "p50 ms", "p99 ms", "speedup");
+                 o.seconds, o.repeat, so.threads);
+    std::printf("%8s %12s%s %10s %10s %10s %10s %10s %9s\n", "devices", "verif/s",
+                o.repeat > 1 ? "        range" : "", "tokens/s", "mean batch", "busy", "p50 ms",
+                "p99 ms", "speedup");
+  }
+  // Rounds over every device count in turn, so that the machine's drift spreads over all of them;
+  // each count reports its medians over the rounds.
+  std::vector<std::vector<Point>> runs(o.devices.size());
+  for (int round = 0; round < o.repeat; ++round) {
+    for (size_t k = 0; k < o.devices.size(); ++k) {
+      runs[k].push_back(measure(o.devices[k], target, **model, *enc, o, metrics));
+      const Point& pt = runs[k].back();
+      if (pt.errors) {
+        std::fprintf(stderr, "bench serve: %llu failed calls with %d devices; first: %s\n",
+                     static_cast<unsigned long long>(pt.errors), o.devices[k],
+                     pt.first_error.c_str());
+      }
+      if (o.repeat > 1 && !o.output.json) {
+        std::fprintf(stderr, "bench serve: round %d/%d, %d devices: %.1f verif/s\n", round + 1,
+                     o.repeat, o.devices[k], pt.vps);
+      }
+    }
   }
   nlohmann::json results = nlohmann::json::array();
   double base = 0;
-  for (int n : o.devices) {
-    std::vector<DeviceStats> stats(static_cast<size_t>(n));
-    StartLine line;
-    line.n = n;
-    line.seconds = o.seconds;
-    line.metrics = &metrics;
-    std::vector<std::thread> threads;
-    for (int i = 0; i < n; ++i) {
-      threads.emplace_back(run_device, std::cref(target), std::cref(**model), std::cref(*enc),
-                           std::cref(o), i, std::ref(line), std::ref(stats[size_t(i)]));
-    }
-    for (auto& t : threads) t.join();
-    const double elapsed = std::chrono::duration<double>(Clock::now() - line.start).count();
-    std::vector<double> lat;
-    uint64_t tokens = 0, errors = 0;
-    std::string first_error;
-    for (auto& s : stats) {
-      lat.insert(lat.end(), s.latencies_s.begin(), s.latencies_s.end());
-      tokens += s.tokens;
-      errors += s.errors;
-      if (first_error.empty()) first_error = s.first_error;
-    }
-    const double verifs = double(lat.size());
-    const double vps = verifs / elapsed;
-    const uint64_t nb = metrics.batch_size.count() - line.batches0;
-    const double mean_batch = nb ? (metrics.batch_size.sum() - line.batched0) / double(nb) : 0.0;
-    // The share of the time the server spent in batches rather than waiting for requests.
-    const double busy = (metrics.forward_time.sum() - line.busy0) / elapsed;
-    const double p50 = percentile(lat, 0.50) * 1e3, p99 = percentile(lat, 0.99) * 1e3;
+  for (size_t k = 0; k < o.devices.size(); ++k) {
+    const std::vector<Point>& r = runs[k];
+    const auto median_of = [&](double Point::*field) {
+      std::vector<double> v;
+      for (const Point& pt : r) v.push_back(pt.*field);
+      return median(v);
+    };
+    const double vps = median_of(&Point::vps);
     if (base == 0) base = vps;
     const double speedup = base > 0 ? vps / base : 0;
-    results.push_back({{"devices", n},
-                       {"verifications", uint64_t(verifs)},
-                       {"seconds", elapsed},
+    nlohmann::json each = nlohmann::json::array();
+    double lo = vps, hi = vps;
+    uint64_t verifs = 0, errors = 0;
+    for (const Point& pt : r) {
+      each.push_back(pt.vps);
+      lo = std::min(lo, pt.vps);
+      hi = std::max(hi, pt.vps);
+      verifs += pt.verifications;
+      errors += pt.errors;
+    }
+    results.push_back({{"devices", o.devices[k]},
+                       {"verifications", verifs},
+                       {"seconds", median_of(&Point::seconds)},
                        {"verifications_per_s", vps},
-                       {"tokens_per_s", double(tokens) / elapsed},
-                       {"mean_batch", mean_batch},
-                       {"engine_busy", busy},
-                       {"p50_ms", p50},
-                       {"p99_ms", p99},
+                       {"verifications_per_s_runs", each},
+                       {"tokens_per_s", median_of(&Point::tokens_per_s)},
+                       {"mean_batch", median_of(&Point::mean_batch)},
+                       {"engine_busy", median_of(&Point::busy)},
+                       {"p50_ms", median_of(&Point::p50_ms)},
+                       {"p99_ms", median_of(&Point::p99_ms)},
                        {"speedup_vs_first", speedup},
                        {"errors", errors}});
     if (!o.output.json) {
-      std::printf("%8d %12.1f %10.1f %10.2f %9.0f%% %10.1f %10.1f %8.2fx\n", n, vps,
-                  double(tokens) / elapsed, mean_batch, 100 * busy, p50, p99, speedup);
+      const std::string spread =
+          o.repeat > 1 ? fmt::format(" {:>12}", fmt::format("{:.0f}-{:.0f}", lo, hi)) : "";
+      std::printf("%8d %12.1f%s %10.1f %10.2f %9.0f%% %10.1f %10.1f %8.2fx\n", o.devices[k], vps,
+                  spread.c_str(), median_of(&Point::tokens_per_s), median_of(&Point::mean_batch),
+                  100 * median_of(&Point::busy), median_of(&Point::p50_ms),
+                  median_of(&Point::p99_ms), speedup);
       std::fflush(stdout);
-    }
-    if (errors) {
-      std::fprintf(stderr, "bench serve: %llu failed calls with %d devices; first: %s\n",
-                   static_cast<unsigned long long>(errors), n, first_error.c_str());
     }
   }
   (*srv)->stop();
   if (o.output.json) {
-    nlohmann::json j = {{"model", (*model)->config().name}, {"path", *path},
-                        {"encoding", to_string(*enc)},      {"threads", so.threads},
-                        {"seconds_per_point", o.seconds},   {"results", results}};
+    nlohmann::json j = {{"model", (*model)->config().name},
+                        {"path", *path},
+                        {"encoding", to_string(*enc)},
+                        {"threads", so.threads},
+                        {"seconds_per_point", o.seconds},
+                        {"rounds", o.repeat},
+                        {"results", results}};
     std::printf("%s\n", j.dump().c_str());
   }
   return 0;
@@ -264,6 +328,11 @@ void add_bench_serve_command(CLI::App& app, Commands& commands) {
   sub->add_option("--seconds", o->seconds, "Measuring time per device count")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  sub->add_option("--repeat", o->repeat,
+                  "Rounds over the device counts (in turn, so drift spreads over all); the "
+                  "figures are each count's medians, verif/s with its range")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
   sub->add_option("--encoding", o->encoding, "Upload encoding: full | topk(k,bits) | ids")
       ->capture_default_str();
   sub->add_option("--max-pending", o->max_pending, "Pending tokens per request: 0..N")

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -101,6 +102,31 @@ TEST(HlmCli, UnreachableCloudIsReported) {
   EXPECT_TRUE(contains(r.out, "warning:")) << r.out;
   EXPECT_TRUE(contains(r.out, "unreachable")) << r.out;
   EXPECT_TRUE(contains(r.out, "127.0.0.1:1")) << r.out;
+}
+
+// `hlm bench serve` on a tiny model: every round of every device count is reported, the figure
+// is the median of the rounds, the batches grow with the devices, and no call fails.
+TEST(HlmCli, BenchServeReportsMediansOverRounds) {
+  ScopedTempDir dir;
+  const std::string model = dir / "tiny.gguf";
+  ASSERT_TRUE(hlm::write_tiny_model(model, {}).ok());
+  Outcome r = hlm("bench serve --llm '" + model +
+                      "' --devices 1,3 --seconds 0.3 --repeat 3 --max-context 256 --json",
+                  "2>/dev/null");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["rounds"], 3);
+  ASSERT_EQ(j["results"].size(), 2u);
+  for (const auto& point : j["results"]) {
+    std::vector<double> runs = point["verifications_per_s_runs"].get<std::vector<double>>();
+    ASSERT_EQ(runs.size(), 3u);
+    std::sort(runs.begin(), runs.end());
+    EXPECT_EQ(point["verifications_per_s"].get<double>(), runs[1]);
+    EXPECT_GT(runs[0], 0.0);
+    EXPECT_EQ(point["errors"], 0);
+  }
+  EXPECT_EQ(j["results"][0]["mean_batch"].get<double>(), 1.0);
+  EXPECT_GT(j["results"][1]["mean_batch"].get<double>(), 1.0);
 }
 
 // `hlm models derive` on bad input: the corrupt teacher or delta is named, nothing is written.
