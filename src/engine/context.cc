@@ -165,9 +165,9 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
                         S.x.data() + size_t(i) * D, D);
   }
   const float inv_sqrt_hd = 1.0f / std::sqrt(float(hd));
-  // The per-token elementwise steps (norms, RoPE, residuals, SiLU) run on the pool for batches,
-  // where they would otherwise leave the workers idle; a few tokens are not worth a wake-up.
-  // Each token's arithmetic is the same either way.
+  // RoPE and the KV stores run per token on the pool for batches, where they would otherwise leave
+  // the workers idle; a few tokens are not worth a wake-up. (The norms and SwiGLU run inside the
+  // matmuls' requantisation.) Each token's arithmetic is the same either way.
   const auto per_token = [&](const auto& fn) {
     if (n_tok < 8) {
       for (int i = 0; i < n_tok; ++i) fn(i);

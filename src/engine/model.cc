@@ -60,12 +60,6 @@ size_t Model::weight_bytes() const {
   return n;
 }
 
-size_t Model::tiled_bytes() const {
-  size_t n = 0;
-  for (const auto& t : tiled_) n += t.bytes();
-  return n;
-}
-
 Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
   auto file = GgufFile::open(path);
   if (!file) return file.error();

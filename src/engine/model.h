@@ -63,8 +63,6 @@ class Model {
   const float* output_norm() const { return output_norm_; }
   const std::vector<LayerWeights>& layers() const { return layers_; }
   size_t weight_bytes() const;
-  // Bytes of the tiled copies made at load (0 on CPUs whose kernels read the file's layout).
-  size_t tiled_bytes() const;
 
  private:
   std::string path_;

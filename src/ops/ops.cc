@@ -109,11 +109,13 @@ bool use_vnni(TensorType t) {
 // Rows [r0, r1) of a quantised matmul on the best kernel for t on this CPU.
 void rows_q(TensorType t, const void* w, const void* tiles, int64_t rows, int64_t cols, size_t r0,
             size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok, float* y) {
-  if (tiles != nullptr && use_vnni(t)) {
-    vnni::matmul_tiles(t, static_cast<const uint8_t*>(tiles), rows, cols, r0, r1, acts, blocks,
-                       n_tok, y);
-  } else if (use_vnni(t)) {
-    vnni::matmul_rows(t, w, row_bytes(t, cols), rows, cols, r0, r1, acts, blocks, n_tok, y);
+  if (use_vnni(t)) {
+    if (tiles != nullptr) {
+      vnni::matmul_tiles(t, static_cast<const uint8_t*>(tiles), rows, cols, r0, r1, acts, blocks,
+                         n_tok, y);
+    } else {
+      vnni::matmul_rows(t, w, row_bytes(t, cols), rows, cols, r0, r1, acts, blocks, n_tok, y);
+    }
   } else {
     HWY_DYNAMIC_DISPATCH(MatmulRowsQ)(t, w, rows, cols, r0, r1, acts, n_tok, y);
   }
@@ -189,26 +191,16 @@ void matmul_shared(std::span<const MatmulOut> outs, int64_t cols, const float* x
   });
 }
 
-TiledWeights& TiledWeights::operator=(TiledWeights&& o) noexcept {
-  std::swap(data_, o.data_);
-  std::swap(bytes_, o.bytes_);
-  return *this;
-}
-
-TiledWeights::~TiledWeights() { std::free(data_); }
-
 TiledWeights tile_weights(TensorType t, const void* w, int64_t rows, int64_t cols) {
   TiledWeights out;
   const size_t bb = vnni::tile_block_bytes(t);
   if (bb == 0 || rows <= 0 || cols <= 0 || cols % 32 != 0) return out;
-  out.bytes_ = bb * size_t((rows + 15) / 16) * size_t(cols / 32);
-  out.data_ = std::aligned_alloc(64, out.bytes_);  // a multiple of 64: bb is
-  if (out.data_ == nullptr) {
-    out.bytes_ = 0;
-    return out;
+  const size_t bytes = bb * size_t((rows + 15) / 16) * size_t(cols / 32);
+  out.data_.reset(std::aligned_alloc(64, bytes));  // a multiple of 64: bb is
+  if (out) {
+    vnni::pack_tiles(t, static_cast<const uint8_t*>(w), row_bytes(t, cols), rows, cols,
+                     static_cast<uint8_t*>(out.data_.get()));
   }
-  vnni::pack_tiles(t, static_cast<const uint8_t*>(w), row_bytes(t, cols), rows, cols,
-                   static_cast<uint8_t*>(out.data_));
   return out;
 }
 

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
+#include <memory>
 #include <span>
 #include <string>
 
@@ -64,24 +66,15 @@ struct MatmulOut {
 // Q4_1 keep their size, Q8_0 grows 6%). Owns 64-byte-aligned memory; empty when there is none.
 class TiledWeights {
  public:
-  TiledWeights() = default;
-  TiledWeights(TiledWeights&& o) noexcept : data_(o.data_), bytes_(o.bytes_) {
-    o.data_ = nullptr;
-    o.bytes_ = 0;
-  }
-  TiledWeights& operator=(TiledWeights&& o) noexcept;
-  TiledWeights(const TiledWeights&) = delete;
-  TiledWeights& operator=(const TiledWeights&) = delete;
-  ~TiledWeights();
-
-  const void* data() const { return data_; }
-  size_t bytes() const { return bytes_; }
+  const void* data() const { return data_.get(); }
   explicit operator bool() const { return data_ != nullptr; }
 
  private:
   friend TiledWeights tile_weights(TensorType, const void*, int64_t, int64_t);
-  void* data_ = nullptr;
-  size_t bytes_ = 0;
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> data_;
 };
 
 // The tiled copy of a Q4_0, Q4_1 or Q8_0 matrix (cols a multiple of 32) when this CPU's kernels
