@@ -91,6 +91,7 @@ int run_hybrid(const RunOptions& o) {
       std::fwrite(s.data(), 1, s.size(), stdout);
       std::fflush(stdout);
     }
+    return true;
   };
   auto result = device.generate(*prompt, cloud.get(), on_token);
   if (!result) return fail(result.error());

@@ -37,7 +37,7 @@ Device::Device(std::shared_ptr<const Model> slm, ThreadPool& pool, RunConfig con
     : slm_(std::move(slm)), pool_(pool), config_(std::move(config)) {}
 
 Result<RunResult> Device::generate(const std::vector<int32_t>& prompt, Verifier* verifier,
-                                   const std::function<void(const TokenTrace&)>& on_token) {
+                                   const TokenCallback& on_token) {
   if (auto st = validate(config_.policy); !st) return st.error();
   if (auto st = hlm::validate(config_.channel); !st) return st.error();
   if (prompt.empty()) return make_error("the prompt is empty: nothing to continue from");
@@ -152,7 +152,7 @@ void fill_trace(TokenTrace& t, const StepRecord& rec) {
 }  // namespace
 
 Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Verifier* verifier,
-                                        const std::function<void(const TokenTrace&)>& on_token) {
+                                        const TokenCallback& on_token) {
   const RunConfig& cfg = config_;
   const Model& m = *slm_;
   const int V = m.config().n_vocab;
@@ -336,7 +336,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
       queue.pop_front();
     }
     if (cfg.keep_trace) res.trace.push_back(tr);
-    if (on_token) on_token(tr);
+    if (on_token && !on_token(tr)) break;
     if (m.tokenizer().is_eog(token)) break;
   }
   res.totals = ledger.totals();
@@ -345,7 +345,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
 }
 
 Result<RunResult> Device::run_spec(const std::vector<int32_t>& prompt, Verifier& verifier,
-                                   const std::function<void(const TokenTrace&)>& on_token) {
+                                   const TokenCallback& on_token) {
   const RunConfig& cfg = config_;
   const Model& m = *slm_;
   const int V = m.config().n_vocab;
@@ -413,8 +413,8 @@ Result<RunResult> Device::run_spec(const std::vector<int32_t>& prompt, Verifier&
       if (i + 1 == round.size()) fill_trace(tr, rec);
       res.tokens.push_back(round[i]);
       if (cfg.keep_trace) res.trace.push_back(tr);
-      if (on_token) on_token(tr);
-      done = m.tokenizer().is_eog(round[i]) || int(res.tokens.size()) >= cfg.max_tokens;
+      done = (on_token && !on_token(tr)) || m.tokenizer().is_eog(round[i]) ||
+             int(res.tokens.size()) >= cfg.max_tokens;
     }
     // The SLM evaluated drafts 0..k-2; keep the accepted ones and feed the rest plus the reply.
     const int kept = std::min(j, k - 1);
@@ -430,7 +430,7 @@ Result<RunResult> Device::run_spec(const std::vector<int32_t>& prompt, Verifier&
 }
 
 Result<RunResult> Device::run_llm(const std::vector<int32_t>& prompt, Verifier& verifier,
-                                  const std::function<void(const TokenTrace&)>& on_token) {
+                                  const TokenCallback& on_token) {
   const RunConfig& cfg = config_;
   const Model& m = *slm_;
   Ledger ledger(cfg.channel, false);
@@ -458,7 +458,7 @@ Result<RunResult> Device::run_llm(const std::vector<int32_t>& prompt, Verifier& 
     fill_trace(tr, ledger.add(step));
     res.tokens.push_back(reply->next);
     if (cfg.keep_trace) res.trace.push_back(tr);
-    if (on_token) on_token(tr);
+    if (on_token && !on_token(tr)) break;
     if (m.tokenizer().is_eog(reply->next)) break;
   }
   res.totals = ledger.totals();

@@ -78,14 +78,17 @@ struct RunResult {
   std::vector<int32_t> context() const;  // prompt + tokens
 };
 
+// Called with each token's trace as soon as it is final; returning false ends the generation
+// after that token (a stop sequence matched, the client went away).
+using TokenCallback = std::function<bool(const TokenTrace&)>;
+
 class Device {
  public:
   Device(std::shared_ptr<const Model> slm, ThreadPool& pool, RunConfig config);
 
   // Generates from the prompt tokens. `verifier` may be null only for the slm policy.
-  // on_token is called with each token's trace as soon as it is final.
   Result<RunResult> generate(const std::vector<int32_t>& prompt, Verifier* verifier,
-                             const std::function<void(const TokenTrace&)>& on_token = {});
+                             const TokenCallback& on_token = {});
 
   const RunConfig& config() const { return config_; }
   // Pending tokens of the last generation that the cloud has not seen (for sync checks).
@@ -95,11 +98,11 @@ class Device {
  private:
   struct Draft;
   Result<RunResult> run_per_token(const std::vector<int32_t>& prompt, Verifier* verifier,
-                                  const std::function<void(const TokenTrace&)>& on_token);
+                                  const TokenCallback& on_token);
   Result<RunResult> run_spec(const std::vector<int32_t>& prompt, Verifier& verifier,
-                             const std::function<void(const TokenTrace&)>& on_token);
+                             const TokenCallback& on_token);
   Result<RunResult> run_llm(const std::vector<int32_t>& prompt, Verifier& verifier,
-                            const std::function<void(const TokenTrace&)>& on_token);
+                            const TokenCallback& on_token);
 
   std::shared_ptr<const Model> slm_;
   ThreadPool& pool_;

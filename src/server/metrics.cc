@@ -1,19 +1,9 @@
-// Metrics implementation: histograms, the Prometheus exposition, the HTTP endpoint.
+// Metrics implementation: histograms, the Prometheus exposition, the /metrics endpoint.
 #include "server/metrics.h"
 
-#include <arpa/inet.h>
 #include <fmt/format.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <memory>
-
-#include "server/security.h"
 
 namespace hlm::server {
 
@@ -116,101 +106,29 @@ std::string Metrics::render() const {
 // ---------------------------------------------------------------------------------------------
 // HTTP endpoint
 
-MetricsHttpServer::~MetricsHttpServer() { stop(); }
-
-Result<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::start(const std::string& listen,
-                                                                    const Metrics& metrics) {
-  const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    return make_error("--metrics-listen {}: expected host:port (e.g. 127.0.0.1:7071)", listen);
-  }
-  std::string host = listen.substr(0, colon);
-  const std::string port = listen.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* res = nullptr;
-  if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
-      rc != 0) {
-    return make_error("--metrics-listen {}: {}", listen, gai_strerror(rc));
-  }
-  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(res, freeaddrinfo);
-  std::unique_ptr<MetricsHttpServer> s(new MetricsHttpServer(metrics));
-  s->fd_ = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (s->fd_ < 0) return make_error("--metrics-listen {}: socket: {}", listen, strerror(errno));
-  const int one = 1;
-  setsockopt(s->fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(s->fd_, res->ai_addr, res->ai_addrlen) != 0 || ::listen(s->fd_, 16) != 0) {
-    return make_error("--metrics-listen {}: cannot listen: {}", listen, strerror(errno));
-  }
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  getsockname(s->fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-  s->port_ = ntohs(addr.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6&>(addr).sin6_port
-                                              : reinterpret_cast<sockaddr_in&>(addr).sin_port);
-  s->thread_ = std::thread([p = s.get()] { p->loop(); });
-  return s;
-}
-
-void MetricsHttpServer::stop() {
-  stop_ = true;
-  if (thread_.joinable()) thread_.join();
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-}
-
-void MetricsHttpServer::loop() {
-  while (!stop_) {
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
-    const int c = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) continue;
-    serve(c);
-    ::close(c);
-  }
-}
-
-void MetricsHttpServer::serve(int fd) {
-  // Read the request head (up to 8 KiB, 2 s in total).
-  std::string req;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-  char buf[1024];
-  while (req.find("\r\n\r\n") == std::string::npos && req.find("\n\n") == std::string::npos &&
-         req.size() < 8192) {
-    const int left = int(std::chrono::duration_cast<std::chrono::milliseconds>(
-                             deadline - std::chrono::steady_clock::now())
-                             .count());
-    pollfd p{fd, POLLIN, 0};
-    if (left <= 0 || poll(&p, 1, left) <= 0) return;
-    const ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return;
-    req.append(buf, size_t(n));
-  }
-  std::string status = "404 Not Found", type = "text/plain; charset=utf-8",
-              body = "not found: try GET /metrics\n";
-  const std::string line = req.substr(0, req.find_first_of("\r\n"));
-  if (line.rfind("GET /metrics ", 0) == 0 || line == "GET /metrics") {
-    status = "200 OK";
-    type = "text/plain; version=0.0.4; charset=utf-8";
-    body = metrics_.render();
-  } else if (line.rfind("GET / ", 0) == 0) {
-    status = "200 OK";
-    body = "hlm serve: metrics at /metrics\n";
-  } else if (line.rfind("GET ", 0) != 0) {
-    status = "405 Method Not Allowed";
-    body = "only GET is served\n";
-  }
-  const std::string resp = fmt::format(
-      "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
-      status, type, body.size(), body);
-  size_t sent = 0;
-  while (sent < resp.size()) {
-    const ssize_t n = send(fd, resp.data() + sent, resp.size() - sent, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    sent += size_t(n);
-  }
+Result<std::unique_ptr<http::Server>> serve_metrics(const std::string& listen,
+                                                    const Metrics& metrics) {
+  http::ServerOptions o;
+  o.listen = listen;
+  o.flag = "--metrics-listen";
+  o.max_body_bytes = 0;
+  return http::Server::start(o, [&metrics](const http::Request& r) -> http::Reply {
+    http::Response res;
+    res.content_type = "text/plain; charset=utf-8";
+    if (r.method != "GET" && r.method != "HEAD") {
+      res.status = 405;
+      res.body = "only GET is served\n";
+    } else if (r.path == "/metrics") {
+      res.content_type = kPrometheusContentType;
+      res.body = metrics.render();
+    } else if (r.path == "/") {
+      res.body = "hlm serve: metrics at /metrics\n";
+    } else {
+      res.status = 404;
+      res.body = "not found: try GET /metrics\n";
+    }
+    return res;
+  });
 }
 
 }  // namespace hlm::server

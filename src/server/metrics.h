@@ -9,9 +9,9 @@
 #include <deque>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "http/server.h"
 #include "util/result.h"
 
 namespace hlm::server {
@@ -66,28 +66,12 @@ class Metrics {
   const Clock::time_point started_;
 };
 
-// Serves GET /metrics (and GET / with a pointer to it) from `metrics` on a loopback or given
-// address; everything else is 404. One request per connection, bounded request size and read
-// timeout, so a stuck or hostile peer cannot hold it.
-class MetricsHttpServer {
- public:
-  ~MetricsHttpServer();
-  // "host:port" (port 0 picks a free one).
-  static Result<std::unique_ptr<MetricsHttpServer>> start(const std::string& listen,
-                                                          const Metrics& metrics);
-  int port() const { return port_; }
-  void stop();
+// The content type of Prometheus' text exposition format.
+inline constexpr const char* kPrometheusContentType = "text/plain; version=0.0.4; charset=utf-8";
 
- private:
-  MetricsHttpServer(const Metrics& m) : metrics_(m) {}
-  void loop();
-  void serve(int fd);
-
-  const Metrics& metrics_;
-  int fd_ = -1;
-  int port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
+// Serves GET /metrics (and GET / with a pointer to it) from `metrics` on its own HTTP listener
+// ("host:port", port 0 picks one); other paths get 404, other methods 405.
+Result<std::unique_ptr<http::Server>> serve_metrics(const std::string& listen,
+                                                    const Metrics& metrics);
 
 }  // namespace hlm::server

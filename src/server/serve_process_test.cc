@@ -192,6 +192,7 @@ TEST(ServeProcess, KillAndRestartMidGenerationStillCompletes) {
       restart_log = server->log();
     }
     if (n >= 5) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    return true;
   };
   auto r = dev.generate(kPrompt, &remote, on_token);
   ASSERT_TRUE(r.ok()) << r.error().message;

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "cloud/cloud_verifier.h"
+#include "http/listen.h"
 #include "protocol/convert.h"
 #include "protocol/hlm.grpc.pb.h"
 #include "server/scheduler.h"
@@ -59,7 +60,7 @@ struct Server::Impl final : public v1::VerifierService::Service {
   std::unique_ptr<BatchScheduler> scheduler;
   std::unique_ptr<RateLimiter> limiter;
   std::unique_ptr<grpc::Server> grpc_server;
-  std::unique_ptr<MetricsHttpServer> http;
+  std::unique_ptr<http::Server> http;
   int port = 0;
   std::string host;
 
@@ -402,6 +403,15 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<const Model> llm, 
     ssl.pem_key_cert_pairs.push_back({o.tls_key_pem, o.tls_cert_pem});
     credentials = grpc::SslServerCredentials(ssl);
   }
+  // gRPC would take "host:99999" as port 99999 mod 65536 and share a port another server holds
+  // (SO_REUSEPORT): validate the address and own the port alone.
+  if (o.listen.rfind("unix:", 0) != 0) {
+    if (auto a = http::parse_listen_address(o.listen, "--listen"); !a) {
+      impl->scheduler->stop();
+      return a.error();
+    }
+  }
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(o.listen, credentials, &impl->port);
   builder.RegisterService(impl.get());
   builder.SetMaxReceiveMessageSize(int(std::min<size_t>(max_msg, size_t(INT32_MAX))));
@@ -417,11 +427,13 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<const Model> llm, 
   if (!impl->grpc_server || impl->port == 0) {
     impl->grpc_server.reset();
     impl->scheduler->stop();
-    return make_error("cannot listen on {}: the address is invalid or the port is in use",
-                      o.listen);
+    return make_error(
+        "--listen {}: cannot listen: the host does not resolve to a local address or "
+        "another process holds the port",
+        o.listen);
   }
   if (!o.metrics_listen.empty()) {
-    auto http = MetricsHttpServer::start(o.metrics_listen, impl->metrics);
+    auto http = serve_metrics(o.metrics_listen, impl->metrics);
     if (!http) {
       impl->shutdown();
       return http.error();

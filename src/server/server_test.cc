@@ -350,6 +350,34 @@ TEST(ServerRefusals, GarbageBytesAndVanishingClientsDoNotHurtOthers) {
 
 // --- security ---------------------------------------------------------------------------------
 
+// Listeners refuse what they cannot honour: a port out of range (gRPC would take it modulo
+// 65536) and a port another server holds (gRPC would share it through SO_REUSEPORT and split
+// the devices' sessions between two processes).
+TEST(ServerListen, RefusesBadPortsAndPortsInUse) {
+  ServerOptions o;
+  o.threads = 1;
+  o.max_context = 256;
+  o.listen = "127.0.0.1:99999";
+  auto bad = Server::start(tiny_pair().llm, o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("0 to 65535"), std::string::npos) << bad.error().message;
+
+  auto first = start();
+  ASSERT_TRUE(first);
+  o.listen = fmt::format("127.0.0.1:{}", first->port());
+  auto second = Server::start(tiny_pair().llm, o);
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.error().message.find("another process holds the port"), std::string::npos)
+      << second.error().message;
+
+  o.listen = "127.0.0.1:0";
+  o.metrics_listen = fmt::format("127.0.0.1:{}", first->port());
+  auto metrics_taken = Server::start(tiny_pair().llm, o);
+  ASSERT_FALSE(metrics_taken.ok());
+  EXPECT_NE(metrics_taken.error().message.find("--metrics-listen"), std::string::npos)
+      << metrics_taken.error().message;
+}
+
 TEST(ServerSecurity, ApiKeyRequiredAndCheckedAndNonLoopbackNeedsOne) {
   ServerOptions o;
   o.api_key = "correct horse battery staple";
@@ -535,7 +563,7 @@ std::string http_get(int port, const std::string& path) {
   a.sin_port = htons(uint16_t(port));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "";
-  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n";
+  const std::string req = "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
   (void)!write(fd, req.data(), req.size());
   std::string out;
   char buf[4096];
@@ -647,7 +675,7 @@ TEST(ServerFailure, DeviceContinuesSlmOnlyAndReconnectsAfterRestart) {
   RemoteVerifier remote(ro);
   Device dev(tiny_pair().slm, pool, cfg);
   int n = 0;
-  auto on_token = [&](const TokenTrace&) {
+  auto on_token = [&](const TokenTrace&) -> bool {
     ++n;
     if (n == 5) srv.reset();  // the cloud goes away mid-generation
     if (n == 12) {
@@ -656,10 +684,12 @@ TEST(ServerFailure, DeviceContinuesSlmOnlyAndReconnectsAfterRestart) {
       o.threads = 2;
       o.max_context = 256;
       auto again = Server::start(tiny_pair().llm, o);
-      ASSERT_TRUE(again.ok()) << again.error().message;
+      EXPECT_TRUE(again.ok()) << again.error().message;
+      if (!again.ok()) return false;
       srv = std::move(again).value();
     }
     if (n >= 5) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    return true;
   };
   auto r = dev.generate(kPrompt, &remote, on_token);
   ASSERT_TRUE(r.ok()) << r.error().message;

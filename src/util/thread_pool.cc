@@ -77,6 +77,7 @@ void ThreadPool::parallel_for(size_t n, size_t grain,
     fn(0, n, 0);
     return;
   }
+  std::lock_guard<std::mutex> caller(call_mu_);
   const size_t max_chunks =
       std::min<size_t>(0xffff, static_cast<size_t>(n_threads_) * kChunksPerThread);
   const size_t n_chunks_wanted = std::min(units, max_chunks);

@@ -28,8 +28,9 @@ class ThreadPool {
 
   // Splits [0, n) into contiguous chunks whose boundaries are multiples of `grain` (a few per
   // thread) and calls fn(begin, end, worker_index) for each, on the calling thread (index 0)
-  // and the workers; returns when all are done. Calls with the same worker_index never overlap.
-  // Not reentrant.
+  // and the workers; returns when all are done. Calls with the same worker_index never overlap
+  // within one caller's loop. Callers on several threads (concurrent generations sharing the
+  // cores) take turns loop by loop. Not reentrant.
   void parallel_for(size_t n, size_t grain, const std::function<void(size_t, size_t, int)>& fn);
 
  private:
@@ -46,6 +47,7 @@ class ThreadPool {
   alignas(64) std::atomic<uint32_t> done_{0};  // chunks finished in the current generation
   alignas(64) std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
+  std::mutex call_mu_;  // one caller's loop at a time
   std::mutex mu_;
   std::condition_variable cv_;
   // Current loop, written by the caller before it publishes the ticket.

@@ -70,5 +70,31 @@ TEST(ThreadPool, OversubscribedAndIdle) {
   EXPECT_EQ(sum.load(), 501 * 96);
 }
 
+// Several threads share one pool (concurrent API requests): each caller's loops cover its own
+// range exactly once, and no worker index runs two chunks of one loop at the same time.
+TEST(ThreadPool, ConcurrentCallersTakeTurns) {
+  ThreadPool pool(3);
+  std::vector<std::thread> callers;
+  std::vector<long> sums(4, 0);
+  std::atomic<bool> overlap{false};
+  for (int c = 0; c < 4; ++c) {
+    callers.emplace_back([&, c] {
+      std::vector<std::atomic<int>> busy(3);
+      for (int it = 0; it < 300; ++it) {
+        std::atomic<long> sum{0};
+        pool.parallel_for(64 + size_t(c), 4, [&](size_t b, size_t e, int w) {
+          if (busy[size_t(w)].fetch_add(1) != 0) overlap = true;
+          sum += static_cast<long>(e - b);
+          busy[size_t(w)].fetch_sub(1);
+        });
+        sums[size_t(c)] += sum.load();
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  for (int c = 0; c < 4; ++c) EXPECT_EQ(sums[size_t(c)], 300L * (64 + c));
+  EXPECT_FALSE(overlap.load());
+}
+
 }  // namespace
 }  // namespace hlm
