@@ -1,10 +1,11 @@
-// Sha256: a small streaming SHA-256 (FIPS 180-4) and a file digest helper, used to verify
-// downloaded model files without external dependencies.
+// Sha256: streaming SHA-256 from OpenSSL's libcrypto and a file digest helper, used to verify
+// downloaded model files and to compare API keys.
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -17,6 +18,7 @@ class Sha256 {
   using Digest = std::array<uint8_t, 32>;
 
   Sha256();
+  ~Sha256();
   void update(const void* data, size_t n);
   void update(std::string_view s) { update(s.data(), s.size()); }
   // Finishes the hash; the object must not be updated afterwards.
@@ -27,12 +29,8 @@ class Sha256 {
   static std::string of(std::string_view s);
 
  private:
-  void block(const uint8_t* p);
-
-  std::array<uint32_t, 8> h_;
-  std::array<uint8_t, 64> buf_;
-  size_t buf_len_ = 0;
-  uint64_t total_ = 0;
+  struct Ctx;  // OpenSSL's EVP_MD_CTX
+  std::unique_ptr<Ctx> ctx_;
 };
 
 // Lower-case hex SHA-256 of a file's contents; the error names the file.

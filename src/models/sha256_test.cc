@@ -1,4 +1,4 @@
-// Tests for Sha256: FIPS 180-4 / NIST test vectors, chunked updates and file hashing.
+// Tests for Sha256: NIST test vectors, chunked updates and file hashing.
 #include "models/sha256.h"
 
 #include <gtest/gtest.h>
