@@ -42,6 +42,7 @@ void add_run_command(CLI::App& app, Commands& commands);
 void add_calibrate_command(CLI::App& app, Commands& commands);
 void add_eval_command(CLI::App& app, Commands& commands);
 void add_serve_command(CLI::App& app, Commands& commands);
+void add_api_command(CLI::App& app, Commands& commands);
 void add_bench_serve_command(CLI::App& app, Commands& commands);  // after add_bench_command
 
 }  // namespace hlm::apps

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   hlm::apps::add_eval_command(app, commands);
   hlm::apps::add_bench_command(app, commands);
   hlm::apps::add_serve_command(app, commands);
+  hlm::apps::add_api_command(app, commands);
   hlm::apps::add_bench_serve_command(app, commands);  // keep after add_bench_command
 
   try {

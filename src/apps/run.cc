@@ -15,7 +15,6 @@
 #include "eval/report.h"
 #include "models/registry.h"
 #include "protocol/remote_verifier.h"
-#include "server/security.h"
 
 namespace hlm::apps {
 namespace {
@@ -27,25 +26,11 @@ struct RunOptions {
   PromptOptions prompt;
   OutputOptions output;
   std::string trace_file;
-  // --cloud: verify through `hlm serve` instead of an in-process LLM.
-  std::string cloud;
-  std::string api_key_file;
-  std::string tls_ca_file;
-  bool emulate_channel = false;
-  double cloud_timeout_s = 10;
+  CloudLinkOptions link;  // --cloud: verify through `hlm serve` instead of an in-process LLM
 };
 
-// The device model alone (--cloud): the server checks the vocabulary when the session opens.
-Result<ModelPair> load_device_only(const RunOptions& o) {
-  auto path = resolve_model(o.models.slm);
-  if (!path) return path.error();
-  auto m = Model::load(*path);
-  if (!m) return m.error();
-  return ModelPair{*m, nullptr};
-}
-
 int run_hybrid(const RunOptions& o) {
-  auto pair = o.cloud.empty() ? o.models.load() : load_device_only(o);
+  auto pair = o.link.cloud.empty() ? o.models.load() : load_device_only(o.models);
   if (!pair) return fail(pair.error());
   auto cfg = o.method.config(o.prompt.max_tokens, o.models.ctx);
   if (!cfg) return fail(cfg.error());
@@ -59,27 +44,12 @@ int run_hybrid(const RunOptions& o) {
   }
   ThreadPool pool(o.threads.threads);
   std::unique_ptr<Verifier> cloud;
-  if (o.cloud.empty()) {
+  if (o.link.cloud.empty()) {
     cloud = std::make_unique<CloudVerifier>(pair->llm, pool, CloudOptions{1, o.models.ctx});
   } else {
-    auto target = cloud_target(o.cloud);
-    if (!target) return fail(target.error());
-    RemoteOptions ro;
-    ro.target = target->target;
-    ro.tls = target->tls;
-    if (!o.tls_ca_file.empty()) {
-      auto roots = server::read_pem_file(o.tls_ca_file, "--tls-ca");
-      if (!roots) return fail(roots.error());
-      ro.tls_roots_pem = *roots;  // implies TLS (RemoteOptions)
-    }
-    ro.timeout_s = o.cloud_timeout_s;
-    if (o.emulate_channel) ro.emulate = cfg->channel;
-    if (!o.api_key_file.empty()) {
-      auto key = server::read_api_key_file(o.api_key_file);
-      if (!key) return fail(key.error());
-      ro.api_key = *key;
-    }
-    cloud = std::make_unique<RemoteVerifier>(ro);
+    auto ro = o.link.remote(cfg->channel);
+    if (!ro) return fail(ro.error());
+    cloud = std::make_unique<RemoteVerifier>(*ro);
   }
   Device device(pair->slm, pool, *cfg);
   Utf8Stream stream;
@@ -102,7 +72,7 @@ int run_hybrid(const RunOptions& o) {
     j["encoding"] = to_string(cfg->encoding);
     j["channel"] = cfg->channel.name;
     j["slm"] = pair->slm->path();
-    j["llm"] = pair->llm ? pair->llm->path() : o.cloud;
+    j["llm"] = pair->llm ? pair->llm->path() : o.link.cloud;
     j["wall_tokens_per_s"] = wall_tps;
     j["reconnects"] = result->reconnects;
     j["slm_only"] = result->slm_only;
@@ -115,10 +85,11 @@ int run_hybrid(const RunOptions& o) {
     std::fprintf(stderr, "hlm run [%s, %s, %s]: %s | wall %.2f tokens/s%s\n",
                  to_string(cfg->policy).c_str(), to_string(cfg->encoding).c_str(),
                  cfg->channel.name.c_str(), summary_line(*result).c_str(), wall_tps,
-                 o.cloud.empty() ? ""
-                                 : fmt::format(" via {}{}", o.cloud,
-                                               o.emulate_channel ? " (channel emulated)" : "")
-                                       .c_str());
+                 o.link.cloud.empty()
+                     ? ""
+                     : fmt::format(" via {}{}", o.link.cloud,
+                                   o.link.emulate_channel ? " (channel emulated)" : "")
+                           .c_str());
     if (result->slm_only > 0) {
       std::fprintf(stderr,
                    "hlm run: warning: %lld tokens the policy chose to verify were kept "
@@ -140,19 +111,7 @@ void add_run_command(CLI::App& app, Commands& commands) {
   o->prompt.add(sub);
   o->threads.add(sub);
   sub->add_option("--trace", o->trace_file, "Write one JSON line per token to this file");
-  sub->add_option("--cloud", o->cloud,
-                  "Verify through `hlm serve` at host:port (grpc://host:port; grpcs:// for TLS) "
-                  "instead of loading --llm here");
-  sub->add_option("--tls-ca", o->tls_ca_file,
-                  "With --cloud: PEM roots that sign the server's certificate (implies TLS; "
-                  "grpcs:// without it uses the system's roots)");
-  sub->add_option("--api-key-file", o->api_key_file, "File holding the server's API key");
-  sub->add_flag("--emulate-channel", o->emulate_channel,
-                "With --cloud: sleep the --channel's uplink/downlink times for the bytes sent, so "
-                "wall-clock figures follow the modelled ones");
-  sub->add_option("--cloud-timeout", o->cloud_timeout_s, "Deadline of each cloud call (s)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  o->link.add(sub);
   o->output.add(sub, "Print the run summary as one JSON object instead of the text");
   commands.on(sub, [o] { return run_hybrid(*o); });
 }

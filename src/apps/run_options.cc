@@ -3,7 +3,9 @@
 
 #include <fmt/format.h>
 
+#include "apps/prompt.h"
 #include "models/registry.h"
+#include "server/security.h"
 
 namespace hlm::apps {
 
@@ -30,6 +32,51 @@ Result<ModelPair> PairOptions::load() const {
     return st.error();
   }
   return p;
+}
+
+Result<ModelPair> load_device_only(const PairOptions& models) {
+  auto path = resolve_model(models.slm);
+  if (!path) return path.error();
+  auto m = Model::load(*path);
+  if (!m) return m.error();
+  return ModelPair{*m, nullptr};
+}
+
+void CloudLinkOptions::add(CLI::App* app) {
+  app->add_option("--cloud", cloud,
+                  "Verify through `hlm serve` at host:port (grpc://host:port; grpcs:// for TLS) "
+                  "instead of loading --llm here");
+  app->add_option("--tls-ca", tls_ca_file,
+                  "With --cloud: PEM roots that sign the server's certificate (implies TLS; "
+                  "grpcs:// without it uses the system's roots)");
+  app->add_option("--api-key-file", api_key_file, "File holding the cloud server's API key");
+  app->add_flag("--emulate-channel", emulate_channel,
+                "With --cloud: sleep the --channel's uplink/downlink times for the bytes sent, so "
+                "wall-clock figures follow the modelled ones");
+  app->add_option("--cloud-timeout", timeout_s, "Deadline of each cloud call (s)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+}
+
+Result<RemoteOptions> CloudLinkOptions::remote(const ChannelConfig& channel) const {
+  auto target = cloud_target(cloud);
+  if (!target) return target.error();
+  RemoteOptions ro;
+  ro.target = target->target;
+  ro.tls = target->tls;
+  if (!tls_ca_file.empty()) {
+    auto roots = server::read_pem_file(tls_ca_file, "--tls-ca");
+    if (!roots) return roots.error();
+    ro.tls_roots_pem = *roots;  // implies TLS (RemoteOptions)
+  }
+  ro.timeout_s = timeout_s;
+  if (emulate_channel) ro.emulate = channel;
+  if (!api_key_file.empty()) {
+    auto key = server::read_api_key_file(api_key_file);
+    if (!key) return key.error();
+    ro.api_key = *key;
+  }
+  return ro;
 }
 
 void MethodOptions::add(CLI::App* app) {

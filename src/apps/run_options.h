@@ -9,6 +9,7 @@
 
 #include "device/device.h"
 #include "engine/model.h"
+#include "protocol/remote_verifier.h"
 
 namespace hlm::apps {
 
@@ -42,5 +43,20 @@ struct MethodOptions {
   void add(CLI::App* app);
   Result<RunConfig> config(int max_tokens, int ctx) const;
 };
+
+// --cloud and how to reach it: TLS roots, API key, deadline, channel emulation.
+struct CloudLinkOptions {
+  std::string cloud;  // host:port of `hlm serve`; empty: the LLM runs in this process
+  std::string api_key_file;
+  std::string tls_ca_file;
+  bool emulate_channel = false;
+  double timeout_s = 10;
+  void add(CLI::App* app);
+  // The client's options; `channel` is emulated with --emulate-channel.
+  Result<RemoteOptions> remote(const ChannelConfig& channel) const;
+};
+
+// The device model alone (with --cloud the server checks the vocabulary at session open).
+Result<ModelPair> load_device_only(const PairOptions& models);
 
 }  // namespace hlm::apps

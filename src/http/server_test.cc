@@ -1,78 +1,19 @@
 // The HTTP server against slow, hostile and vanishing clients, over real loopback sockets.
 #include "http/server.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <thread>
 
+#include "http/testing.h"
+
 namespace hlm::http {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-int connect_to(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(uint16_t(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-void send_all(int fd, std::string_view s) {
-  while (!s.empty()) {
-    const ssize_t n = send(fd, s.data(), s.size(), MSG_NOSIGNAL);
-    if (n <= 0) return;
-    s.remove_prefix(size_t(n));
-  }
-}
-
-// Reads until the peer closes or `timeout` passes.
-std::string read_all(int fd, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
-  std::string out;
-  const auto deadline = Clock::now() + timeout;
-  char buf[4096];
-  while (Clock::now() < deadline) {
-    pollfd p{fd, POLLIN, 0};
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (poll(&p, 1, int(std::max<int64_t>(left, 1))) <= 0) break;
-    const ssize_t n = recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) break;
-    out.append(buf, size_t(n));
-  }
-  return out;
-}
-
-// One request on a fresh connection (Connection: close), the whole reply.
-std::string round_trip(int port, std::string_view request) {
-  const int fd = connect_to(port);
-  if (fd < 0) return {};
-  send_all(fd, request);
-  std::string r = read_all(fd);
-  ::close(fd);
-  return r;
-}
-
-std::string get(int port, std::string_view path) {
-  return round_trip(port,
-                    fmt::format("GET {} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path));
-}
-
-int status_of(const std::string& reply) {
-  return reply.size() > 12 ? std::atoi(reply.c_str() + 9) : 0;
-}
+using namespace testing;
 
 struct Fixture {
   std::unique_ptr<Server> server;
