@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import unittest
@@ -357,6 +358,47 @@ class CloudUnreachable(unittest.TestCase):
             self.assertGreater(r.usage.model_extra["hlm"]["slm_only"], 0)
         finally:
             alone.stop()
+
+
+class ReadmeExamples(unittest.TestCase):
+    """README's "Use hlm from your app" commands, run exactly as written from the repo root."""
+
+    def test_readme_commands_work_as_written(self):
+        root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+        with open(os.path.join(root, "README.md")) as f:
+            readme = f.read()
+        section = readme.split("### Use hlm from your app", 1)[1].split("\n### ", 1)[0]
+        blocks = re.findall(r"```(\w+)\n(.*?)```", section, re.S)
+        self.assertEqual([lang for lang, _ in blocks], ["sh", "python", "sh"])
+        start = blocks[0][1].strip()
+        self.assertTrue(start.endswith("&"), start)
+        import shlex
+        proc = subprocess.Popen(shlex.split(start[:-1]), cwd=root, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline:
+                self.assertIsNone(proc.poll(), proc.stderr.read() if proc.poll() is not None
+                                  else "")
+                try:
+                    socket.create_connection(("127.0.0.1", 8080), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            py = subprocess.run([sys.executable, "-c", blocks[1][1]], cwd=root,
+                                capture_output=True, text=True, timeout=300)
+            self.assertEqual(py.returncode, 0, py.stderr)
+            self.assertIn("'uploads'", py.stdout)
+            sh = subprocess.run(["bash", "-c", blocks[2][1]], cwd=root, capture_output=True,
+                                text=True, timeout=300)
+            self.assertEqual(sh.returncode, 0, sh.stderr)
+            # The whole answer (no trailing newline), then the stream's events.
+            whole, _, events = sh.stdout.partition("data: ")
+            self.assertTrue(json.loads(whole)["choices"][0]["message"]["content"])
+            self.assertTrue(events.rstrip().endswith("data: [DONE]"), events)
+        finally:
+            proc.terminate()
+            proc.wait(30)
 
 
 if __name__ == "__main__":
