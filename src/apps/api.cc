@@ -14,6 +14,7 @@
 #include "apps/options.h"
 #include "apps/run_options.h"
 #include "cloud/cloud_verifier.h"
+#include "server/scheduler.h"
 #include "server/security.h"
 
 namespace hlm::apps {
@@ -43,11 +44,14 @@ int serve_api(const ApiCommandOptions& o) {
   auto pair = o.link.cloud.empty() ? o.models.load() : load_device_only(o.models);
   if (!pair) return fail(pair.error());
   ThreadPool pool(o.threads.threads);
+  std::unique_ptr<CloudVerifier> local;
   std::unique_ptr<Verifier> cloud;
   std::string cloud_name;
   if (o.link.cloud.empty()) {
-    cloud = std::make_unique<CloudVerifier>(pair->llm, pool,
+    // Concurrent requests' verifications share batched forwards, as in `hlm serve`.
+    local = std::make_unique<CloudVerifier>(pair->llm, pool,
                                             CloudOptions{o.api.max_concurrent, o.models.ctx});
+    cloud = std::make_unique<server::ScheduledVerifier>(*local);
     cloud_name = pair->llm->path();
   } else {
     auto ro = o.link.remote(cfg->channel);

@@ -76,4 +76,24 @@ class BatchScheduler {
   std::thread thread_;
 };
 
+// The in-process cloud as a Verifier whose verify() calls from many threads share forwards
+// through a BatchScheduler (for `hlm api` with --llm: concurrent requests are verified in one
+// batched forward, as `hlm serve` does for devices).
+class ScheduledVerifier : public Verifier {
+ public:
+  ScheduledVerifier(CloudVerifier& cloud, SchedulerOptions options = {})
+      : cloud_(cloud), scheduler_(cloud, metrics_, options) {}
+  Result<SessionId> open(const SessionParams& params) override { return cloud_.open(params); }
+  Result<VerifyReply> verify(const VerifyRequest& request) override {
+    return scheduler_.submit(request).get();
+  }
+  Status close(SessionId session) override { return cloud_.close(session); }
+  const Metrics& metrics() const { return metrics_; }
+
+ private:
+  CloudVerifier& cloud_;
+  Metrics metrics_;
+  BatchScheduler scheduler_;
+};
+
 }  // namespace hlm::server
