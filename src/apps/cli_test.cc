@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include <string>
 
 #include "engine/model_writer.h"
+#include "http/listen.h"
 #include "models/testing.h"
 
 namespace {
@@ -102,6 +104,31 @@ TEST(HlmCli, UnreachableCloudIsReported) {
   EXPECT_TRUE(contains(r.out, "warning:")) << r.out;
   EXPECT_TRUE(contains(r.out, "unreachable")) << r.out;
   EXPECT_TRUE(contains(r.out, "127.0.0.1:1")) << r.out;
+}
+
+// Every listener refuses what it cannot honour, naming the flag, before it says "listening".
+TEST(HlmCli, ListenersRefuseBadPortsAndPortsInUse) {
+  ScopedTempDir dir;
+  const std::string model = dir / "tiny.gguf";
+  ASSERT_TRUE(hlm::write_tiny_model(model, {}).ok());
+  const std::string m = "'" + model + "'";
+  auto held = hlm::http::open_listen_socket({"127.0.0.1", 0}, "test");
+  ASSERT_TRUE(held) << held.error().message;
+  const std::string taken = "127.0.0.1:" + std::to_string(held->port);
+  const std::pair<std::string, std::string> cases[] = {
+      {"serve --llm " + m + " --listen 127.0.0.1:99999", "0 to 65535"},
+      {"serve --llm " + m + " --listen " + taken, "another process holds the port"},
+      {"serve --llm " + m + " --listen 127.0.0.1:0 --metrics-listen " + taken, "--metrics-listen"},
+      {"api --slm " + m + " --llm " + m + " --listen 127.0.0.1:99999", "0 to 65535"},
+      {"api --slm " + m + " --llm " + m + " --listen " + taken, "another process holds the port"},
+  };
+  for (const auto& [args, want] : cases) {
+    Outcome r = hlm(args);
+    EXPECT_EQ(r.code, 1) << args << "\n" << r.out;
+    EXPECT_TRUE(contains(r.out, want)) << args << "\n" << r.out;
+    EXPECT_FALSE(contains(r.out, "listening")) << args << "\n" << r.out;
+  }
+  ::close(held->fd);
 }
 
 // `hlm bench serve` on a tiny model: every round of every device count is reported, the figure
