@@ -3,8 +3,6 @@
 // hybrid loop with the device SLM here and the cloud LLM in this process (--llm) or behind
 // `hlm serve` (--cloud). Stops on SIGINT/SIGTERM.
 #include <fmt/format.h>
-#include <pthread.h>
-#include <signal.h>
 
 #include <cstdio>
 #include <memory>
@@ -32,12 +30,7 @@ struct ApiCommandOptions {
 };
 
 int serve_api(const ApiCommandOptions& o) {
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const StopSignals stop_signals;
 
   auto cfg = o.method.config(o.api.default_max_tokens, o.models.ctx);
   if (!cfg) return fail(cfg.error());
@@ -81,9 +74,7 @@ int serve_api(const ApiCommandOptions& o) {
                  o.listen.c_str());
   }
   std::fflush(stderr);
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
-  std::fprintf(stderr, "hlm api: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  std::fprintf(stderr, "hlm api: %s, shutting down\n", stop_signals.wait());
   (*srv)->stop();
   return 0;
 }

@@ -1,6 +1,8 @@
 // Commands: dispatch to the chosen subcommand and the common error exit.
 #include "apps/command.h"
 
+#include <pthread.h>
+
 #include <cstdio>
 
 namespace hlm::apps {
@@ -10,6 +12,20 @@ int Commands::run() const {
     if (sub->parsed()) return action();
   }
   return fail("no command given; run `hlm --help`");
+}
+
+StopSignals::StopSignals() {
+  sigemptyset(&set_);
+  sigaddset(&set_, SIGINT);
+  sigaddset(&set_, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set_, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+const char* StopSignals::wait() const {
+  int sig = 0;
+  sigwait(&set_, &sig);
+  return sig == SIGINT ? "SIGINT" : "SIGTERM";
 }
 
 int fail(std::string_view message) {

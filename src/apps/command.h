@@ -2,6 +2,8 @@
 // an options struct registered with CLI11, and registers the action to run when it is chosen.
 #pragma once
 
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <string_view>
@@ -25,6 +27,18 @@ class Commands {
 
  private:
   std::vector<std::pair<CLI::App*, Action>> actions_;
+};
+
+// For servers: blocks SIGINT and SIGTERM in this thread and every thread started after it (so
+// gRPC's and the HTTP server's threads never receive them) and ignores SIGPIPE; wait() then
+// sleeps until one arrives and returns its name.
+class StopSignals {
+ public:
+  StopSignals();
+  const char* wait() const;
+
+ private:
+  sigset_t set_;
 };
 
 // Prints "hlm: error: <message>" to stderr and returns exit code 1.

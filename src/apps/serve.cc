@@ -2,8 +2,6 @@
 // with their own KV sequence, continuous batching of verifications across sessions, idle
 // expiry, API keys and rate limits, and Prometheus metrics at /metrics. Stops on SIGINT/SIGTERM.
 #include <fmt/format.h>
-#include <pthread.h>
-#include <signal.h>
 
 #include <cstdio>
 #include <memory>
@@ -30,12 +28,7 @@ struct ServeOptions {
 
 int serve(ServeOptions& o) {
   // Signals go to one waiting thread, not to whichever thread gRPC happens to run.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const StopSignals stop_signals;
 
   server::ServerOptions so = o.server;
   so.threads = o.threads.threads;
@@ -92,9 +85,7 @@ int serve(ServeOptions& o) {
   }
   std::fflush(stderr);
   std::thread([&s, stop_signals] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
-    std::fprintf(stderr, "hlm serve: %s, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    std::fprintf(stderr, "hlm serve: %s, shutting down\n", stop_signals.wait());
     s.stop();
   }).detach();
   s.wait();
