@@ -139,11 +139,16 @@ Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
   if (!L.error.empty()) return Error{L.error};
   // The matrices the forward multiplies by, tiled for this CPU where its kernels read tiles
   // (the embedding rows are read from the file: a tied output matrix gets a copy of its own).
+  // A tiled matrix's bytes in the file are not read again, so its pages leave resident memory
+  // as soon as its tiles exist: the process holds about one copy of the weights, not two.
   const auto tile = [&](Weight& w) {
     ops::TiledWeights t = ops::tile_weights(w.type, w.data, w.rows, w.cols);
     if (!t) return;
     w.tiles = t.data();
     m->tiled_.push_back(std::move(t));
+    if (w.data != m->token_embd_.data) {
+      m->file_.release(w.data, size_t(w.rows) * row_bytes(w.type, w.cols));
+    }
   };
   for (LayerWeights& lw : m->layers_) {
     for (Weight* w : {&lw.wq, &lw.wk, &lw.wv, &lw.wo, &lw.w_gate, &lw.w_up, &lw.w_down}) tile(*w);

@@ -61,6 +61,8 @@ class GgufFile {
   std::vector<double> get_numbers(const std::string& key) const;
 
   const std::vector<GgufTensor>& tensors() const { return tensors_; }
+  // See MappedFile::release: drops bytes of the mapping that are no longer read.
+  void release(const void* p, size_t n) const { file_.release(p, n); }
   const GgufTensor* tensor(const std::string& name) const;
 
  private:

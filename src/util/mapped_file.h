@@ -22,6 +22,10 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Lets the pages wholly inside [p, p + n) leave this process's resident memory (they stay in
+  // the page cache and are read again if touched): for bytes copied elsewhere, such as weights
+  // re-laid out into tiles.
+  void release(const void* p, size_t n) const;
 
  private:
   const uint8_t* data_ = nullptr;
