@@ -638,6 +638,7 @@ int32_t Tokenizer::eos() const { return impl_->eos; }
 int32_t Tokenizer::eot() const { return impl_->eot; }
 bool Tokenizer::is_eog(int32_t id) const { return id >= 0 && impl_->eog.count(id) > 0; }
 bool Tokenizer::add_bos() const { return impl_->add_bos; }
+bool Tokenizer::clean_spaces() const { return impl_->clean_spaces; }
 const std::string& Tokenizer::model_type() const { return impl_->model_name; }
 const std::string& Tokenizer::pre_type() const { return impl_->pre_name; }
 const std::string& Tokenizer::token_text(int32_t id) const {
