@@ -142,7 +142,7 @@ const Family kSupported[] = {
     {"llama-bpe", "gpt2", "llama-bpe", "byte-level BPE: Llama-3.x"},
     {"qwen2", "gpt2", "qwen2", "byte-level BPE: Qwen2, Qwen2.5"},
     {"gpt-2", "gpt2", "gpt-2", "byte-level BPE: GPT-2"},
-    {"mpt", "gpt2", "mpt", "byte-level BPE: MPT, GPT-NeoX"},
+    {"mpt", "gpt2", "mpt", "byte-level BPE: MPT"},
     {"starcoder", "gpt2", "starcoder", "byte-level BPE: StarCoder2"},
     {"refact", "gpt2", "refact", "byte-level BPE: Refact"},
     {"command-r", "gpt2", "command-r", "byte-level BPE: Command-R"},
