@@ -4,10 +4,13 @@
 #
 #   ./setup.sh                 all three steps
 #   ./setup.sh deps|build|fetch  one step
+#   ./setup.sh vocab             llama.cpp's test vocabularies for the tokenizer tests (not in
+#                                "all"; CI runs it): tools/reference/fetch_vocabs.sh
 #   ./setup.sh --print-packages  the Debian packages needed, one per line
 #
 # Environment: BUILD_DIR (build), BUILD_TYPE (Release), JOBS (nproc), CMAKE_ARGS (extra -D...),
-# HLM_MODELS_DIR (model cache, default ~/.cache/hlm/models).
+# HLM_MODELS_DIR (model cache, default ~/.cache/hlm/models), HLM_VOCAB_DIR (test vocabularies,
+# default ~/.cache/hlm/llama-vocab).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -59,11 +62,16 @@ step_fetch() {
   "$BUILD_DIR/hlm" models fetch
 }
 
+step_vocab() {
+  tools/reference/fetch_vocabs.sh
+}
+
 case "${1:-all}" in
   all) step_deps; step_build; step_fetch ;;
   deps) step_deps ;;
   build) step_build ;;
   fetch) step_fetch ;;
+  vocab) step_vocab ;;
   --print-packages) packages | sort -u ;;
-  *) echo "usage: $0 [deps|build|fetch|--print-packages]" >&2; exit 2 ;;
+  *) echo "usage: $0 [deps|build|fetch|vocab|--print-packages]" >&2; exit 2 ;;
 esac

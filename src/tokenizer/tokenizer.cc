@@ -114,6 +114,61 @@ std::string replace_all(std::string_view s, std::string_view from, std::string_v
   return out;
 }
 
+// The pre-tokenizers hlm implements for byte-level BPE ("gpt2") vocabularies, by the name in
+// tokenizer.ggml.pre, with the flags llama.cpp's llama_vocab::load sets for each.
+struct PreTokenizerEntry {
+  std::string_view name;
+  unicode::PreTokenizer pre;
+  bool clean_spaces = true;    // llama.cpp's space clean-up on decode
+  bool ignore_merges = false;  // a word that is a token is taken whole
+  bool add_bos = false;        // BOS added even when the GGUF does not say so
+};
+constexpr PreTokenizerEntry kPreTokenizers[] = {
+    {"default", unicode::PreTokenizer::kDefault},
+    {"llama3", unicode::PreTokenizer::kLlama3, true, true, true},
+    {"llama-v3", unicode::PreTokenizer::kLlama3, true, true, true},
+    {"llama-bpe", unicode::PreTokenizer::kLlama3, true, true, true},
+    {"falcon3", unicode::PreTokenizer::kLlama3, true, true, true},
+    {"pixtral", unicode::PreTokenizer::kLlama3, true, true, true},
+    {"qwen2", unicode::PreTokenizer::kQwen2, false},
+    {"deepseek-r1-qwen", unicode::PreTokenizer::kQwen2, false},
+    {"stablelm2", unicode::PreTokenizer::kQwen2},
+    {"megrez", unicode::PreTokenizer::kQwen2},
+    {"smollm", unicode::PreTokenizer::kDigits, false},
+    {"command-r", unicode::PreTokenizer::kDigits, false},
+    {"starcoder", unicode::PreTokenizer::kDigits},
+    {"refact", unicode::PreTokenizer::kDigits},
+    {"codeshell", unicode::PreTokenizer::kDigits},
+    {"exaone", unicode::PreTokenizer::kDigits},
+    {"minerva-7b", unicode::PreTokenizer::kDigits},
+    {"gpt2", unicode::PreTokenizer::kGpt2},
+    {"gpt-2", unicode::PreTokenizer::kGpt2},
+    {"phi-2", unicode::PreTokenizer::kGpt2},
+    {"mpt", unicode::PreTokenizer::kGpt2},
+    {"olmo", unicode::PreTokenizer::kGpt2},
+    {"jina-es", unicode::PreTokenizer::kGpt2},
+    {"jina-de", unicode::PreTokenizer::kGpt2},
+    {"jina-v2-es", unicode::PreTokenizer::kGpt2},
+    {"jina-v2-de", unicode::PreTokenizer::kGpt2},
+    {"exaone4", unicode::PreTokenizer::kGpt2},
+};
+
+const PreTokenizerEntry* find_pre_tokenizer(std::string_view name) {
+  for (const PreTokenizerEntry& e : kPreTokenizers) {
+    if (e.name == name) return &e;
+  }
+  return nullptr;
+}
+
+std::string supported_pre_tokenizers() {
+  std::string s;
+  for (const PreTokenizerEntry& e : kPreTokenizers) {
+    if (!s.empty()) s += ", ";
+    s += "'" + std::string(e.name) + "'";
+  }
+  return s;
+}
+
 constexpr std::string_view kSpmSpace = "\xE2\x96\x81";  // U+2581, SentencePiece's space
 
 struct Symbol {
@@ -390,38 +445,23 @@ Result<Tokenizer> Tokenizer::from_vocab(VocabSpec v) {
   } else if (v.model == "gpt2") {
     m.model = Impl::Model::kBpe;
     bos = 11, eos = 11;
-    m.clean_spaces = true;
-    const std::string& p = v.pre;
-    using unicode::PreTokenizer;
-    if (p.empty() || p == "default") {
-      m.pre = PreTokenizer::kDefault;
-    } else if (p == "llama3" || p == "llama-v3" || p == "llama-bpe" || p == "falcon3" ||
-               p == "pixtral") {
-      m.pre = PreTokenizer::kLlama3;
-      m.ignore_merges = true;
-      m.add_bos = true;
-    } else if (p == "qwen2" || p == "deepseek-r1-qwen" || p == "stablelm2" || p == "megrez") {
-      m.pre = PreTokenizer::kQwen2;
-      m.clean_spaces = !(p == "qwen2" || p == "deepseek-r1-qwen");
-    } else if (p == "smollm" || p == "starcoder" || p == "refact" || p == "codeshell" ||
-               p == "command-r" || p == "exaone" || p == "minerva-7b") {
-      m.pre = PreTokenizer::kDigits;
-      m.clean_spaces = !(p == "smollm" || p == "command-r");
-    } else if (p == "gpt2" || p == "gpt-2" || p == "phi-2" || p == "mpt" || p == "olmo" ||
-               p == "jina-es" || p == "jina-de" || p == "jina-v2-es" || p == "jina-v2-de" ||
-               p == "exaone4") {
-      m.pre = PreTokenizer::kGpt2;
-    } else {
+    const PreTokenizerEntry* pre = find_pre_tokenizer(v.pre.empty() ? "default" : v.pre);
+    if (!pre) {
       return make_error(
-          "{}: unsupported pre-tokenizer tokenizer.ggml.pre = '{}' (hlm supports default, gpt-2, "
-          "smollm/starcoder, llama3, qwen2)",
-          name, p);
+          "{}: unsupported pre-tokenizer tokenizer.ggml.pre = '{}' for tokenizer.ggml.model "
+          "'gpt2' (hlm supports {})",
+          name, v.pre, supported_pre_tokenizers());
     }
+    m.pre = pre->pre;
+    m.clean_spaces = pre->clean_spaces;
+    m.ignore_merges = pre->ignore_merges;
+    if (pre->add_bos) m.add_bos = true;
     if (v.merges.empty()) return make_error("{}: missing tokenizer.ggml.merges", name);
   } else {
     return make_error(
-        "{}: unsupported tokenizer.ggml.model = '{}' (hlm supports 'llama' and 'gpt2')", name,
-        v.model);
+        "{}: unsupported tokenizer.ggml.model = '{}' (hlm supports 'llama', SentencePiece, and "
+        "'gpt2', byte-level BPE)",
+        name, v.model);
   }
   if (v.add_space_prefix) m.add_space_prefix = *v.add_space_prefix;
 
@@ -638,6 +678,7 @@ int32_t Tokenizer::eos() const { return impl_->eos; }
 int32_t Tokenizer::eot() const { return impl_->eot; }
 bool Tokenizer::is_eog(int32_t id) const { return id >= 0 && impl_->eog.count(id) > 0; }
 bool Tokenizer::add_bos() const { return impl_->add_bos; }
+bool Tokenizer::clean_spaces() const { return impl_->clean_spaces; }
 const std::string& Tokenizer::model_type() const { return impl_->model_name; }
 const std::string& Tokenizer::pre_type() const { return impl_->pre_name; }
 const std::string& Tokenizer::token_text(int32_t id) const {

@@ -72,6 +72,8 @@ class Tokenizer {
   int32_t eot() const;            // -1 when none (e.g. <|im_end|>, <|eot_id|> detected by text)
   bool is_eog(int32_t id) const;  // end of generation: eos, eot, <|im_end|> and the like
   bool add_bos() const;
+  // llama.cpp's space clean-up on decode (" ." -> "."), on for most BPE vocabularies.
+  bool clean_spaces() const;
   const std::string& model_type() const;  // "llama" or "gpt2"
   const std::string& pre_type() const;    // pre-tokenizer name, e.g. "smollm"
   const std::string& token_text(int32_t id) const;
