@@ -108,7 +108,7 @@ TEST(DeviceSync, CloudContextEqualsDeviceContext) {
 }
 
 TEST(DeviceSync, TopKAndIdsEncodingsStaySynchronised) {
-  for (const char* enc : {"topk(8,8)", "ids"}) {
+  for (const char* enc : {"topk(8,8)", "topk(8,8,renorm)", "ids"}) {
     RunConfig c = config("uhlm(0.05)");
     c.encoding = parse_encoding(enc).value();
     auto o = run(c);
