@@ -103,6 +103,12 @@ std::string to_string(const EncodingConfig& cfg) {
   return "?";
 }
 
+EncodingConfig default_encoding() {
+  auto cfg = parse_encoding(kDefaultEncoding);
+  assert(cfg.ok());
+  return *cfg;
+}
+
 Result<EncodingConfig> parse_encoding(std::string_view text) {
   auto opt = parse_option_string(text);
   if (!opt) return opt.error();

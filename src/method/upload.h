@@ -31,6 +31,13 @@ struct EncodingConfig {
 };
 
 std::string to_string(const EncodingConfig& cfg);
+
+// The encoding uploads use unless told otherwise (`--encoding`, RunConfig): chosen by the sweep
+// on the dev split in docs/encoding.md: 1400x fewer uplink bytes per request than `full` at
+// V = 49152, with the acceptance of `full` (the plain top-k, which spreads the leftover mass
+// over the tail, lost 2-4 points); `full` stays available as the standard-HLM baseline.
+inline constexpr std::string_view kDefaultEncoding = "topk(32,8,renorm)";
+EncodingConfig default_encoding();
 // "full", "ids", "topk", "topk(k,bits)", "topk(k,bits,renorm)" or "topk:k=32,bits=8,renorm=1";
 // validated (1 <= k, 1 <= bits <= 24, renorm 0 or 1).
 Result<EncodingConfig> parse_encoding(std::string_view text);

@@ -8,6 +8,8 @@
 #include <numeric>
 #include <random>
 
+#include "method/channel.h"
+
 namespace hlm {
 namespace {
 
@@ -33,6 +35,21 @@ TEST(Upload, Sizes) {
   EXPECT_EQ(payload_bits({Encoding::kTopK, 64, 4}, 32000), 64u * (4 + 15));
   EXPECT_EQ(payload_bits({Encoding::kTopK, 64, 4}, 10), 10u * (4 + 4));  // k clamps to V
   EXPECT_EQ(payload_bits({Encoding::kIds}, 49152), 0u);
+}
+
+// The default encoding (docs/encoding.md) keeps a verification request at least 200x smaller
+// than standard HLM's full distribution and under 2 KB, on the vocabularies hlm runs.
+TEST(Upload, DefaultEncodingIsCompact) {
+  const EncodingConfig def = default_encoding();
+  EXPECT_EQ(def.kind, Encoding::kTopK);
+  EXPECT_EQ(to_string(*parse_encoding(kDefaultEncoding)), to_string(def));
+  const ChannelConfig ch;
+  for (int n_vocab : {32000, 49152, 128256}) {
+    const uint64_t full = uplink_bits(ch, 0, payload_bits({Encoding::kFull}, n_vocab), 1);
+    const uint64_t ours = uplink_bits(ch, 0, payload_bits(def, n_vocab), 1);
+    EXPECT_LE(200 * ours, full) << "V = " << n_vocab;
+    EXPECT_LT((ours + 7) / 8, 2048u) << "V = " << n_vocab;
+  }
 }
 
 TEST(Upload, ParseEncoding) {
