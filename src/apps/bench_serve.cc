@@ -32,7 +32,7 @@ struct BenchServeOptions {
   std::vector<int> devices = {1, 4, 16};
   double seconds = 5.0;
   int repeat = 1;  // rounds over the device counts; medians are reported
-  std::string encoding = "full";
+  std::string encoding{kDefaultEncoding};
   int max_pending = 2;  // each request carries 0..max_pending pending tokens
   int prompt_tokens = 16;
   int max_context = 1024;
@@ -333,7 +333,8 @@ void add_bench_serve_command(CLI::App& app, Commands& commands) {
                   "figures are each count's medians, verif/s with its range")
       ->capture_default_str()
       ->check(CLI::Range(1, 100));
-  sub->add_option("--encoding", o->encoding, "Upload encoding: full | topk(k,bits) | ids")
+  sub->add_option("--encoding", o->encoding,
+                  "Upload encoding: full (standard HLM) | topk(k,bits[,renorm]) | ids")
       ->capture_default_str();
   sub->add_option("--max-pending", o->max_pending, "Pending tokens per request: 0..N")
       ->capture_default_str()

@@ -131,6 +131,33 @@ TEST(HlmCli, ListenersRefuseBadPortsAndPortsInUse) {
   ::close(held->fd);
 }
 
+// The generated text ends with a newline before the summary even when stdout and stderr share
+// one pipe (stdout is then block-buffered), and the summary says what was uploaded and saved.
+TEST(HlmCli, RunEndsTheTextBeforeTheSummary) {
+  ScopedTempDir dir;
+  const std::string model = dir / "tiny.gguf";
+  ASSERT_TRUE(hlm::write_tiny_model(model, {}).ok());
+  Outcome r = hlm("run --slm '" + model + "' --llm '" + model +
+                  "' --policy hlm --encoding 'topk(8,8)' --prompt hi --max-tokens 8");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const size_t at = r.out.find("hlm run [");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  ASSERT_GT(at, 1u) << "no text before the summary: " << r.out;
+  EXPECT_EQ(r.out[at - 1], '\n') << r.out;
+  EXPECT_TRUE(contains(r.out, "uploaded 8 of 8 tokens (100%)")) << r.out;
+  EXPECT_TRUE(contains(r.out, "less uplink")) << r.out;
+  // --json: stdout is one JSON object, with the upload figures.
+  Outcome j = hlm("run --slm '" + model + "' --llm '" + model +
+                      "' --policy hlm --prompt hi --max-tokens 8 --json",
+                  "2>/dev/null");
+  ASSERT_EQ(j.code, 0) << j.out;
+  const auto s = nlohmann::json::parse(j.out);
+  EXPECT_EQ(s["skipped"], 0);
+  EXPECT_EQ(s["uploads"], s["n_tokens"]);
+  EXPECT_GT(s["uplink_bytes_per_upload"].get<uint64_t>(), 0u);
+  EXPECT_GE(s["standard_hlm_uplink_bytes"].get<uint64_t>(), s["uplink_bytes"].get<uint64_t>());
+}
+
 // `hlm bench serve` on a tiny model: every round of every device count is reported, the figure
 // is the median of the rounds, the batches grow with the devices, and no call fails.
 TEST(HlmCli, BenchServeReportsMediansOverRounds) {

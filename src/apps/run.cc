@@ -1,11 +1,13 @@
 // hlm run: hybrid generation with a device SLM and a cloud LLM under one policy, in one process
 // (the verifier runs in-process behind the same interface the network client implements).
-// Streams the text, then prints a one-line summary; --json prints the summary object.
+// Streams the text, ends it with a newline, then prints a summary in plain words on stderr;
+// --json prints the summary object instead.
 #include <fmt/format.h>
 
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <string_view>
 
 #include "apps/command.h"
 #include "apps/options.h"
@@ -18,6 +20,28 @@
 
 namespace hlm::apps {
 namespace {
+
+// The generated text on stdout, flushed token by token. finish() ends it with a newline (unless
+// it already ends with one) and flushes, so that whatever follows on stderr starts a line of
+// its own even when both streams go to one terminal or pipe.
+class TextOut {
+ public:
+  void write(std::string_view s) {
+    if (s.empty()) return;
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::fflush(stdout);
+    last_ = s.back();
+  }
+  void finish(std::string_view rest) {
+    write(rest);
+    if (last_ != '\0' && last_ != '\n') std::fputc('\n', stdout);
+    std::fflush(stdout);
+    last_ = '\0';
+  }
+
+ private:
+  char last_ = '\0';  // the last byte written; '\0' before any
+};
 
 struct RunOptions {
   PairOptions models;
@@ -53,17 +77,15 @@ int run_hybrid(const RunOptions& o) {
   }
   Device device(pair->slm, pool, *cfg);
   Utf8Stream stream;
+  TextOut out;
   auto on_token = [&](const TokenTrace& t) {
     if (trace)
       trace << trace_json(t).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
-    if (!o.output.json && !pair->slm->tokenizer().is_eog(t.token)) {
-      const std::string s = stream.push(t.piece);
-      std::fwrite(s.data(), 1, s.size(), stdout);
-      std::fflush(stdout);
-    }
+    if (!o.output.json && !pair->slm->tokenizer().is_eog(t.token)) out.write(stream.push(t.piece));
     return true;
   };
   auto result = device.generate(*prompt, cloud.get(), on_token);
+  if (!o.output.json) out.finish(stream.flush());  // before anything goes to stderr
   if (!result) return fail(result.error());
   const double wall_tps = result->wall_s > 0 ? double(result->tokens.size()) / result->wall_s : 0;
   if (o.output.json) {
@@ -76,20 +98,19 @@ int run_hybrid(const RunOptions& o) {
     j["wall_tokens_per_s"] = wall_tps;
     j["reconnects"] = result->reconnects;
     j["slm_only"] = result->slm_only;
+    const UploadAccount acc = upload_account(*result, *cfg, pair->slm->config().n_vocab);
+    j["skipped"] = acc.skipped;
+    j["uplink_bytes_per_upload"] = acc.uplink_bytes_per_upload;
+    j["standard_hlm_uplink_bytes"] = acc.standard_hlm_uplink_bytes;
     if (!result->cloud_error.empty()) j["cloud_error"] = result->cloud_error;
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
-    const std::string rest = stream.flush();
-    std::fwrite(rest.data(), 1, rest.size(), stdout);
-    std::printf("\n");
-    std::fprintf(stderr, "hlm run [%s, %s, %s]: %s | wall %.2f tokens/s%s\n",
-                 to_string(cfg->policy).c_str(), to_string(cfg->encoding).c_str(),
-                 cfg->channel.name.c_str(), summary_line(*result).c_str(), wall_tps,
-                 o.link.cloud.empty()
-                     ? ""
-                     : fmt::format(" via {}{}", o.link.cloud,
-                                   o.link.emulate_channel ? " (channel emulated)" : "")
-                           .c_str());
+    const std::string via = o.link.cloud.empty()
+                                ? ""
+                                : fmt::format(" via {}{}", o.link.cloud,
+                                              o.link.emulate_channel ? " (channel emulated)" : "");
+    std::fprintf(stderr, "%s\n",
+                 summary_text(*result, *cfg, pair->slm->config().n_vocab, wall_tps, via).c_str());
     if (result->slm_only > 0) {
       std::fprintf(stderr,
                    "hlm run: warning: %lld tokens the policy chose to verify were kept "

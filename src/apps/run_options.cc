@@ -99,7 +99,8 @@ void MethodOptions::add(CLI::App* app) {
   app->add_option("--lookahead", lookahead, "w for received(w)");
   app->add_option("--rate", rate, "Upload probability r (rand)");
   app->add_option("--draft", draft, "Draft length k (spec)");
-  app->add_option("--encoding", encoding, "Upload encoding: full | topk(k,bits) | ids")
+  app->add_option("--encoding", encoding,
+                  "Upload encoding: full (standard HLM) | topk(k,bits[,renorm]) | ids")
       ->capture_default_str();
   app->add_option("--channel", channel,
                   "Channel preset narrowband | lte | wifi, with overrides as in 'lte:rtt=0.03'")

@@ -32,7 +32,7 @@ struct MethodOptions {
   std::optional<float> u_th, lambda, u_hi, rate;
   std::optional<std::string> estimator;
   std::optional<int> sinks, lookahead, draft;
-  std::string encoding = "full";
+  std::string encoding{kDefaultEncoding};  // docs/encoding.md
   std::string channel = "narrowband";
   int unc_samples = 20;
   float theta_max = 2.0f;

@@ -363,10 +363,13 @@ Result<RunResult> Device::run_spec(const std::vector<int32_t>& prompt, Verifier&
   bool done = false;
   while (!done && int(res.tokens.size()) < cfg.max_tokens) {
     const int base = int(prompt.size() + res.tokens.size());
-    const int k = std::min(cfg.policy.draft, cfg.max_tokens - int(res.tokens.size()));
+    const int remaining = cfg.max_tokens - int(res.tokens.size());
+    const int k = std::min(cfg.policy.draft, remaining);
     VerifyRequest req;
     req.session = session_;
-    req.want_bonus = true;
+    // A bonus past --max-tokens would be appended in the cloud but dropped here: ask for one
+    // only when it fits, so the cloud's context stays the device's.
+    req.want_bonus = k < remaining;
     for (int i = 0; i < k; ++i) {
       if (i > 0) {
         const int32_t prev = req.drafts.back();
@@ -394,12 +397,12 @@ Result<RunResult> Device::run_spec(const std::vector<int32_t>& prompt, Verifier&
     step.ul_bits = uplink_bits(cfg.channel, 0, payload_bits(cfg.encoding, V), k);
     step.dl_bits = downlink_bits(cfg.channel);
     step.t_llm = reply->t_llm_s;
-    step.tokens = j + 1;
+    step.tokens = j + (reply->has_next ? 1 : 0);
     res.t_slm_s += step.t_slm;
     const StepRecord& rec = ledger.add(step);
 
     std::vector<int32_t> round(req.drafts.begin(), req.drafts.begin() + j);
-    round.push_back(reply->next);
+    if (reply->has_next) round.push_back(reply->next);
     for (size_t i = 0; i < round.size() && !done; ++i) {
       TokenTrace tr;
       tr.position = base + int(i);

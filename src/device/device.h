@@ -22,7 +22,7 @@ namespace hlm {
 
 struct RunConfig {
   PolicyConfig policy;
-  EncodingConfig encoding;
+  EncodingConfig encoding = default_encoding();  // kDefaultEncoding
   UncertaintyConfig uncertainty;
   // The method samples from p = softmax(z/T) (SPEC §2): top-k and top-p off by default.
   SamplingParams sampling{0.8f, 0, 1.0f, 42};

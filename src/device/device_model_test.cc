@@ -72,7 +72,7 @@ TEST_F(RealModels, VerificationIsExactAgainstLlmDistribution) {
   ASSERT_TRUE(zs.ok() && zl.ok());
   Sampler sampler({1.0f, 0, 1.0f, 1});
   const auto p = sampler.distribution(*zs), q = sampler.distribution(*zl);
-  for (const char* enc : {"full", "topk(32,8)"}) {
+  for (const char* enc : {"full", "topk(32,8)", "topk(32,8,renorm)"}) {
     const auto p_hat = build_p_hat(p, parse_encoding(enc).value());
     dist::Rng rng(20251123);
     std::vector<int64_t> counts(q.size(), 0);

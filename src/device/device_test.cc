@@ -107,8 +107,25 @@ TEST(DeviceSync, CloudContextEqualsDeviceContext) {
   }
 }
 
+// spec(k) whose last round fits --max-tokens exactly with every draft accepted (a device model
+// identical to the cloud's, greedy): no bonus token is asked for, so none is left in the cloud
+// that the device dropped.
+TEST(DeviceSync, SpecEndsInStepWithTheCloud) {
+  static const TinyPair same = make_tiny_pair(2, 0.0f).value();
+  for (int max_tokens : {5, 6, 7, 8}) {
+    RunConfig c = config("spec(4)", 0.0f);
+    c.max_tokens = max_tokens;
+    auto o = run(c, same);
+    ASSERT_EQ(o.result.tokens.size(), static_cast<size_t>(max_tokens));
+    EXPECT_EQ(o.result.accepted, o.result.drafts_sent) << "the models are identical";
+    std::vector<int32_t> cloud = o.cloud_context;
+    cloud.insert(cloud.end(), o.pending.begin(), o.pending.end());
+    EXPECT_EQ(cloud, o.result.context()) << "max_tokens " << max_tokens;
+  }
+}
+
 TEST(DeviceSync, TopKAndIdsEncodingsStaySynchronised) {
-  for (const char* enc : {"topk(8,8)", "ids"}) {
+  for (const char* enc : {"topk(8,8)", "topk(8,8,renorm)", "ids"}) {
     RunConfig c = config("uhlm(0.05)");
     c.encoding = parse_encoding(enc).value();
     auto o = run(c);

@@ -3,12 +3,16 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+
+#include "method/upload.h"
 
 namespace hlm {
 namespace {
 
 double ratio(double a, double b) { return b > 0 ? a / b : 0.0; }
+uint64_t to_bytes(uint64_t bits) { return (bits + 7) / 8; }
 
 }  // namespace
 
@@ -58,16 +62,94 @@ nlohmann::json trace_json(const TokenTrace& t) {
   return j;
 }
 
-std::string summary_line(const RunResult& r) {
-  const auto j = summary_json(r);
-  return fmt::format(
-      "{} tokens | uploads {} ({:.1f}%) | accepted {} resampled {} | TSR {:.3f} | up {} B down {} B"
-      " | energy {:.2f} J (device {:.2f}, cloud {:.2f}) | modelled {:.2f} tokens/s | filter "
-      "{:.2f}% of SLM",
-      r.tokens.size(), r.uploads, 100.0 * j["upload_rate"].get<double>(), r.accepted, r.resampled,
-      j["tsr"].get<double>(), j["uplink_bytes"].get<uint64_t>(),
-      j["downlink_bytes"].get<uint64_t>(), r.totals.e_total_j(), r.totals.e_device_j,
-      r.totals.e_cloud_j, r.totals.throughput_tps(), 100.0 * j["filter_overhead"].get<double>());
+std::string format_bytes(uint64_t bytes) {
+  if (bytes < 1000) return fmt::format("{} B", bytes);
+  if (bytes < 1000 * 1000) return fmt::format("{:.1f} KB", bytes / 1e3);
+  if (bytes < 1000 * 1000 * 1000) return fmt::format("{:.1f} MB", bytes / 1e6);
+  return fmt::format("{:.2f} GB", bytes / 1e9);
+}
+
+UploadAccount upload_account(const RunResult& r, const RunConfig& cfg, int n_vocab) {
+  UploadAccount a;
+  const int64_t n = static_cast<int64_t>(r.tokens.size());
+  if (is_per_token(cfg.policy.kind)) a.skipped = std::max<int64_t>(0, n - r.uploads - r.slm_only);
+  if (r.uploads > 0) {
+    // The traced steps carry the requests' bytes; the session opens (the prompt) are not traced.
+    uint64_t traced = 0;
+    for (const TokenTrace& t : r.trace) traced += t.ul_bytes;
+    if (r.trace.empty()) traced = to_bytes(r.totals.ul_bits);
+    a.uplink_bytes_per_upload = traced / static_cast<uint64_t>(r.uploads);
+  }
+  const EncodingConfig full{Encoding::kFull};
+  a.standard_hlm_uplink_bytes = to_bytes(
+      uplink_bits(cfg.channel, static_cast<int64_t>(r.prompt.size()), 0, 0) +
+      static_cast<uint64_t>(n) * uplink_bits(cfg.channel, 0, payload_bits(full, n_vocab), 1));
+  return a;
+}
+
+std::string summary_text(const RunResult& r, const RunConfig& cfg, int n_vocab, double wall_tps,
+                         std::string_view via) {
+  const int64_t n = static_cast<int64_t>(r.tokens.size());
+  const Totals& t = r.totals;
+  const uint64_t up = to_bytes(t.ul_bits), down = to_bytes(t.dl_bits);
+  const UploadAccount a = upload_account(r, cfg, n_vocab);
+  const PolicyKind kind = cfg.policy.kind;
+  std::string s = fmt::format(
+      "hlm run [{}, {}, {}]: {} tokens in {:.2f} s ({:.2f} tokens/s on "
+      "this machine){}\n",
+      to_string(cfg.policy), to_string(cfg.encoding), cfg.channel.name, n, r.wall_s, wall_tps, via);
+  // What went where.
+  if (kind == PolicyKind::kSlm) {
+    s += "  uploaded nothing: every token is the device model's own draft (policy slm)\n";
+  } else if (kind == PolicyKind::kLlm) {
+    s += fmt::format(
+        "  the cloud model generated all {} tokens ({} calls); the prompt ({} "
+        "tokens) went up once\n",
+        n, r.llm_calls, r.prompt.size());
+  } else if (kind == PolicyKind::kSpec) {
+    s += fmt::format(
+        "  uploaded {} drafted tokens in {} requests of up to {}: {} accepted, {} "
+        "replaced by the cloud; each reply also brought one token of the cloud's\n",
+        r.drafts_sent, r.uploads, cfg.policy.draft, r.accepted, r.resampled);
+  } else {
+    s += fmt::format(
+        "  uploaded {} of {} tokens ({:.0f}%) for the cloud to verify: {} accepted, "
+        "{} replaced; skipped {}, kept as drafted without verification",
+        r.uploads, n, 100.0 * ratio(double(r.uploads), double(n)), r.accepted, r.resampled,
+        a.skipped);
+    if (r.slm_only > 0) {
+      s += fmt::format("; {} more were kept unverified because the cloud was unreachable",
+                       r.slm_only);
+    }
+    s += "\n";
+  }
+  // What it cost on the radio and what that saved against standard HLM.
+  if (kind == PolicyKind::kSlm) {
+    s += "  no radio traffic and no cloud compute\n";
+  } else {
+    s += fmt::format("  sent {} up", format_bytes(up));
+    if (r.uploads > 0 && kind != PolicyKind::kLlm) {
+      s += fmt::format(" ({} per request)", format_bytes(a.uplink_bytes_per_upload));
+    }
+    s += fmt::format(", {} down", format_bytes(down));
+    if (kind != PolicyKind::kLlm && n > 0) {
+      const double saved = 1.0 - ratio(double(up), double(a.standard_hlm_uplink_bytes));
+      s += fmt::format(
+          "; standard HLM (every token uploaded in full) would have sent {} up in {} "
+          "cloud calls: {:.1f}% less uplink, {} fewer cloud calls",
+          format_bytes(a.standard_hlm_uplink_bytes), n, 100.0 * saved,
+          std::max<int64_t>(0, n - r.llm_calls));
+    }
+    s += "\n";
+  }
+  // The modelled cost.
+  s += fmt::format("  modelled on {}: {:.2f} tokens/s, {:.2f} J ({:.2f} J device, {:.2f} J cloud)",
+                   cfg.channel.name, t.throughput_tps(), t.e_total_j(), t.e_device_j, t.e_cloud_j);
+  if (r.t_filter_s > 0) {
+    s += fmt::format("; the filter (uncertainty, importance) took {:.1f}% of the SLM's time",
+                     100.0 * ratio(r.t_filter_s, r.t_slm_s));
+  }
+  return s;
 }
 
 }  // namespace hlm

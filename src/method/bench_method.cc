@@ -1,14 +1,22 @@
 // Microbenchmarks for the method's per-token filters: uncertainty (K = 20, V = 49152) and
-// importance (30 layers × 9 heads × 512 positions), per call.
+// importance (30 layers × 9 heads × 512 positions), per call on synthetic inputs; and both on
+// the shipped device model's own steps (BM_FilterReal: logits, drafts and attention of the
+// `slm` over a few prompts, when it is cached), with the share of an SLM step they cost.
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <memory>
 #include <random>
 #include <vector>
 
 #include "engine/context.h"
 #include "method/importance.h"
 #include "method/uncertainty.h"
+#include "method/uncertainty_reference.h"
+#include "models/registry.h"
+#include "util/thread_pool.h"
 
 namespace hlm {
 namespace {
@@ -87,6 +95,106 @@ void BM_Importance(benchmark::State& state) {
 }
 // range(0): 0 focus, 1 received(1), 2 entropy.
 BENCHMARK(BM_Importance)->DenseRange(0, 2)->ArgName("est")->Unit(benchmark::kMicrosecond);
+
+// The device model's steps: for each generated token the raw logits, the draft (sampled at
+// T = 0.8 as `hlm run` does) and the attention rows of every layer, plus the mean time of one
+// SLM step with attention capture on (the t_slm the filter is compared with). Null when the
+// model is not cached.
+struct RealSteps {
+  std::vector<std::vector<float>> logits;
+  std::vector<int32_t> drafts;
+  std::vector<AttentionRows> rows;
+  double t_slm_s = 0;
+};
+
+const RealSteps* real_steps() {
+  static const std::unique_ptr<RealSteps> steps = []() -> std::unique_ptr<RealSteps> {
+    auto path = resolve_model("slm");
+    if (!path) return nullptr;
+    auto model = Model::load(*path);
+    if (!model) return nullptr;
+    std::shared_ptr<const Model> m = *model;
+    ThreadPool pool(2);
+    auto out = std::make_unique<RealSteps>();
+    const AttentionRequest all = AttentionRequest::all(m->config().n_layer);
+    const char* prompts[] = {"Explain speculative decoding in one sentence.",
+                             "Write a haiku about autumn leaves.",
+                             "List three uses of a paperclip.", "Why is the sky blue?"};
+    dist::Rng rng(42);
+    double t_total = 0;
+    int n_steps = 0;
+    for (const char* text : prompts) {
+      Context ctx(m, 1, 512, pool);
+      const std::string chat =
+          std::string("<|im_start|>user\n") + text + "<|im_end|>\n<|im_start|>assistant\n";
+      std::vector<int32_t> feed = m->tokenizer().encode(chat, true, true);
+      for (int i = 0; i < 64; ++i) {
+        AttentionRows rows;
+        const auto t0 = std::chrono::steady_clock::now();
+        auto z = ctx.eval_last(0, feed, &all, &rows);
+        const double dt =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (!z) return nullptr;
+        if (i > 0) {  // not the prompt
+          t_total += dt;
+          ++n_steps;
+        }
+        const int32_t d = dist::sample(dist::softmax(*z, 0.8f), rng);
+        out->logits.push_back(std::move(z).value());
+        out->drafts.push_back(d);
+        out->rows.push_back(std::move(rows));
+        if (m->tokenizer().is_eog(d)) break;
+        feed = {d};
+      }
+    }
+    out->t_slm_s = n_steps > 0 ? t_total / n_steps : 0;
+    return out;
+  }();
+  return steps.get();
+}
+
+// range(0): 0 uncertainty (K = 20, θ_max = 2), 1 importance (entropy, the default), 2 both,
+// 3 the uncertainty estimator as it was before the one-pass histogram (for comparison).
+// Time is per token; share_of_slm_pct is that time (wall clock) over the mean SLM step measured
+// while the steps were generated (attention capture on), in percent.
+void BM_FilterReal(benchmark::State& state) {
+  const RealSteps* steps = real_steps();
+  if (!steps || steps->logits.empty()) {
+    state.SkipWithError("the device model `slm` is not cached: run `hlm models fetch`");
+    return;
+  }
+  const int part = static_cast<int>(state.range(0));
+  UncertaintyEstimator unc;
+  testing::ReferenceUncertainty before;  // part 3: the estimator before this change
+  const ImportanceConfig cfg;
+  dist::Rng rng(7);
+  const size_t n = steps->logits.size();
+  size_t i = 0;
+  double spent_s = 0;  // the filter's own time (the warm-up excluded), for share_of_slm
+  for (auto _ : state) {
+    const size_t t = i++ % n;
+    // In the device loop the logits were just written by the SLM and read by the sampler: warm
+    // them as that would (the benchmark cycles through more steps than the caches hold).
+    state.PauseTiming();
+    float sink = 0;
+    for (float v : steps->logits[t]) sink += v;
+    benchmark::DoNotOptimize(sink);
+    state.ResumeTiming();
+    const auto t0 = std::chrono::steady_clock::now();
+    if (part == 3) {
+      benchmark::DoNotOptimize(before(steps->logits[t], steps->drafts[t], rng));
+    } else {
+      if (part != 1) benchmark::DoNotOptimize(unc(steps->logits[t], steps->drafts[t], rng));
+      if (part != 0) benchmark::DoNotOptimize(importance(steps->rows[t], cfg));
+    }
+    spent_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  state.counters["t_slm_us"] = steps->t_slm_s * 1e6;
+  state.counters["share_of_slm_pct"] =
+      100.0 * spent_s / (static_cast<double>(state.iterations()) * steps->t_slm_s);
+  state.counters["tokens"] = static_cast<double>(n);
+}
+BENCHMARK(BM_FilterReal)->DenseRange(0, 3)->ArgName("part")->Unit(benchmark::kMicrosecond);
 
 }  // namespace
 }  // namespace hlm

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <vector>
@@ -156,6 +158,122 @@ TEST(Importance, FromRowsWithConfig) {
   cfg.lambda.reset();
   EXPECT_FLOAT_EQ(importance(rows, cfg).threshold, default_lambda(ImportanceEstimator::kEntropy));
   EXPECT_FALSE(importance(rows, cfg).important);  // 0.0536 < 0.201
+}
+
+// Today's estimators before the blocked averaging and the in-place sink drop, kept as the
+// reference the fast path must reproduce bit for bit: row-by-row averaging, a fresh a′.
+namespace reference {
+
+std::vector<float> average(const AttentionRows& rows, std::span<const int> layers) {
+  const size_t n_layers = rows.layers.size();
+  if (n_layers == 0 || rows.n_pos == 0) return std::vector<float>(rows.n_pos, 0.0f);
+  const int n_head = static_cast<int>(rows.probs.size() / (n_layers * rows.n_pos));
+  std::vector<float> a(rows.n_pos, 0.0f);
+  int used = 0;
+  for (size_t li = 0; li < n_layers; ++li) {
+    if (!layers.empty() &&
+        std::find(layers.begin(), layers.end(), rows.layers[li]) == layers.end()) {
+      continue;
+    }
+    for (int h = 0; h < n_head; ++h) {
+      const float* row = rows.row(li, h, n_head);
+      for (int j = 0; j < rows.n_pos; ++j) a[j] += row[j];
+      ++used;
+    }
+  }
+  if (used > 0) {
+    const float inv = 1.0f / used;
+    for (float& v : a) v *= inv;
+  }
+  return a;
+}
+
+std::vector<float> drop(std::span<const float> a, int sinks) {
+  if (a.size() <= static_cast<size_t>(sinks)) return {};
+  std::vector<float> out(a.begin() + sinks, a.end());
+  double total = 0.0;
+  for (float v : out) total += v;
+  if (total > 0.0) {
+    for (float& v : out) v = static_cast<float>(v / total);
+  } else {
+    std::fill(out.begin(), out.end(), 1.0f / out.size());
+  }
+  return out;
+}
+
+Importance estimate(std::span<const AttentionRows> rows, int position, const ImportanceConfig& c) {
+  if (c.estimator != ImportanceEstimator::kReceived) {
+    const std::vector<float> ap = drop(average(rows[0], c.layers), c.sinks);
+    return c.estimator == ImportanceEstimator::kFocus ? focus_importance(ap, c.lambda_value())
+                                                      : entropy_importance(ap, c.lambda_value());
+  }
+  std::vector<std::vector<float>> avg;
+  const size_t w = std::min(rows.size(), static_cast<size_t>(std::max(c.lookahead, 0)));
+  for (size_t i = 0; i < w; ++i) avg.push_back(average(rows[i], c.layers));
+  return received_importance(avg, position, c.sinks, c.lambda_value());
+}
+
+}  // namespace reference
+
+bool same_bits(float a, float b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+// The property the fast estimators are held to: on random attention (peaked and flat rows,
+// sinks, subsets of layers, every estimator, λ across its range) they return the reference's
+// value, threshold, decision and lambda_flip bit for bit.
+TEST(Importance, SameResultsAsTheReferenceEstimators) {
+  std::mt19937_64 g(1206);
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  int checked = 0, important = 0;
+  for (int trial = 0; trial < 1500; ++trial) {
+    const int n_layer = 1 + static_cast<int>(g() % 8), n_head = 1 + static_cast<int>(g() % 9);
+    const int n_pos = 1 + static_cast<int>(g() % 300);
+    const float shape = 0.1f + 2.0f * unit(g);  // gamma shape: < 1 peaked, > 1 flat
+    std::gamma_distribution<float> gamma(shape, 1.0f);
+    std::vector<AttentionRows> rows(1 + g() % 3);
+    for (AttentionRows& r : rows) {
+      r.n_pos = n_pos;
+      for (int l = 0; l < n_layer; ++l) r.layers.push_back(2 * l + 1);
+      r.probs.resize(static_cast<size_t>(n_layer) * n_head * n_pos);
+      for (size_t row = 0; row < r.probs.size() / n_pos; ++row) {
+        float* p = r.probs.data() + row * n_pos;
+        double t = 0.0;
+        for (int j = 0; j < n_pos; ++j) t += p[j] = gamma(g) + (g() % 7 == 0 ? 0.0f : 1e-7f);
+        if (g() % 2) p[0] += static_cast<float>(3.0 * t);  // a sink
+        t = 0.0;
+        for (int j = 0; j < n_pos; ++j) t += p[j];
+        for (int j = 0; j < n_pos; ++j) p[j] = static_cast<float>(p[j] / t);
+      }
+    }
+    ImportanceConfig c;
+    c.estimator = static_cast<ImportanceEstimator>(g() % 3);
+    c.sinks = static_cast<int>(g() % 4);
+    c.lookahead = 1 + static_cast<int>(g() % 3);
+    if (g() % 3 == 0) {
+      for (int l = 0; l < n_layer; ++l) {
+        if (g() % 2) c.layers.push_back(2 * l + 1);
+      }
+      if (g() % 4 == 0) c.layers.push_back(1000);  // a layer that was not captured
+    }
+    const float scale = c.estimator == ImportanceEstimator::kEntropy ? 1.0f
+                        : c.estimator == ImportanceEstimator::kFocus ? 10.0f
+                                                                     : 20.0f;
+    c.lambda = scale * unit(g);
+    const int position = static_cast<int>(g() % n_pos);
+    const Importance want = reference::estimate(rows, position, c);
+    const Importance got = c.estimator == ImportanceEstimator::kReceived
+                               ? received_importance(rows, position, c)
+                               : importance(rows[0], c);
+    ASSERT_TRUE(same_bits(got.value, want.value)) << "trial " << trial;
+    ASSERT_TRUE(same_bits(got.threshold, want.threshold)) << "trial " << trial;
+    ASSERT_EQ(got.important, want.important) << "trial " << trial;
+    ASSERT_TRUE(same_bits(got.lambda_flip, want.lambda_flip)) << "trial " << trial;
+    ASSERT_EQ(average_attention(rows[0], c.layers), reference::average(rows[0], c.layers));
+    ++checked;
+    important += want.important;
+  }
+  EXPECT_EQ(checked, 1500);
+  EXPECT_GT(important, 150);  // both decisions occur
+  EXPECT_LT(important, 1350);
 }
 
 }  // namespace

@@ -4,10 +4,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
 #include <vector>
+
+#include "method/uncertainty_reference.h"
 
 namespace hlm {
 namespace {
@@ -134,6 +137,87 @@ TEST(Uncertainty, AgreesWithMonteCarlo) {
     EXPECT_NEAR(s_fast / n, expected, 0.02) << "d=" << d;
     EXPECT_NEAR(s_mc / n, expected, 0.02) << "d=" << d;
   }
+}
+
+// A random logit vector of one of several shapes: a Gaussian bulk, an LM-like bulk with a lifted
+// head, near-ties, a few -inf entries, gaps beyond 64, constant rows, huge and tiny scales.
+std::vector<float> random_logits(std::mt19937_64& g) {
+  std::uniform_int_distribution<int> shape_of(0, 6);
+  const int shape = shape_of(g);
+  const int sizes[] = {1, 2, 3, 7, 16, 17, 100, 1023, 1025, 4099, 49152};
+  std::uniform_int_distribution<int> size_of(0, std::size(sizes) - 1);
+  int n = sizes[size_of(g)];
+  if (n == 49152 && g() % 4 != 0) n = 1000 + static_cast<int>(g() % 3000);  // few large ones
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  const float sigma = std::exp(std::log(0.01f) + unit(g) * std::log(1000.0f));  // 0.01 .. 10
+  std::normal_distribution<float> bulk(unit(g) * 20.0f - 10.0f, sigma);
+  std::vector<float> z(n);
+  for (float& v : z) v = bulk(g);
+  switch (shape) {
+    case 1: {  // a head of candidates above the bulk
+      std::exponential_distribution<float> lift(1.0f);
+      const float head = 2.0f + unit(g) * 10.0f;
+      for (int i = 0; i < std::min(n, 40); ++i) z[g() % n] += head + 3.0f * lift(g) - 3.0f;
+      break;
+    }
+    case 2:  // near-ties at the top and a quantised bulk
+      for (float& v : z) v = std::round(v * 8.0f) / 8.0f;
+      break;
+    case 3:  // masked entries (never all of them)
+      for (int i = 0; i < std::max(1, n / 10); ++i) z[g() % n] = kNegInf;
+      if (std::all_of(z.begin(), z.end(), [](float v) { return v == kNegInf; })) z[0] = 0.0f;
+      break;
+    case 4:  // gaps beyond 64 (the overflow bucket), some far beyond
+      for (int i = 0; i < std::max(1, n / 5); ++i) z[g() % n] -= 60.0f + unit(g) * 3000.0f;
+      break;
+    case 5:  // every logit equal
+      std::fill(z.begin(), z.end(), bulk(g));
+      break;
+    default:
+      break;
+  }
+  return z;
+}
+
+// The property the fast estimator is held to: for any logits, draft, K, θ_max and generator
+// state it makes exactly the K decisions today's reference algorithm made (so the same u, and
+// the same uploads downstream), and consumes the generator exactly as it did.
+TEST(Uncertainty, SameDecisionsAsTheReferenceAlgorithm) {
+  std::mt19937_64 pick(20261206);
+  const int samples[] = {1, 5, 20, 20, 20, 37};
+  const float theta_max[] = {0.25f, 1.0f, 2.0f, 2.0f, 2.0f, 5.0f};
+  int checked = 0, non_trivial = 0;
+  for (int trial = 0; trial < 1500; ++trial) {
+    const std::vector<float> z = random_logits(pick);
+    const UncertaintyConfig cfg{samples[pick() % std::size(samples)],
+                                theta_max[pick() % std::size(theta_max)]};
+    UncertaintyEstimator fast(cfg);
+    testing::ReferenceUncertainty reference(cfg);
+    for (int draw = 0; draw < 3; ++draw) {
+      int32_t d;
+      if (draw == 0) {
+        d = static_cast<int32_t>(std::max_element(z.begin(), z.end()) - z.begin());
+      } else if (draw == 1) {
+        std::mt19937_64 s(pick());
+        d = dist::sample(dist::softmax(z, 1.0f), s);
+      } else {
+        d = static_cast<int32_t>(pick() % z.size());
+      }
+      const uint64_t seed = pick();
+      dist::Rng r1(seed), r2(seed);
+      const float u_fast = fast(z, d, r1);
+      const float u_ref = reference(z, d, r2);
+      ASSERT_EQ(u_fast, u_ref) << "trial " << trial << ", V " << z.size() << ", d " << d;
+      ASSERT_TRUE(std::equal(fast.differ().begin(), fast.differ().end(), reference.differ().begin(),
+                             reference.differ().end()))
+          << "trial " << trial << ": the per-sample decisions differ";
+      ASSERT_EQ(r1(), r2()) << "trial " << trial << ": the generators diverged";
+      ++checked;
+      non_trivial += u_ref > 0.0f && u_ref < 1.0f;
+    }
+  }
+  EXPECT_EQ(checked, 4500);
+  EXPECT_GT(non_trivial, 1000);  // most cases are not decided by a one-hot or impossible draft
 }
 
 TEST(Uncertainty, ValuesAreMultiplesOfOneOverK) {

@@ -97,9 +97,16 @@ std::string to_string(const EncodingConfig& cfg) {
     case Encoding::kIds:
       return "ids";
     case Encoding::kTopK:
-      return fmt::format("topk:k={},bits={}", cfg.k, cfg.bits);
+      return fmt::format("topk:k={},bits={}{}", cfg.k, cfg.bits,
+                         cfg.renormalize ? ",renorm=1" : "");
   }
   return "?";
+}
+
+EncodingConfig default_encoding() {
+  auto cfg = parse_encoding(kDefaultEncoding);
+  assert(cfg.ok());
+  return *cfg;
 }
 
 Result<EncodingConfig> parse_encoding(std::string_view text) {
@@ -117,17 +124,33 @@ Result<EncodingConfig> parse_encoding(std::string_view text) {
     return make_error("unknown encoding '{}': use full, topk, topk(k,bits) or ids", text);
   }
   cfg.kind = Encoding::kTopK;
-  if (opt->positional.size() > 2) return make_error("encoding '{}': topk(k, bits)", text);
+  if (opt->positional.size() > 3) {
+    return make_error("encoding '{}': topk(k, bits) or topk(k, bits, renorm)", text);
+  }
   std::vector<std::pair<std::string, std::string>> kv = opt->keyed;
   if (opt->positional.size() >= 1) kv.emplace_back("k", opt->positional[0]);
   if (opt->positional.size() >= 2) kv.emplace_back("bits", opt->positional[1]);
+  if (opt->positional.size() >= 3) {
+    if (opt->positional[2] != "renorm") {
+      return make_error("encoding '{}': the third argument of topk is 'renorm', not '{}'", text,
+                        opt->positional[2]);
+    }
+    kv.emplace_back("renorm", "1");
+  }
   for (const auto& [key, value] : kv) {
-    if (key != "k" && key != "bits") {
-      return make_error("encoding '{}': unknown key '{}' (valid: k, bits)", text, key);
+    if (key != "k" && key != "bits" && key != "renorm") {
+      return make_error("encoding '{}': unknown key '{}' (valid: k, bits, renorm)", text, key);
     }
     auto v = parse_int(value, fmt::format("encoding topk {}", key));
     if (!v) return v.error();
-    (key == "k" ? cfg.k : cfg.bits) = *v;
+    if (key == "renorm") {
+      if (*v != 0 && *v != 1) {
+        return make_error("encoding '{}': renorm = {} must be 0 or 1", text, *v);
+      }
+      cfg.renormalize = *v == 1;
+    } else {
+      (key == "k" ? cfg.k : cfg.bits) = *v;
+    }
   }
   if (cfg.k < 1) return make_error("encoding '{}': k = {} must be >= 1", text, cfg.k);
   if (cfg.bits < 1 || cfg.bits > kMaxBits) {
@@ -164,16 +187,23 @@ Payload encode(std::span<const float> p, const EncodingConfig& cfg) {
   std::partial_sort(order.begin(), order.begin() + k, order.end(), larger);
   order.resize(k);
   std::sort(order.begin(), order.end());
-  // Largest-remainder quantisation on the grid step = 1/(2^bits − 1).
+  // Largest-remainder quantisation on the grid step = 1/(2^bits − 1); with renormalize, of
+  // each kept entry's share of the kept mass (so the codes add up to the whole grid).
   const double units_per_one = max_code(cfg.bits);
   double mass = 0.0;
   std::vector<double> remainder(k);
   out.ids = order;
   out.codes.resize(k);
+  double scale = 1.0;
+  if (cfg.renormalize) {
+    double kept = 0.0;
+    for (int i = 0; i < k; ++i) kept += std::max(0.0f, p[order[i]]);
+    if (kept > 0.0) scale = 1.0 / kept;
+  }
   uint64_t floor_total = 0;
   for (int i = 0; i < k; ++i) {
-    const double x = std::max(0.0, static_cast<double>(p[order[i]])) * units_per_one;
-    mass += std::max(0.0f, p[order[i]]);
+    const double x = std::max(0.0, static_cast<double>(p[order[i]])) * scale * units_per_one;
+    mass += std::max(0.0, static_cast<double>(p[order[i]])) * scale;
     const double f = std::min(std::floor(x), units_per_one);
     out.codes[i] = static_cast<uint32_t>(f);
     remainder[i] = x - f;
@@ -219,7 +249,9 @@ void decode_into(const Payload& payload, std::span<float> out) {
   for (uint32_t c : payload.codes) total_codes += c;
   const double kept = total_codes * step;
   if (k < static_cast<size_t>(n)) {
-    const float rest = static_cast<float>(std::max(0.0, 1.0 - kept) / (n - k));
+    // A full code total leaves nothing (not a rounding residue) for the other entries.
+    const double leftover = total_codes >= max_code(payload.bits) ? 0.0 : 1.0 - kept;
+    const float rest = static_cast<float>(std::max(0.0, leftover) / (n - k));
     std::fill(out.begin(), out.end(), rest);
     for (size_t i = 0; i < k; ++i)
       out[payload.ids[i]] = static_cast<float>(payload.codes[i] * step);

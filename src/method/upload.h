@@ -22,10 +22,24 @@ struct EncodingConfig {
   // at V = 49152 (0.05 % of full).
   int k = 32;
   int bits = 8;
+  // topk: quantise each kept entry's share of the kept mass instead of its probability, so the
+  // codes add up to 2^bits − 1 and p̂ is p restricted to its top k and renormalised: nothing is
+  // left for the other V − k entries, so the device never drafts (or keeps unverified) a token
+  // outside its own top k. The wire form is the same; decode() reads a full code total as "no
+  // leftover". Verification stays exact because the device draws d from this p̂.
+  bool renormalize = false;
 };
 
 std::string to_string(const EncodingConfig& cfg);
-// "full", "ids", "topk", "topk(k,bits)" or "topk:k=32,bits=8"; validated (1 <= k, 1 <= bits <= 24).
+
+// The encoding uploads use unless told otherwise (`--encoding`, RunConfig): chosen by the sweep
+// on the dev split in docs/encoding.md: 1400x fewer uplink bytes per request than `full` at
+// V = 49152, with the acceptance of `full` (the plain top-k, which spreads the leftover mass
+// over the tail, lost 2-4 points); `full` stays available as the standard-HLM baseline.
+inline constexpr std::string_view kDefaultEncoding = "topk(32,8,renorm)";
+EncodingConfig default_encoding();
+// "full", "ids", "topk", "topk(k,bits)", "topk(k,bits,renorm)" or "topk:k=32,bits=8,renorm=1";
+// validated (1 <= k, 1 <= bits <= 24, renorm 0 or 1).
 Result<EncodingConfig> parse_encoding(std::string_view text);
 
 // ceil(log2 V): the bits of one token index (0 for V = 1).
@@ -52,7 +66,8 @@ struct Payload {
 Payload encode(std::span<const float> p, const EncodingConfig& cfg);
 
 // The dense p̂ over V entries: full as sent; topk with the leftover mass 1 − Σ p̂_kept spread
-// evenly over the V − k others (if k = V, renormalised over the kept entries); empty for ids.
+// evenly over the V − k others (none when the codes add up to 2^bits − 1; if k = V,
+// renormalised over the kept entries); empty for ids.
 std::vector<float> decode(const Payload& payload);
 // The same into out (n_vocab entries; left as is for ids), without allocating.
 void decode_into(const Payload& payload, std::span<float> out);

@@ -8,6 +8,8 @@
 #include <numeric>
 #include <random>
 
+#include "method/channel.h"
+
 namespace hlm {
 namespace {
 
@@ -35,6 +37,21 @@ TEST(Upload, Sizes) {
   EXPECT_EQ(payload_bits({Encoding::kIds}, 49152), 0u);
 }
 
+// The default encoding (docs/encoding.md) keeps a verification request at least 200x smaller
+// than standard HLM's full distribution and under 2 KB, on the vocabularies hlm runs.
+TEST(Upload, DefaultEncodingIsCompact) {
+  const EncodingConfig def = default_encoding();
+  EXPECT_EQ(def.kind, Encoding::kTopK);
+  EXPECT_EQ(to_string(*parse_encoding(kDefaultEncoding)), to_string(def));
+  const ChannelConfig ch;
+  for (int n_vocab : {32000, 49152, 128256}) {
+    const uint64_t full = uplink_bits(ch, 0, payload_bits({Encoding::kFull}, n_vocab), 1);
+    const uint64_t ours = uplink_bits(ch, 0, payload_bits(def, n_vocab), 1);
+    EXPECT_LE(200 * ours, full) << "V = " << n_vocab;
+    EXPECT_LT((ours + 7) / 8, 2048u) << "V = " << n_vocab;
+  }
+}
+
 TEST(Upload, ParseEncoding) {
   auto t = parse_encoding("topk(16,6)");
   ASSERT_TRUE(t.ok());
@@ -49,6 +66,58 @@ TEST(Upload, ParseEncoding) {
   EXPECT_FALSE(parse_encoding("topk(8,25)").ok());
   EXPECT_FALSE(parse_encoding("full(3)").ok());
   EXPECT_FALSE(parse_encoding("zip").ok());
+  // renorm: positional or keyed; round-trips; anything else is refused, naming what is wrong.
+  EXPECT_FALSE(parse_encoding("topk(16,6)")->renormalize);
+  auto r = parse_encoding("topk(64,8,renorm)");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->renormalize);
+  EXPECT_EQ(r->k, 64);
+  EXPECT_EQ(to_string(*r), "topk:k=64,bits=8,renorm=1");
+  EXPECT_TRUE(parse_encoding(to_string(*r))->renormalize);
+  EXPECT_FALSE(parse_encoding("topk:k=64,renorm=0")->renormalize);
+  auto bad = parse_encoding("topk(64,8,spread)");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("'renorm'"), std::string::npos) << bad.error().message;
+  bad = parse_encoding("topk:renorm=2");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("renorm = 2 must be 0 or 1"), std::string::npos)
+      << bad.error().message;
+}
+
+// renorm: p̂ is p restricted to its k largest entries and renormalised, each kept entry within
+// one step of its share of the kept mass, and exactly nothing elsewhere; the wire form is the
+// same and decodes to the same p̂.
+TEST(Upload, TopKRenormalised) {
+  for (int bits : {2, 4, 8, 12}) {
+    for (int k : {1, 5, 32, 200}) {
+      const int n = 1000;
+      const std::vector<float> p = random_dist(n, 100 * bits + k + 7);
+      const EncodingConfig cfg{Encoding::kTopK, k, bits, true};
+      const Payload pl = encode(p, cfg);
+      const std::vector<float> ph = decode(pl);
+      ASSERT_EQ(pl.ids.size(), static_cast<size_t>(k));
+      uint64_t total = 0;
+      for (uint32_t c : pl.codes) total += c;
+      EXPECT_EQ(total, (uint64_t{1} << bits) - 1) << "bits=" << bits << " k=" << k;
+      double kept_mass = 0.0;
+      for (int32_t id : pl.ids) kept_mass += p[id];
+      const double step = 1.0 / ((1 << bits) - 1);
+      std::vector<bool> kept(n, false);
+      for (int32_t id : pl.ids) {
+        kept[id] = true;
+        EXPECT_LT(std::abs(ph[id] - p[id] / kept_mass), step + 1e-6) << "bits=" << bits;
+      }
+      for (int i = 0; i < n; ++i) {
+        if (!kept[i]) EXPECT_EQ(ph[i], 0.0f) << "entry " << i << " outside the top " << k;
+      }
+      EXPECT_NEAR(std::accumulate(ph.begin(), ph.end(), 0.0), 1.0, 1e-5);
+      auto back = deserialize(serialize(pl), n);
+      ASSERT_TRUE(back.ok()) << back.error().message;
+      EXPECT_EQ(decode(*back), ph);
+    }
+  }
+  EXPECT_EQ(payload_bits({Encoding::kTopK, 64, 8, true}, 49152),
+            payload_bits({Encoding::kTopK, 64, 8}, 49152));
 }
 
 TEST(Upload, TopKDistribution) {
