@@ -98,6 +98,18 @@ Status refuse_unsupported(const json& j) {
   return ok_status();
 }
 
+// An "hlm" setting written as an option string (as on the command line), parsed into `out`.
+template <class T, class Parse>
+Status parse_setting(const json& h, const char* key, Parse parse, T& out) {
+  if (!h.contains(key)) return ok_status();
+  auto s = get_string(h[key], std::string("hlm.") + key);
+  if (!s) return s.error();
+  auto v = parse(*s);
+  if (!v) return make_error("'hlm.{}': {}", key, v.error().message);
+  out = *v;
+  return ok_status();
+}
+
 }  // namespace
 
 Result<CompletionRequest> parse_completion_request(std::string_view body, bool chat) {
@@ -213,13 +225,7 @@ Result<RunConfig> run_config_for(const CompletionRequest& r, RunConfig c, int de
           key);
     }
   }
-  if (h.contains("policy")) {
-    auto s = get_string(h["policy"], "hlm.policy");
-    if (!s) return s.error();
-    auto p = parse_policy(*s);
-    if (!p) return make_error("'hlm.policy': {}", p.error().message);
-    c.policy = *p;
-  }
+  if (auto st = parse_setting(h, "policy", parse_policy, c.policy); !st) return st.error();
   const std::pair<const char*, float*> knobs[] = {{"u_th", &c.policy.u_th},
                                                   {"u_hi", &c.policy.u_hi}};
   for (auto [key, field] : knobs) {
@@ -243,28 +249,11 @@ Result<RunConfig> run_config_for(const CompletionRequest& r, RunConfig c, int de
     if (!x) return x.error();
     c.policy.draft = int(*x);
   }
-  if (h.contains("estimator")) {
-    auto s = get_string(h["estimator"], "hlm.estimator");
-    if (!s) return s.error();
-    auto e = parse_estimator(*s);
-    if (!e) return make_error("'hlm.estimator': {}", e.error().message);
-    c.policy.importance.estimator = *e;
-  }
+  if (auto st = parse_setting(h, "estimator", parse_estimator, c.policy.importance.estimator); !st)
+    return st.error();
   if (auto st = validate(c.policy); !st) return make_error("'hlm': {}", st.error().message);
-  if (h.contains("encoding")) {
-    auto s = get_string(h["encoding"], "hlm.encoding");
-    if (!s) return s.error();
-    auto e = parse_encoding(*s);
-    if (!e) return make_error("'hlm.encoding': {}", e.error().message);
-    c.encoding = *e;
-  }
-  if (h.contains("channel")) {
-    auto s = get_string(h["channel"], "hlm.channel");
-    if (!s) return s.error();
-    auto ch = parse_channel(*s);
-    if (!ch) return make_error("'hlm.channel': {}", ch.error().message);
-    c.channel = *ch;
-  }
+  if (auto st = parse_setting(h, "encoding", parse_encoding, c.encoding); !st) return st.error();
+  if (auto st = parse_setting(h, "channel", parse_channel, c.channel); !st) return st.error();
   return c;
 }
 
