@@ -1,6 +1,9 @@
-// hlm models: list the known models and their cache state, fetch them, print a model's path.
+// hlm models: list the known models and their cache state, fetch them, print a model's path,
+// and write random-weight models of real shapes (synth).
 #include <fmt/format.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -10,10 +13,14 @@
 
 #include "apps/command.h"
 #include "apps/options.h"
+#include "engine/model_writer.h"
+#include "engine/shapes.h"
+#include "gguf/gguf.h"
 #include "models/derive.h"
 #include "models/fetch.h"
 #include "models/registry.h"
 #include "models/sha256.h"
+#include "util/thread_pool.h"
 
 namespace hlm::apps {
 namespace {
@@ -145,6 +152,106 @@ int run_derive(const ModelsDeriveOptions& o) {
   return 0;
 }
 
+struct ModelsSynthOptions {
+  std::string arch;  // empty: the shape's
+  std::string shape;
+  std::string type = "Q4_0";
+  std::string out;
+  std::string vocab;  // empty: the shape's llama.cpp test vocabulary
+  uint64_t seed = 1;
+  ThreadOptions threads;
+  OutputOptions output;
+};
+
+// A random-weight GGUF of a real model's shape with a real vocabulary: what the model costs to
+// load and run, without its weights (the text it writes is meaningless).
+int run_synth(const ModelsSynthOptions& o) {
+  const ModelShape* shape = find_shape(o.shape);
+  if (!shape)
+    return fail(fmt::format("unknown shape '{}'; known shapes: {}", o.shape, shape_names()));
+  if (!o.arch.empty() && o.arch != shape->arch) {
+    const std::string same = shape_names(o.arch);
+    return fail(fmt::format("shape '{}' is a '{}' model, not '{}' (drop --arch{})", o.shape,
+                            shape->arch, o.arch,
+                            same.empty() ? "" : fmt::format(", or pick one of: {}", same)));
+  }
+  const auto type = parse_file_type(o.type);
+  if (!type) {
+    return fail(fmt::format("unknown --type '{}'; expected one of: {}", o.type, file_type_names()));
+  }
+  if (!writer_supports(std::string(shape->arch))) {
+    return fail(
+        fmt::format("architecture '{}' (shape {}) is not yet supported by the model "
+                    "writer; it writes: llama",
+                    shape->arch, shape->name));
+  }
+  std::string vocab = o.vocab;
+  if (vocab.empty()) {
+    if (shape->vocab.empty()) {
+      return fail(
+          fmt::format("shape '{}' has no llama.cpp test vocabulary: pass --vocab with a "
+                      "GGUF that holds its tokenizer (any {} model file)",
+                      shape->name, shape->arch));
+    }
+    vocab = fmt::format("{}/ggml-vocab-{}.gguf", vocab_dir(), shape->vocab);
+  }
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(vocab, ec)) {
+    return fail(o.vocab.empty()
+                    ? fmt::format("vocabulary {} not found: run `./setup.sh vocab` (llama.cpp's "
+                                  "test vocabularies) or pass --vocab FILE.gguf",
+                                  vocab)
+                    : fmt::format("--vocab {}: no such file", vocab));
+  }
+  const auto dir = std::filesystem::absolute(o.out, ec).parent_path();
+  if (!std::filesystem::is_directory(dir, ec) || ::access(dir.c_str(), W_OK) != 0) {
+    return fail(fmt::format("--out {}: cannot write into {} (missing or not writable)", o.out,
+                            dir.string()));
+  }
+
+  ThreadPool pool(o.threads.threads);
+  TinyModelSpec spec = TinyModelSpec::from_shape(*shape, *type, o.seed);
+  spec.vocab_path = vocab;
+  spec.pool = &pool;
+  const auto t0 = std::chrono::steady_clock::now();
+  // Progress: one line redrawn on a terminal, a line per tenth otherwise (logs).
+  const bool tty = ::isatty(STDERR_FILENO);
+  int last = -1;
+  spec.progress = [&](uint64_t done, uint64_t total) {
+    const int percent = total ? static_cast<int>(100 * done / total) : 100;
+    if (percent / 10 == last / 10 && (!tty || percent == last)) return;
+    last = percent;
+    std::fprintf(stderr, "%ssynth %s %s: %3d%% of %.2f GB%s", tty ? "\r" : "",
+                 std::string(shape->name).c_str(), std::string(file_type_name(*type)).c_str(),
+                 percent, static_cast<double>(total) / 1e9, tty ? "" : "\n");
+    std::fflush(stderr);
+  };
+  const Status written = write_tiny_model(o.out, spec);
+  if (tty && last >= 0) std::fprintf(stderr, "\n");
+  if (!written) return fail(written.error());
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto size = std::filesystem::file_size(o.out, ec);
+  if (o.output.json) {
+    std::printf("%s\n", nlohmann::json({{"path", o.out},
+                                        {"shape", shape->name},
+                                        {"arch", shape->arch},
+                                        {"type", file_type_name(*type)},
+                                        {"vocab", vocab},
+                                        {"seed", o.seed},
+                                        {"size", size},
+                                        {"seconds", seconds}})
+                            .dump()
+                            .c_str());
+  } else {
+    std::printf("%s: %s %s, random weights (seed %ju), vocabulary %s, %.2f GB in %.1f s\n",
+                o.out.c_str(), std::string(shape->name).c_str(),
+                std::string(file_type_name(*type)).c_str(), uintmax_t(o.seed), vocab.c_str(),
+                static_cast<double>(size) / 1e9, seconds);
+  }
+  return 0;
+}
+
 int run_path(const ModelsPathOptions& o) {
   auto path = resolve_model(o.name);
   if (!path) return fail(path.error());
@@ -186,6 +293,23 @@ void add_models_command(CLI::App& app, Commands& commands) {
   derive->add_option("--out", dopt->out, "Student GGUF to write")->required();
   dopt->output.add(derive, "Print the student's path, sha256 and size as JSON");
   commands.on(derive, [dopt] { return run_derive(*dopt); });
+
+  auto* synth = models->add_subcommand(
+      "synth", "Write a random-weight GGUF of a real model's shape with a real vocabulary");
+  auto so = std::make_shared<ModelsSynthOptions>();
+  synth->add_option("--shape", so->shape, "Model shape: " + shape_names())->required();
+  synth->add_option("--arch", so->arch, "Architecture (checked against the shape's)");
+  synth->add_option("--type", so->type, "llama.cpp file type: " + file_type_names())
+      ->capture_default_str();
+  synth->add_option("--out", so->out, "GGUF to write")->required();
+  synth->add_option("--vocab", so->vocab,
+                    "GGUF whose tokenizer to copy (default: the shape's llama.cpp test "
+                    "vocabulary in $HLM_VOCAB_DIR, see `./setup.sh vocab`)");
+  synth->add_option("--seed", so->seed, "Weight seed (same seed, same bytes)")
+      ->capture_default_str();
+  so->threads.add(synth);
+  so->output.add(synth, "Print the file's path, shape, type, size and time as JSON");
+  commands.on(synth, [so] { return run_synth(*so); });
 
   auto* path = models->add_subcommand("path", "Print the file a model name or path resolves to");
   auto po = std::make_shared<ModelsPathOptions>();

@@ -11,9 +11,11 @@
 #include <vector>
 
 #include "engine/model.h"
+#include "engine/shapes.h"
 #include "gguf/gguf.h"
 #include "gguf/gguf_writer.h"
 #include "ops/ops.h"
+#include "util/thread_pool.h"
 
 namespace hlm {
 namespace {
@@ -27,22 +29,26 @@ std::vector<uint8_t> encode(TensorType t, const std::vector<float>& v, int64_t c
   return out;
 }
 
-}  // namespace
+// splitmix64's output function: a bijective mix of 64 bits.
+uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
 
-Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
-  GgufWriter w;
-  w.set_string("general.architecture", "llama");
-  w.set_string("general.name", "hlm-tiny-test");
-  w.set_u32("llama.context_length", static_cast<uint32_t>(s.n_ctx));
-  w.set_u32("llama.embedding_length", static_cast<uint32_t>(s.n_embd));
-  w.set_u32("llama.block_count", static_cast<uint32_t>(s.n_layer));
-  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(s.n_ff));
-  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(s.n_head));
-  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
-  w.set_f32("llama.rope.freq_base", 10000.0f);
-  w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+// Hashed weights: element i of a tensor whose stream is `key` is a function of (key, i) alone.
+// The value is approximately N(0, 1): the sum of four 16-bit uniforms (Irwin-Hall, variance
+// 4/12) centred and scaled, which is all random weights need and costs one hash.
+float hashed_normal(uint64_t key, uint64_t i) {
+  const uint64_t h = mix64(key + (i + 1) * 0x9e3779b97f4a7c15ull);
+  const float sum =
+      static_cast<float>((h & 0xffff) + ((h >> 16) & 0xffff) + ((h >> 32) & 0xffff) + (h >> 48));
+  return (sum * (1.0f / 65536.0f) - 2.0f) * 1.7320508f;
+}
 
-  // Vocabulary: <unk>, <s>, </s>, 256 byte tokens, then printable pieces and a few merges.
+// The built-in vocabulary: <unk>, <s>, </s>, 256 byte tokens, then printable pieces and a few
+// merges. Returns its size.
+int write_byte_vocab(GgufWriter& w) {
   std::vector<std::string> tokens = {"<unk>", "<s>", "</s>"};
   std::vector<float> scores = {0, 0, 0};
   std::vector<int32_t> types = {2, 3, 3};
@@ -64,7 +70,6 @@ Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
     score -= 1;
     types.push_back(1);
   }
-  const int n_vocab = static_cast<int>(tokens.size());
   w.set_string("tokenizer.ggml.model", "llama");
   w.set_strings("tokenizer.ggml.tokens", tokens);
   w.set_f32s("tokenizer.ggml.scores", scores);
@@ -76,7 +81,69 @@ Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
   w.set_string("tokenizer.chat_template",
                "{% for message in messages %}{{'<|' + message['role'] + '|>\\n' + "
                "message['content'] + eos_token}}{% endfor %}");
+  return static_cast<int>(tokens.size());
+}
 
+}  // namespace
+
+bool writer_supports(const std::string& arch) { return arch == "llama"; }
+
+TinyModelSpec TinyModelSpec::from_shape(const ModelShape& shape, FileType type, uint64_t seed) {
+  TinyModelSpec s;
+  s.arch = shape.arch;
+  if (shape.head_dim != shape.n_embd / shape.n_head) s.head_dim = shape.head_dim;
+  s.n_embd = shape.n_embd;
+  s.n_layer = shape.n_layer;
+  s.n_head = shape.n_head;
+  s.n_head_kv = shape.n_head_kv;
+  s.n_ff = shape.n_ff;
+  s.n_ctx = shape.n_ctx;
+  s.tied_output = shape.tied_output;
+  s.seed = seed;
+  s.name = fmt::format("hlm synth {} {} (random weights, seed {})", shape.name,
+                       file_type_name(type), seed);
+  s.rope_base = shape.rope_base;
+  s.rms_eps = shape.rms_eps;
+  s.file_type = type;
+  s.hashed_weights = true;
+  return s;
+}
+
+Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
+  if (!writer_supports(s.arch) || s.head_dim > 0) {
+    return make_error(
+        "cannot write a '{}' model{}: not yet supported by the model writer (it "
+        "writes llama models with head size n_embd / n_head)",
+        s.arch, s.head_dim > 0 ? fmt::format(" with head size {}", s.head_dim) : "");
+  }
+  GgufWriter w;
+  w.set_string("general.architecture", "llama");
+  w.set_string("general.name", s.name);
+  if (s.file_type) w.set_u32("general.file_type", static_cast<uint32_t>(*s.file_type));
+  w.set_u32("llama.context_length", static_cast<uint32_t>(s.n_ctx));
+  w.set_u32("llama.embedding_length", static_cast<uint32_t>(s.n_embd));
+  w.set_u32("llama.block_count", static_cast<uint32_t>(s.n_layer));
+  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(s.n_ff));
+  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(s.n_head));
+  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
+  w.set_f32("llama.rope.freq_base", s.rope_base);
+  w.set_f32("llama.attention.layer_norm_rms_epsilon", s.rms_eps);
+
+  int n_vocab = 0;
+  if (!s.vocab_path.empty()) {
+    auto vocab = GgufFile::open(s.vocab_path);
+    if (!vocab) return make_error("vocabulary {}", vocab.error().message);
+    n_vocab = static_cast<int>(vocab->get_strings("tokenizer.ggml.tokens").size());
+    if (n_vocab == 0) {
+      return make_error(
+          "{}: no tokenizer.ggml.tokens: not a vocabulary (expected a GGUF with a "
+          "tokenizer, e.g. llama.cpp's ggml-vocab-*.gguf or any model)",
+          s.vocab_path);
+    }
+    w.copy_metadata(*vocab, "tokenizer.");
+  } else {
+    n_vocab = write_byte_vocab(w);
+  }
   std::mt19937_64 rng(s.seed), prng(s.perturb_seed);
   std::normal_distribution<float> N(0.0f, 1.0f);
   auto randn = [&](int64_t n, float scale) {
@@ -87,17 +154,64 @@ Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
     }
     return v;
   };
+  // Hashed weights: tensor k's values come from stream keys[k] (and the perturbation's).
+  uint64_t n_tensors = 0;
+  auto stream = [&](uint64_t seed) { return mix64(seed ^ mix64(n_tensors + 1)); };
+  ThreadPool inline_pool(1);
+  ThreadPool& pool = s.pool ? *s.pool : inline_pool;
+  struct Progress {
+    uint64_t done = 0, total = 0;
+  };
+  auto progress = std::make_shared<Progress>();
   const int hd = s.n_embd / s.n_head, kv = s.n_head_kv * hd;
+  // Matrices of weight_type take the file type's mix when one is set.
   auto add = [&](const std::string& name, int64_t rows, int64_t cols, float scale, TensorType t) {
-    auto v = randn(rows * cols, scale);
-    auto bytes = encode(t, v, cols);
-    w.add_tensor(name, t, {cols, rows}, bytes.data(), bytes.size());
+    if (s.file_type && t == s.weight_type) {
+      t = file_type_tensor(*s.file_type, name, s.n_layer, cols, s.tied_output);
+    }
+    const size_t row_size = row_bytes(t, cols), n_bytes = row_size * size_t(rows);
+    if (!s.hashed_weights) {
+      auto v = randn(rows * cols, scale);
+      auto bytes = encode(t, v, cols);
+      w.add_tensor(name, t, {cols, rows}, bytes.data(), bytes.size());
+      return;
+    }
+    const uint64_t key = stream(s.seed), pkey = stream(s.perturb_seed);
+    ++n_tensors;
+    progress->total += n_bytes;
+    const float perturb = s.perturb;
+    const auto& on_progress = s.progress;
+    w.add_tensor(name, t, {cols, rows}, n_bytes, [=, &pool](uint8_t* dst) {
+      pool.parallel_for(size_t(rows), 16, [&](size_t r0, size_t r1, int) {
+        std::vector<float> row(static_cast<size_t>(cols));
+        for (size_t r = r0; r < r1; ++r) {
+          const uint64_t base = r * uint64_t(cols);
+          for (int64_t c = 0; c < cols; ++c) {
+            float x = hashed_normal(key, base + c) * scale;
+            if (perturb > 0) x += hashed_normal(pkey, base + c) * scale * perturb;
+            row[size_t(c)] = x;
+          }
+          ops::quantize_row(t, row.data(), dst + r * row_size, cols);
+        }
+      });
+      progress->done += n_bytes;
+      if (on_progress) on_progress(progress->done, progress->total);
+      return ok_status();
+    });
   };
-  auto add_norm = [&](const std::string& name) {
-    std::vector<float> v(s.n_embd);
-    for (auto& x : v) x = 1.0f + 0.1f * N(rng);
-    w.add_tensor(name, TensorType::F32, {s.n_embd}, v.data(), v.size() * 4);
+  // F32 vectors (norm weights) of n values near `mean`.
+  auto add_f32 = [&](const std::string& name, int64_t n, float mean, float scale) {
+    std::vector<float> v(n);
+    if (s.hashed_weights) {
+      const uint64_t key = stream(s.seed);
+      ++n_tensors;
+      for (int64_t i = 0; i < n; ++i) v[size_t(i)] = mean + scale * hashed_normal(key, i);
+    } else {
+      for (auto& x : v) x = mean + scale * N(rng);
+    }
+    w.add_tensor(name, TensorType::F32, {n}, v.data(), v.size() * 4);
   };
+  auto add_norm = [&](const std::string& name) { add_f32(name, s.n_embd, 1.0f, 0.1f); };
   add("token_embd.weight", n_vocab, s.n_embd, 1.0f, s.weight_type);
   add_norm("output_norm.weight");
   if (!s.tied_output) add("output.weight", n_vocab, s.n_embd, 0.3f, s.weight_type);

@@ -4,21 +4,31 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
+#include "engine/file_type.h"
 #include "gguf/tensor_type.h"
 #include "util/result.h"
 
 namespace hlm {
 
+class ThreadPool;
+struct ModelShape;
+
 struct TinyModelSpec {
+  // general.architecture; this writer writes "llama" (writer_supports).
+  std::string arch = "llama";
   int n_embd = 64;
   int n_layer = 2;
   int n_head = 4;
   int n_head_kv = 2;
   int n_ff = 128;
   int n_ctx = 256;
+  int head_dim = 0;            // 0: n_embd / n_head; else written as attention.key_length
+  float rope_base = 10000.0f;  // rope.freq_base
   TensorType weight_type = TensorType::Q8_0;
   bool tied_output = false;
   uint64_t seed = 1;
@@ -26,10 +36,35 @@ struct TinyModelSpec {
   // the same vocabulary, as a device model is to its cloud model).
   float perturb = 0.0f;
   uint64_t perturb_seed = 2;
+
+  // ---- Real shapes (hlm models synth; see from_shape) ----
+  std::string name = "hlm-tiny-test";
+  float rms_eps = 1e-5f;
+  // A GGUF whose tokenizer.* metadata becomes the vocabulary (n_vocab = its token count); empty:
+  // a built-in SentencePiece-style vocabulary of byte tokens.
+  std::string vocab_path;
+  // llama.cpp's mix of tensor types for this file type (file_type_tensor) in place of
+  // weight_type; unset: every matrix is weight_type.
+  std::optional<FileType> file_type;
+  // Draws each weight from a hash of (seed, tensor, index) instead of one stream through the whole
+  // file, so that matrices are generated and quantised in parallel on `pool` and streamed to disk
+  // one at a time, with bytes that do not depend on the thread count. Off for the tiny test models,
+  // whose bytes recorded fixtures depend on.
+  bool hashed_weights = false;
+  ThreadPool* pool = nullptr;  // with hashed_weights; null: the calling thread alone
+  // Called as each tensor is written, with the bytes written so far and the total.
+  std::function<void(uint64_t done, uint64_t total)> progress;
+
+  // A real shape's hyper-parameters, hashed weights of the given file type and seed.
+  static TinyModelSpec from_shape(const ModelShape& shape, FileType type, uint64_t seed);
 };
 
+// Whether write_tiny_model writes models of this general.architecture.
+bool writer_supports(const std::string& arch);
+
 // Writes a llama-architecture GGUF with a SentencePiece-style vocabulary of byte tokens plus
-// <unk>, <s>, </s> and a few merged pieces; weights drawn from N(0, 0.02..) with the seed.
+// <unk>, <s>, </s> and a few merged pieces (or spec.vocab_path's vocabulary); weights drawn from
+// N(0, 0.02..) with the seed. Errors name the vocabulary file or the output path.
 Status write_tiny_model(const std::string& path, const TinyModelSpec& spec);
 
 class Model;

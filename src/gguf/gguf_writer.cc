@@ -130,9 +130,9 @@ void GgufWriter::set_i32s(const std::string& key, const std::vector<int32_t>& v)
   put_key(key, kArray, std::move(p));
 }
 
-void GgufWriter::copy_metadata(const GgufFile& from) {
+void GgufWriter::copy_metadata(const GgufFile& from, const std::string& prefix) {
   for (const auto& [key, value] : from.metadata()) {
-    if (key == "general.alignment") continue;
+    if (key == "general.alignment" || key.rfind(prefix, 0) != 0) continue;
     std::vector<uint8_t> p;
     if (const auto* arr = value.as_array()) {
       // Arrays are homogeneous; take the element type from the first element.
@@ -154,10 +154,15 @@ void GgufWriter::copy_metadata(const GgufFile& from) {
 
 void GgufWriter::add_tensor(const std::string& name, TensorType type, std::vector<int64_t> shape,
                             const void* data, size_t n_bytes) {
-  Tensor t{name, type, std::move(shape), {}};
+  Tensor t{name, type, std::move(shape), n_bytes, {}, {}};
   const auto* p = static_cast<const uint8_t*>(data);
   t.data.assign(p, p + n_bytes);
   tensors_.push_back(std::move(t));
+}
+
+void GgufWriter::add_tensor(const std::string& name, TensorType type, std::vector<int64_t> shape,
+                            size_t n_bytes, Fill fill) {
+  tensors_.push_back(Tensor{name, type, std::move(shape), n_bytes, {}, std::move(fill)});
 }
 
 Status GgufWriter::write(const std::string& path, uint32_t alignment) const {
@@ -184,7 +189,7 @@ Status GgufWriter::write(const std::string& path, uint32_t alignment) const {
     append(head, static_cast<uint32_t>(t.type));
     append(head, offset);
     offsets.push_back(offset);
-    offset += (t.data.size() + alignment - 1) / alignment * alignment;
+    offset += (t.n_bytes + alignment - 1) / alignment * alignment;
   }
   // A name of this writer's own, so writers of the same path (parallel test processes) never
   // share a half-written file; the rename makes whichever finishes last the file, whole.
@@ -199,13 +204,23 @@ Status GgufWriter::write(const std::string& path, uint32_t alignment) const {
     if (r) out.write(zeros.data(), static_cast<std::streamsize>(alignment - r));
   };
   pad_to(head.size());
+  std::error_code ec;
+  std::vector<uint8_t> filled;
   for (const auto& t : tensors_) {
-    out.write(reinterpret_cast<const char*>(t.data.data()),
-              static_cast<std::streamsize>(t.data.size()));
-    pad_to(t.data.size());
+    const uint8_t* bytes = t.data.data();
+    if (t.fill) {
+      filled.resize(t.n_bytes);
+      if (Status st = t.fill(filled.data()); !st) {
+        out.close();
+        std::filesystem::remove(tmp, ec);
+        return st;
+      }
+      bytes = filled.data();
+    }
+    out.write(reinterpret_cast<const char*>(bytes), static_cast<std::streamsize>(t.n_bytes));
+    pad_to(t.n_bytes);
   }
   out.close();
-  std::error_code ec;
   if (!out) {
     std::filesystem::remove(tmp, ec);
     return make_error("{}: write failed (disk full?)", tmp);

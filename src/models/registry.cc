@@ -93,6 +93,13 @@ std::string models_dir() {
   return (fs::path(home ? home : "/root") / ".cache" / "hlm" / "models").string();
 }
 
+std::string vocab_dir() {
+  if (const char* d = env("HLM_VOCAB_DIR")) return d;
+  if (const char* x = env("XDG_CACHE_HOME")) return (fs::path(x) / "hlm" / "llama-vocab").string();
+  const char* home = env("HOME");
+  return (fs::path(home ? home : "/root") / ".cache" / "hlm" / "llama-vocab").string();
+}
+
 std::string model_path(const ModelEntry& entry) {
   return (fs::path(models_dir()) / entry.file).string();
 }

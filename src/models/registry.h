@@ -48,6 +48,10 @@ const ModelEntry* find_model(std::string_view name_or_alias);
 // The cache directory: $HLM_MODELS_DIR, else $XDG_CACHE_HOME/hlm/models, else
 // $HOME/.cache/hlm/models. Empty variables count as unset. Not created here.
 std::string models_dir();
+// Where llama.cpp's test vocabularies (ggml-vocab-<name>.gguf) are kept:
+// $HLM_VOCAB_DIR, else $XDG_CACHE_HOME/hlm/llama-vocab, else ~/.cache/hlm/llama-vocab
+// (tools/reference/fetch_vocabs.sh, `./setup.sh vocab`, fills it).
+std::string vocab_dir();
 
 // Where an entry lives (or would live) in the cache directory.
 std::string model_path(const ModelEntry& entry);

@@ -24,8 +24,9 @@ void dequantize_row(TensorType t, const void* src, float* dst, int64_t n);
 double dot_reference(TensorType t, const void* row, const float* x, int64_t n);
 
 // Encodes n floats (a multiple of the block size) as one row of type t, round-to-nearest
-// (ggml's reference quantisers). Supported for F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1;
-// aborts for other types (check can_quantize first).
+// (ggml's reference quantisers for the 32-element types; for Q4_K and Q6_K a min/max fit per
+// sub-block, decoded exactly as llama.cpp decodes it). Supported for F32, F16, BF16, Q8_0, Q4_0,
+// Q4_1, Q5_0, Q5_1, Q4_K, Q6_K; aborts for other types (check can_quantize first).
 void quantize_row(TensorType t, const float* src, void* dst, int64_t n);
 bool can_quantize(TensorType t);
 

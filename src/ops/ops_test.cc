@@ -223,7 +223,7 @@ TEST(Dequantize, Q6_K) {
 TEST(Quantize, RoundTripWithinHalfStep) {
   std::mt19937 rng(1);
   for (TensorType t : kAllTypes) {
-    if (!can_quantize(t) || is_float(t)) continue;
+    if (!can_quantize(t) || is_float(t) || is_k(t)) continue;  // K types: KTypesStayOnTheirGrid
     SCOPED_TRACE(std::string(info(t).name));
     const auto x = random_vec(256, rng);
     std::vector<uint8_t> row(row_bytes(t, 256));
@@ -245,6 +245,61 @@ TEST(Quantize, RoundTripWithinHalfStep) {
       for (int i = 0; i < 32; ++i) {
         EXPECT_NEAR(y[32 * b + i], x[32 * b + i],
                     0.5f * step * 1.02f + 2e-3f * std::fabs(x[32 * b + i]) + 1e-3f);
+      }
+    }
+  }
+}
+
+// The K-type quantisers: every element decodes to within half a step of the sub-block's stored
+// grid (Q6_K: one step, as the element opposite the largest clamps at +31 as Q4_0's does at +7),
+// and the stored step is no coarser than the sub-block's range needs (plus one unit of the
+// super-block scale, which steps are multiples of). Rows mix Gaussian sub-blocks with
+// all-positive, all-negative, constant and zero ones.
+TEST(Quantize, KTypesStayOnTheirGrid) {
+  std::mt19937 rng(7);
+  for (TensorType t : {TensorType::Q4_K, TensorType::Q6_K}) {
+    SCOPED_TRACE(std::string(info(t).name));
+    ASSERT_TRUE(can_quantize(t));
+    const bool q4 = t == TensorType::Q4_K;
+    const int sub = q4 ? 32 : 16, levels = q4 ? 15 : 32;
+    for (int trial = 0; trial < 20; ++trial) {
+      auto x = random_vec(256, rng);
+      const int kind = trial % 5;  // 0: Gaussian, 1: shifted up, 2: down, 3: constant, 4: zero
+      for (int i = 0; i < 64; ++i) {
+        x[i] = kind == 1   ? x[i] + 5.0f
+               : kind == 2 ? x[i] - 5.0f
+               : kind == 3 ? 0.7f
+               : kind == 4 ? 0
+                           : x[i];
+      }
+      std::vector<uint8_t> row(row_bytes(t, 256));
+      quantize_row(t, x.data(), row.data(), 256);
+      std::vector<float> y(256);
+      dequantize_row(t, row.data(), y.data(), 256);
+      const float d = fmt::load_f16(row.data() + (q4 ? fmt::kQ4_K_D : fmt::kQ6_K_D));
+      for (int j = 0; j < 256 / sub; ++j) {
+        float step;
+        if (q4) {
+          int sc, m;
+          fmt::k4_scale_min(j, row.data() + fmt::kQ4_K_Scales, &sc, &m);
+          step = d * static_cast<float>(sc);
+        } else {
+          step = d * std::fabs(static_cast<float>(static_cast<int8_t>(row[fmt::kQ6_K_Scales + j])));
+        }
+        float lo = 0, hi = 0, amax = 0;
+        for (int i = 0; i < sub; ++i) {
+          lo = std::min(lo, x[sub * j + i]);
+          hi = std::max(hi, x[sub * j + i]);
+          amax = std::max(amax, std::fabs(x[sub * j + i]));
+        }
+        // Q4_K's offset is a multiple of dmin rounded up, which can widen the span by one dmin.
+        const float need =
+            q4 ? (hi - lo + fmt::load_f16(row.data() + fmt::kQ4_K_Dmin)) / levels : amax / levels;
+        EXPECT_LE(step, need * 1.01f + d * 1.01f) << "sub-block " << j;
+        for (int i = 0; i < sub; ++i) {
+          EXPECT_NEAR(y[sub * j + i], x[sub * j + i], (q4 ? 0.5f : 1.0f) * step * 1.001f + 1e-6f)
+              << "element " << sub * j + i;
+        }
       }
     }
   }

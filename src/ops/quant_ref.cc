@@ -1,5 +1,5 @@
 // Scalar reference decoding and round-to-nearest quantisation of the ggml block formats: the
-// oracle the SIMD kernels are tested against, and the quantiser the distillation tools use.
+// oracle the SIMD kernels are tested against, and the quantisers the model writers use.
 #include <algorithm>
 #include <cassert>
 #include <cmath>
@@ -215,6 +215,94 @@ void quant_asym(const float* x, int bits, uint8_t* dptr, uint8_t* mptr, uint8_t*
   if (qh) std::memcpy(qh, &h, 4);
 }
 
+// Q4_K, one 256-element super-block: each 32-element sub-block j gets the affine map
+// x ~ step_j * q - off_j over q in 0..15 spanning [min(x, 0), max(x)] (the format only subtracts
+// an offset, so a sub-block above zero starts at zero); steps and offsets are stored as 6-bit
+// multiples of the super-block's d and dmin, rounded up so that the stored grid still covers the
+// sub-block, and q is chosen against the stored values.
+void quant_q4_k(const float* x, uint8_t* b) {
+  // f16 rounds to within 2^-11: stored super-scales are raised by 2^-10 so that 63 multiples
+  // still reach the largest sub-block.
+  constexpr float kUp = 1.0f + 1.0f / 1024.0f;
+  float lo[8], hi[8], max_off = 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    lo[j] = 0.0f;
+    hi[j] = x[32 * j];
+    for (int i = 0; i < 32; ++i) {
+      lo[j] = std::min(lo[j], x[32 * j + i]);
+      hi[j] = std::max(hi[j], x[32 * j + i]);
+    }
+    max_off = std::max(max_off, -lo[j]);
+  }
+  const uint16_t mh = f32_to_f16(max_off / 63.0f * kUp);
+  const float dmin = f16_to_f32(mh);
+  int sc[8], m[8];
+  float top[8], max_top = 0.0f;
+  for (int j = 0; j < 8; ++j) {
+    m[j] = dmin > 0.0f ? std::clamp(static_cast<int>(std::ceil(-lo[j] / dmin)), 0, 63) : 0;
+    top[j] = hi[j] + dmin * static_cast<float>(m[j]);  // the sub-block's span above its offset
+    max_top = std::max(max_top, top[j]);
+  }
+  const uint16_t dh = f32_to_f16(max_top / (15.0f * 63.0f) * kUp);
+  const float d = f16_to_f32(dh);
+  std::memcpy(b + kQ4_K_D, &dh, 2);
+  std::memcpy(b + kQ4_K_Dmin, &mh, 2);
+  for (int j = 0; j < 8; ++j) {
+    sc[j] = d > 0.0f ? std::clamp(static_cast<int>(std::ceil(top[j] / (15.0f * d))), 0, 63) : 0;
+  }
+  uint8_t* s = b + kQ4_K_Scales;
+  for (int j = 0; j < 4; ++j) {
+    s[j] = static_cast<uint8_t>((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+    s[j + 4] = static_cast<uint8_t>((m[j] & 63) | ((m[j + 4] >> 4) << 6));
+    s[j + 8] = static_cast<uint8_t>((sc[j + 4] & 15) | ((m[j + 4] & 15) << 4));
+  }
+  uint8_t* qs = b + kQ4_K_Qs;
+  for (int j = 0; j < 8; ++j) {
+    const float step = d * static_cast<float>(sc[j]), off = dmin * static_cast<float>(m[j]);
+    const float inv = step > 0.0f ? 1.0f / step : 0.0f;
+    for (int l = 0; l < 32; ++l) {
+      const int q = std::clamp(static_cast<int>(std::lround((x[32 * j + l] + off) * inv)), 0, 15);
+      uint8_t& byte = qs[32 * (j / 2) + l];
+      byte = static_cast<uint8_t>(j % 2 ? (byte & 0x0f) | (q << 4) : q);
+    }
+  }
+}
+
+// Q6_K, one 256-element super-block: each 16-element sub-block gets a symmetric scale that maps
+// its largest-magnitude element to -32 (as Q4_0 does with -8), stored as an int8 multiple of the
+// super-block's d; q is chosen against the stored scale.
+void quant_q6_k(const float* x, uint8_t* b) {
+  float scale[16], max_abs = 0.0f;
+  for (int j = 0; j < 16; ++j) {
+    float amax = 0.0f, mx = 0.0f;
+    for (int i = 0; i < 16; ++i) {
+      if (std::fabs(x[16 * j + i]) > amax) {
+        amax = std::fabs(x[16 * j + i]);
+        mx = x[16 * j + i];
+      }
+    }
+    scale[j] = mx / -32.0f;
+    max_abs = std::max(max_abs, std::fabs(scale[j]));
+  }
+  const uint16_t dh = f32_to_f16(max_abs / 127.0f);
+  std::memcpy(b + kQ6_K_D, &dh, 2);
+  const float d = f16_to_f32(dh);
+  std::memset(b, 0, kQ6_K_Scales);
+  for (int j = 0; j < 16; ++j) {
+    const int sc =
+        d > 0.0f ? std::clamp(static_cast<int>(std::lround(scale[j] / d)), -128, 127) : 0;
+    b[kQ6_K_Scales + j] = static_cast<uint8_t>(static_cast<int8_t>(sc));
+    const float step = d * static_cast<float>(sc);
+    const float inv = step != 0.0f ? 1.0f / step : 0.0f;
+    for (int i = 0; i < 16; ++i) {
+      const int e = 16 * j + i, h = e / 128, k = (e % 128) / 32, l = e % 32;
+      const int q = std::clamp(static_cast<int>(std::lround(x[e] * inv)) + 32, 0, 63);
+      b[kQ6_K_Ql + 64 * h + 32 * (k & 1) + l] |= static_cast<uint8_t>((q & 15) << (4 * (k >> 1)));
+      b[kQ6_K_Qh + 32 * h + l] |= static_cast<uint8_t>((q >> 4) << (2 * k));
+    }
+  }
+}
+
 }  // namespace
 
 void dequantize_row(TensorType t, const void* src, float* dst, int64_t n) {
@@ -270,8 +358,15 @@ void quantize_row(TensorType t, const float* src, void* dst, int64_t n) {
     default:
       break;
   }
-  assert(n % 32 == 0);
   const auto& ti = info(t);
+  if (t == TensorType::Q4_K || t == TensorType::Q6_K) {
+    assert(n % kQK == 0);
+    for (int64_t b = 0; b < n / kQK; ++b) {
+      (t == TensorType::Q4_K ? quant_q4_k : quant_q6_k)(src + kQK * b, p + b * ti.type_size);
+    }
+    return;
+  }
+  assert(n % 32 == 0);
   for (int64_t b = 0; b < n / 32; ++b) {
     const float* x = src + 32 * b;
     uint8_t* o = p + b * ti.type_size;
@@ -292,7 +387,7 @@ void quantize_row(TensorType t, const float* src, void* dst, int64_t n) {
         quant_asym(x, 5, o + kQ5_1_D, o + kQ5_1_M, o + kQ5_1_Qs, o + kQ5_1_Qh);
         break;
       default:
-        std::abort();  // K-type quantisation is not implemented
+        std::abort();  // check can_quantize first
     }
   }
 }
@@ -307,6 +402,8 @@ bool can_quantize(TensorType t) {
     case TensorType::Q4_1:
     case TensorType::Q5_0:
     case TensorType::Q5_1:
+    case TensorType::Q4_K:
+    case TensorType::Q6_K:
       return true;
     default:
       return false;
