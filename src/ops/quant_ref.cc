@@ -261,7 +261,8 @@ void quant_q4_k(const float* x, uint8_t* b) {
     const float step = d * static_cast<float>(sc[j]), off = dmin * static_cast<float>(m[j]);
     const float inv = step > 0.0f ? 1.0f / step : 0.0f;
     for (int l = 0; l < 32; ++l) {
-      const int q = std::clamp(static_cast<int>(std::lround((x[32 * j + l] + off) * inv)), 0, 15);
+      // x + off >= 0 on the grid, so truncating after adding 0.5 rounds (and needs no libm call).
+      const int q = std::clamp(static_cast<int>((x[32 * j + l] + off) * inv + 0.5f), 0, 15);
       uint8_t& byte = qs[32 * (j / 2) + l];
       byte = static_cast<uint8_t>(j % 2 ? (byte & 0x0f) | (q << 4) : q);
     }
@@ -296,7 +297,7 @@ void quant_q6_k(const float* x, uint8_t* b) {
     const float inv = step != 0.0f ? 1.0f / step : 0.0f;
     for (int i = 0; i < 16; ++i) {
       const int e = 16 * j + i, h = e / 128, k = (e % 128) / 32, l = e % 32;
-      const int q = std::clamp(static_cast<int>(std::lround(x[e] * inv)) + 32, 0, 63);
+      const int q = std::clamp(static_cast<int>(x[e] * inv + 32.5f), 0, 63);  // as Q4_K's
       b[kQ6_K_Ql + 64 * h + 32 * (k & 1) + l] |= static_cast<uint8_t>((q & 15) << (4 * (k >> 1)));
       b[kQ6_K_Qh + 32 * h + l] |= static_cast<uint8_t>((q >> 4) << (2 * k));
     }

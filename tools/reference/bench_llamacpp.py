@@ -6,12 +6,18 @@
 Mirrors llama-bench's pp/tg tests using the low-level API
 (llama_batch_get_one + llama_decode + llama_synchronize):
 
-  pp: after one warm-up run, clear the KV cache and time ONE llama_decode of an
-      n_prompt-token batch (n_batch = n_ubatch >= n_prompt, logits only for the
-      last token).  Repeated --reps times; the median is reported.
-  tg: after a one-token warm-up, clear the KV cache and time n_gen consecutive
-      single-token llama_decode calls starting from an empty cache (like
-      llama-bench's "tg64").  Repeated --reps times; the median is reported.
+  pp: after one warm-up run, roll the KV cache back to --depth tokens and time
+      ONE llama_decode of an n_prompt-token batch (n_batch = n_ubatch >=
+      n_prompt, logits only for the last token).  Repeated --reps times; the
+      median is reported.
+  tg: after a one-token warm-up, roll the KV cache back to --depth tokens and
+      time n_gen consecutive single-token llama_decode calls (like
+      llama-bench's "tg64 @ d<depth>").  Repeated --reps times; the median is
+      reported.
+
+The context holds --ctx tokens (default 512, as hlm bench engine's).  The
+--depth cached tokens are decoded once, before the timed runs.  The JSON also
+reports the process's peak resident memory (ru_maxrss).
 
 Token ids are pseudo-random (fixed seed) like llama-bench; speed does not
 depend on their values.  Exit code 2 if llama_cpp cannot be imported.
@@ -22,6 +28,7 @@ import ctypes
 import json
 import os
 import random
+import resource
 import statistics
 import sys
 import time
@@ -44,6 +51,8 @@ def main():
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--n-prompt", type=int, default=128)
     ap.add_argument("--n-gen", type=int, default=64)
+    ap.add_argument("--depth", type=int, default=0, help="tokens cached before pp and tg")
+    ap.add_argument("--ctx", type=int, default=512, help="context size (KV cache) in tokens")
     ap.add_argument("--reps", type=int, default=3, help="timed repetitions per test (median reported)")
     ap.add_argument("--flash-attn", action="store_true", help="enable flash attention (default off)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
@@ -51,23 +60,24 @@ def main():
 
     if args.threads < 1 or args.n_prompt < 1 or args.n_gen < 1 or args.reps < 1:
         ap.error("--threads, --n-prompt, --n-gen and --reps must be >= 1")
+    if args.depth < 0 or args.ctx < args.depth + max(args.n_prompt, args.n_gen):
+        ap.error("--ctx must hold --depth plus max(--n-prompt, --n-gen) tokens")
     if not os.path.isfile(args.model):
         sys.stderr.write("error: model not found: %s\n" % args.model)
         return 1
 
     llama_cpp = import_llama_cpp()
 
-    n_ctx = max(512, args.n_prompt, args.n_gen + 1)
     n_batch = max(512, args.n_prompt)
     llm = llama_cpp.Llama(
-        model_path=args.model, n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch,
+        model_path=args.model, n_ctx=args.ctx, n_batch=n_batch, n_ubatch=n_batch,
         n_threads=args.threads, n_threads_batch=args.threads, logits_all=False,
         flash_attn=args.flash_attn, verbose=False)
     ctx = llm._ctx.ctx
     n_vocab = llm.n_vocab()
 
-    def clear_cache():
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+    def clear_cache():  # back to the --depth cached tokens
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), 0, args.depth, -1)
 
     def decode(tokens):
         arr = (llama_cpp.llama_token * len(tokens))(*tokens)
@@ -78,6 +88,11 @@ def main():
     rng = random.Random(1234)
     prompt = [rng.randrange(n_vocab) for _ in range(args.n_prompt)]
     gen = [rng.randrange(n_vocab) for _ in range(args.n_gen)]
+    context = [rng.randrange(n_vocab) for _ in range(args.depth)]
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+    for i in range(0, args.depth, n_batch):
+        decode(context[i:i + n_batch])
+    llama_cpp.llama_synchronize(ctx)
     # pre-build the single-token arrays so Python overhead stays out of the loop
     gen_arrs = [(llama_cpp.llama_token * 1)(t) for t in gen]
 
@@ -115,6 +130,9 @@ def main():
         "threads": args.threads,
         "n_prompt": args.n_prompt,
         "n_gen": args.n_gen,
+        "depth": args.depth,
+        "ctx": args.ctx,
+        "max_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "reference": "llama-cpp-python %s" % llama_cpp.__version__,
         "reps": args.reps,
         "pp_tokens_per_s_runs": [round(x, 2) for x in pp_tps],
