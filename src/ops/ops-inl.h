@@ -197,15 +197,31 @@ struct DecQK45 {
   static constexpr int kElems = 256, kBytes = kFive ? 176 : 144, kSubs = 8;
   static constexpr int kQs = kFive ? fmt::kQ5_K_Qs : fmt::kQ4_K_Qs;
   const uint8_t* b;
-  float dws[8], mws[8];
+  alignas(32) float dws[8];
+  alignas(32) float mws[8];
   HWY_INLINE void Begin(const uint8_t* blk) {
     b = blk;
     const float d = LoadF16(b + fmt::kQ4_K_D), dmin = LoadF16(b + fmt::kQ4_K_Dmin);
-    for (int j = 0; j < 8; ++j) {
-      int sc, m;
-      fmt::k4_scale_min(j, b + fmt::kQ4_K_Scales, &sc, &m);
-      dws[j] = d * static_cast<float>(sc);
-      mws[j] = -dmin * static_cast<float>(m);
+    // The 8 six-bit scales and mins (fmt::k4_scale_min), four bytes at a time: sub-blocks 0-3
+    // are the low 6 bits of bytes 0-3 (scales) and 4-7 (mins); 4-7 take their low 4 bits from
+    // the nibbles of bytes 8-11 and their top 2 from the top bits of bytes 0-3 and 4-7.
+    const uint8_t* s = b + fmt::kQ4_K_Scales;
+    const uint32_t u0 = fmt::load_u32(s), u1 = fmt::load_u32(s + 4), u2 = fmt::load_u32(s + 8);
+    const uint32_t sc[2] = {u0 & 0x3f3f3f3fu,
+                            (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4)};
+    const uint32_t m[2] = {u1 & 0x3f3f3f3fu,
+                           ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4)};
+    alignas(8) uint8_t scb[8], mb[8];
+    std::memcpy(scb, sc, 8);
+    std::memcpy(mb, m, 8);
+    const hn::CappedTag<float, 8> df8;
+    const hn::Rebind<int32_t, decltype(df8)> di;
+    const hn::Rebind<uint8_t, decltype(df8)> du8;
+    for (size_t i = 0; i < 8; i += hn::Lanes(df8)) {
+      const auto vs = hn::ConvertTo(df8, hn::PromoteTo(di, hn::LoadU(du8, scb + i)));
+      const auto vm = hn::ConvertTo(df8, hn::PromoteTo(di, hn::LoadU(du8, mb + i)));
+      hn::StoreU(hn::Mul(vs, hn::Set(df8, d)), df8, dws + i);
+      hn::StoreU(hn::Mul(vm, hn::Set(df8, -dmin)), df8, mws + i);
     }
   }
   HWY_INLINE void Scales(int sub, float& dw, float& mw) const {
@@ -227,6 +243,22 @@ struct DecQK45 {
     }
     return q;
   }
+#if HLM_OPS_X86_BYTES
+  static constexpr bool kSignedBytes = false;
+  HWY_INLINE __m256i Bytes32(int sub) const {
+    const __m256i v =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + kQs + 32 * (sub >> 1)));
+    __m256i q = _mm256_and_si256((sub & 1) ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(15));
+    if constexpr (kFive) {
+      const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + fmt::kQ5_K_Qh));
+      // 16 where bit `sub` of the element's qh byte is set.
+      const __m256i bit = _mm256_and_si256(h, _mm256_set1_epi8(static_cast<char>(1 << sub)));
+      const __m256i unset = _mm256_cmpeq_epi8(bit, _mm256_setzero_si256());
+      q = _mm256_or_si256(q, _mm256_andnot_si256(unset, _mm256_set1_epi8(16)));
+    }
+    return q;
+  }
+#endif
 };
 
 // Q6_K: 6-bit values pre-multiplied by their int8 16-element scale (|q * sc| <= 4096).
@@ -255,6 +287,28 @@ struct DecQ6_K {
     const int sc = static_cast<int8_t>(b[fmt::kQ6_K_Scales + 2 * sub + (c >> 4)]);
     return hn::Mul(hn::Sub(q, hn::Set(d16, 32)), hn::Set(d16, static_cast<int16_t>(sc)));
   }
+#if HLM_OPS_X86_BYTES
+  // The 32 values q - 32 as signed bytes; their two 16-element scales come from LaneScales.
+  static constexpr bool kSignedBytes = true;
+  HWY_INLINE __m256i Bytes32(int sub) const {
+    const int h = sub >> 2, k = sub & 3;
+    const __m256i lo = _mm256_loadu_si256(
+        reinterpret_cast<const __m256i*>(b + fmt::kQ6_K_Ql + 64 * h + 32 * (k & 1)));
+    const __m256i hb =
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + fmt::kQ6_K_Qh + 32 * h));
+    const __m256i nib = _mm256_and_si256(_mm256_srli_epi16(lo, 4 * (k >> 1)), _mm256_set1_epi8(15));
+    const __m256i two = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), _mm256_set1_epi8(3));
+    const __m256i q = _mm256_or_si256(nib, _mm256_slli_epi16(two, 4));
+    return _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+  }
+  // Per int32 lane of the byte path's sums (4 elements each): d times the scale of its 16.
+  HWY_INLINE __m256 LaneScales(int sub) const {
+    const float s0 = d * static_cast<float>(static_cast<int8_t>(b[fmt::kQ6_K_Scales + 2 * sub]));
+    const float s1 =
+        d * static_cast<float>(static_cast<int8_t>(b[fmt::kQ6_K_Scales + 2 * sub + 1]));
+    return _mm256_setr_ps(s0, s0, s0, s0, s1, s1, s1, s1);
+  }
+#endif
 };
 
 #if HLM_OPS_X86_BYTES
@@ -264,6 +318,15 @@ constexpr auto HasBytes32(int) -> decltype(Dec::kSignedBytes, bool()) {
 }
 template <class Dec>
 constexpr bool HasBytes32(...) {
+  return false;
+}
+// Decoders whose byte-path scale varies within a sub-block (Q6_K) give it per int32 lane.
+template <class Dec>
+constexpr auto HasLaneScales(int) -> decltype(&Dec::LaneScales, bool()) {
+  return true;
+}
+template <class Dec>
+constexpr bool HasLaneScales(...) {
   return false;
 }
 #endif
@@ -284,7 +347,12 @@ HWY_INLINE void BlockDot(const Dec& dec, int sub, int64_t blk, const ActQ8* a, h
     // Same integer sums as below, via u8 x i8 maddubs (pairs stay below 2 * 128 * 127).
     const __m256i wb = dec.Bytes32(sub);
     const __m256i aw = Dec::kSignedBytes ? _mm256_sign_epi8(wb, wb) : wb;
-    const __m256 vdw = _mm256_set1_ps(dw);
+    __m256 vdw;
+    if constexpr (HasLaneScales<Dec>(0)) {
+      vdw = dec.LaneScales(sub);
+    } else {
+      vdw = _mm256_set1_ps(dw);
+    }
     const __m256i ones = _mm256_set1_epi16(1);
     for (int t = 0; t < NT; ++t) {
       __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].q + blk * 32));
