@@ -202,6 +202,36 @@ TEST(HlmCli, ModelsDeriveNamesBadInputs) {
   EXPECT_TRUE(contains(m.out, "--out")) << m.out;
 }
 
+// synth writes a loadable file with the given vocabulary, and names what is wrong otherwise.
+TEST(HlmCli, ModelsSynth) {
+  ScopedTempDir dir;
+  const std::string vocab = dir / "vocab.gguf", out = dir / "synth.gguf";
+  ASSERT_TRUE(hlm::write_tiny_model(vocab, hlm::TinyModelSpec{}).ok());
+  Outcome ok = hlm("models synth --shape test-llama --type Q4_K_M --vocab '" + vocab + "' --out '" +
+                       out + "' --threads 2 --json",
+                   "2>/dev/null");
+  ASSERT_EQ(ok.code, 0) << ok.out;
+  const auto j = nlohmann::json::parse(ok.out);
+  EXPECT_EQ(j["shape"], "test-llama");
+  EXPECT_EQ(j["type"], "Q4_K_M");
+  EXPECT_GT(j["size"].get<int64_t>(), 0);
+  Outcome run = hlm("generate --model '" + out + "' -p hi -n 2 --temp 0");
+  EXPECT_EQ(run.code, 0) << run.out;
+
+  for (const auto& [args, says] :
+       {std::pair{"--shape llama-9b --out x.gguf", "unknown shape 'llama-9b'"},
+        {"--shape test-llama --type Q3_K --out x.gguf", "unknown --type 'Q3_K'"},
+        {"--shape test-llama --arch qwen2 --out x.gguf", "is a 'llama' model"},
+        {"--shape test-llama --vocab /nonexistent.gguf --out x.gguf", "/nonexistent.gguf"},
+        {"--shape test-llama --vocab VOCAB --out /nonexistent/x.gguf", "/nonexistent"}}) {
+    std::string a = args;
+    if (auto p = a.find("VOCAB"); p != std::string::npos) a.replace(p, 5, vocab);
+    Outcome r = hlm("models synth " + a);
+    EXPECT_EQ(r.code, 1) << a << ": " << r.out;
+    EXPECT_TRUE(contains(r.out, says)) << a << ": " << r.out;
+  }
+}
+
 TEST(HlmCli, ModelsListJson) {
   ScopedTempDir dir;
   ScopedEnv env("HLM_MODELS_DIR", dir.path());
