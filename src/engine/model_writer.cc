@@ -154,15 +154,14 @@ Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
     }
     return v;
   };
-  // Hashed weights: tensor k's values come from stream keys[k] (and the perturbation's).
+  // Hashed weights: the values of the k-th tensor written are a function of (seed, k, index).
   uint64_t n_tensors = 0;
   auto stream = [&](uint64_t seed) { return mix64(seed ^ mix64(n_tensors + 1)); };
   ThreadPool inline_pool(1);
   ThreadPool& pool = s.pool ? *s.pool : inline_pool;
   struct Progress {
     uint64_t done = 0, total = 0;
-  };
-  auto progress = std::make_shared<Progress>();
+  } progress;  // read by the fills, which run inside w.write() below
   const int hd = s.n_embd / s.n_head, kv = s.n_head_kv * hd;
   // Matrices of weight_type take the file type's mix when one is set.
   auto add = [&](const std::string& name, int64_t rows, int64_t cols, float scale, TensorType t) {
@@ -178,10 +177,10 @@ Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
     }
     const uint64_t key = stream(s.seed), pkey = stream(s.perturb_seed);
     ++n_tensors;
-    progress->total += n_bytes;
+    progress.total += n_bytes;
     const float perturb = s.perturb;
     const auto& on_progress = s.progress;
-    w.add_tensor(name, t, {cols, rows}, n_bytes, [=, &pool](uint8_t* dst) {
+    w.add_tensor(name, t, {cols, rows}, n_bytes, [=, &pool, &progress](uint8_t* dst) {
       pool.parallel_for(size_t(rows), 16, [&](size_t r0, size_t r1, int) {
         std::vector<float> row(static_cast<size_t>(cols));
         for (size_t r = r0; r < r1; ++r) {
@@ -194,8 +193,8 @@ Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
           ops::quantize_row(t, row.data(), dst + r * row_size, cols);
         }
       });
-      progress->done += n_bytes;
-      if (on_progress) on_progress(progress->done, progress->total);
+      progress.done += n_bytes;
+      if (on_progress) on_progress(progress.done, progress.total);
       return ok_status();
     });
   };
