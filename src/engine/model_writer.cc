@@ -30,17 +30,30 @@ std::vector<uint8_t> encode(TensorType t, const std::vector<float>& v, int64_t c
 }  // namespace
 
 Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
+  const bool qwen2 = s.arch == "qwen2", qwen3 = s.arch == "qwen3", gemma3 = s.arch == "gemma3";
+  if (s.arch != "llama" && !qwen2 && !qwen3 && !gemma3) {
+    return make_error("cannot write a tiny '{}' model (architectures: llama, qwen2, qwen3, gemma3)",
+                      s.arch);
+  }
   GgufWriter w;
-  w.set_string("general.architecture", "llama");
+  const std::string a = s.arch + ".";
+  const int hd = s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head;
+  const int q_dim = s.n_head * hd, kv = s.n_head_kv * hd;
+  w.set_string("general.architecture", s.arch);
   w.set_string("general.name", "hlm-tiny-test");
-  w.set_u32("llama.context_length", static_cast<uint32_t>(s.n_ctx));
-  w.set_u32("llama.embedding_length", static_cast<uint32_t>(s.n_embd));
-  w.set_u32("llama.block_count", static_cast<uint32_t>(s.n_layer));
-  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(s.n_ff));
-  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(s.n_head));
-  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
-  w.set_f32("llama.rope.freq_base", 10000.0f);
-  w.set_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  w.set_u32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
+  w.set_u32(a + "embedding_length", static_cast<uint32_t>(s.n_embd));
+  w.set_u32(a + "block_count", static_cast<uint32_t>(s.n_layer));
+  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(s.n_ff));
+  w.set_u32(a + "attention.head_count", static_cast<uint32_t>(s.n_head));
+  w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
+  if (s.head_dim > 0) {
+    w.set_u32(a + "attention.key_length", static_cast<uint32_t>(hd));
+    w.set_u32(a + "attention.value_length", static_cast<uint32_t>(hd));
+  }
+  if (gemma3) w.set_u32(a + "attention.sliding_window", static_cast<uint32_t>(s.sliding_window));
+  w.set_f32(a + "rope.freq_base", s.rope_base);
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", 1e-5f);
 
   // Vocabulary: <unk>, <s>, </s>, 256 byte tokens, then printable pieces and a few merges.
   std::vector<std::string> tokens = {"<unk>", "<s>", "</s>"};
@@ -87,34 +100,71 @@ Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
     }
     return v;
   };
-  const int hd = s.n_embd / s.n_head, kv = s.n_head_kv * hd;
   auto add = [&](const std::string& name, int64_t rows, int64_t cols, float scale, TensorType t) {
     auto v = randn(rows * cols, scale);
     auto bytes = encode(t, v, cols);
     w.add_tensor(name, t, {cols, rows}, bytes.data(), bytes.size());
   };
-  auto add_norm = [&](const std::string& name) {
-    std::vector<float> v(s.n_embd);
-    for (auto& x : v) x = 1.0f + 0.1f * N(rng);
-    w.add_tensor(name, TensorType::F32, {s.n_embd}, v.data(), v.size() * 4);
+  // Norm weights near 1 (Gemma's GGUFs store its (1 + w) already), biases near 0; both F32.
+  auto add_f32 = [&](const std::string& name, int64_t n, float mean, float scale) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = mean + scale * N(rng);
+    w.add_tensor(name, TensorType::F32, {n}, v.data(), v.size() * 4);
   };
+  auto add_norm = [&](const std::string& name, int64_t n) { add_f32(name, n, 1.0f, 0.1f); };
   add("token_embd.weight", n_vocab, s.n_embd, 1.0f, s.weight_type);
-  add_norm("output_norm.weight");
+  add_norm("output_norm.weight", s.n_embd);
   if (!s.tied_output) add("output.weight", n_vocab, s.n_embd, 0.3f, s.weight_type);
   const float ws = 1.0f / std::sqrt(float(s.n_embd));
   for (int l = 0; l < s.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
-    add_norm(b + "attn_norm.weight");
-    add(b + "attn_q.weight", s.n_embd, s.n_embd, 2 * ws, s.weight_type);
+    add_norm(b + "attn_norm.weight", s.n_embd);
+    add(b + "attn_q.weight", q_dim, s.n_embd, 2 * ws, s.weight_type);
     add(b + "attn_k.weight", kv, s.n_embd, 2 * ws, s.weight_type);
     add(b + "attn_v.weight", kv, s.n_embd, ws, s.weight_type);
-    add(b + "attn_output.weight", s.n_embd, s.n_embd, ws, s.weight_type);
-    add_norm(b + "ffn_norm.weight");
+    add(b + "attn_output.weight", s.n_embd, q_dim, 1.0f / std::sqrt(float(q_dim)), s.weight_type);
+    if (qwen2) {
+      add_f32(b + "attn_q.bias", q_dim, 0.0f, 0.2f);
+      add_f32(b + "attn_k.bias", kv, 0.0f, 0.2f);
+      add_f32(b + "attn_v.bias", kv, 0.0f, 0.2f);
+    }
+    if (qwen3 || gemma3) {
+      add_norm(b + "attn_q_norm.weight", hd);
+      add_norm(b + "attn_k_norm.weight", hd);
+    }
+    if (gemma3) add_norm(b + "post_attention_norm.weight", s.n_embd);
+    add_norm(b + "ffn_norm.weight", s.n_embd);
     add(b + "ffn_gate.weight", s.n_ff, s.n_embd, ws, s.weight_type);
     add(b + "ffn_up.weight", s.n_ff, s.n_embd, ws, s.weight_type);
     add(b + "ffn_down.weight", s.n_embd, s.n_ff, 1.0f / std::sqrt(float(s.n_ff)), s.weight_type);
+    if (gemma3) add_norm(b + "post_ffw_norm.weight", s.n_embd);
   }
   return w.write(path);
+}
+
+TinyModelSpec arch_test_spec(const std::string& arch, TensorType type) {
+  TinyModelSpec s;
+  s.arch = arch;
+  s.weight_type = type;
+  if (info(type).block_size > s.n_embd) {
+    s.n_embd = info(type).block_size;
+    s.n_ff = 2 * s.n_embd;
+  }
+  if (arch == "qwen2") {
+    s.tied_output = true;
+    s.rope_base = 1e6f;
+  } else if (arch == "qwen3") {
+    s.head_dim = s.n_embd / 2;
+    s.rope_base = 1e6f;
+  } else if (arch == "gemma3") {
+    s.n_layer = 6;
+    s.n_head_kv = 1;
+    s.head_dim = s.n_embd / 2;
+    s.tied_output = true;
+    s.rope_base = 1e6f;
+    s.sliding_window = 8;
+  }
+  return s;
 }
 
 Status write_truncated_model(const std::string& src, const std::string& dst, int n_layers) {
