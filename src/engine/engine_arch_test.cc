@@ -21,12 +21,12 @@ namespace {
 using json = nlohmann::json;
 
 // Max |Δlogit| over llama.cpp's top entries. The differences come from llama.cpp's own roundings
-// (activations requantised to Q8_0/Q8_1 for quantised weights and to F16 for F16 weights, F16
-// softmax inputs, ggml's GELU table) where hlm keeps f32; the largest measured over the fixture
-// is printed by the test (about 0.03 at logits of magnitude up to ~10), the bound leaves ~3x.
-constexpr float kLogitBound = 0.1f;
-// A different argmax is accepted only where llama.cpp's top two are closer than this.
-constexpr float kTieGap = 0.05f;
+// where hlm keeps f32 or rounds elsewhere: activations requantised to Q8_0/Q8_1 for quantised
+// weights and to BF16/F16 for BF16/F16 weights, F16 softmax inputs, ggml's GELU table. Measured
+// over the fixture (printed by the test): F32 weights at most 0.006, F16 0.014, BF16 0.17,
+// quantised types 0.07-0.25 (qwen2's biases sharpen attention the most), at logits spread over
+// about 5 units; the bound leaves ~1.5x above the worst.
+constexpr float kLogitBound = 0.4f;
 
 TensorType type_named(const std::string& name) {
   for (TensorType t : kEngineTensorTypes) {
@@ -36,12 +36,14 @@ TensorType type_named(const std::string& name) {
   return TensorType::F32;
 }
 
+// Returns max |Δlogit| over the reference's top entries; the argmax must agree unless the
+// reference's top two are closer than twice that (then the roundings alone can swap them).
 float compare_top(std::span<const float> ours, const json& top, bool* argmax_ok) {
   float worst = 0;
   for (const auto& e : top) worst = std::max(worst, std::abs(ours[int(e[0])] - float(e[1])));
   const float gap = float(top[0][1]) - float(top[1][1]);
   const std::vector<float> row(ours.begin(), ours.end());
-  *argmax_ok = argmax(row) == int(top[0][0]) || gap < kTieGap;
+  *argmax_ok = argmax(row) == int(top[0][0]) || gap < 2 * worst;
   return worst;
 }
 

@@ -112,7 +112,12 @@ Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
     w.add_tensor(name, TensorType::F32, {n}, v.data(), v.size() * 4);
   };
   auto add_norm = [&](const std::string& name, int64_t n) { add_f32(name, n, 1.0f, 0.1f); };
-  add("token_embd.weight", n_vocab, s.n_embd, 1.0f, s.weight_type);
+  // A tied output reads the embedding rows: smaller rows keep the logits spread over a few units
+  // and let the blocks, not the input token's own embedding, decide the prediction. Gemma's
+  // forward multiplies embeddings by sqrt(n_embd), so its rows are that much smaller.
+  const float embd_scale =
+      (s.tied_output ? 0.3f : 1.0f) / (gemma3 ? std::sqrt(float(s.n_embd)) : 1.0f);
+  add("token_embd.weight", n_vocab, s.n_embd, embd_scale, s.weight_type);
   add_norm("output_norm.weight", s.n_embd);
   if (!s.tied_output) add("output.weight", n_vocab, s.n_embd, 0.3f, s.weight_type);
   const float ws = 1.0f / std::sqrt(float(s.n_embd));
@@ -160,7 +165,6 @@ TinyModelSpec arch_test_spec(const std::string& arch, TensorType type) {
     s.n_layer = 6;
     s.n_head_kv = 1;
     s.head_dim = s.n_embd / 2;
-    s.tied_output = true;
     s.rope_base = 1e6f;
     s.sliding_window = 8;
   }

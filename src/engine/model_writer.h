@@ -51,9 +51,9 @@ inline constexpr TensorType kEngineTensorTypes[] = {
 // The small model of `arch` in weight type `type` that the logit tests compare with llama.cpp
 // (tests/fixtures/arch_logits.json; tools/reference/record_arch_fixtures.py records it from the
 // files write_arch_models writes): each architecture's own features at toy size. qwen2 ties its
-// output; qwen3 and gemma3 have heads wider than n_embd / n_head; gemma3 has 6 layers (so one is
-// global) and an 8-position sliding window that the tests' prompts outrun. Rows are 64 wide, or
-// 256 for types with 256-element blocks.
+// output (gemma3-270m covers gemma3's tied output); qwen3 and gemma3 have heads wider than
+// n_embd / n_head; gemma3 has 6 layers (so one is global) and an 8-position sliding window that
+// the tests' prompts outrun. Rows are 64 wide, or 256 for types with 256-element blocks.
 TinyModelSpec arch_test_spec(const std::string& arch, TensorType type);
 
 class Model;
