@@ -41,11 +41,13 @@ struct RealModel {
 // inside the system prompt) is an outlier of the same code-path noise, while the argmax agrees at
 // every position. The tie gap covers the margins that llama.cpp's own exact (f64) forward pass
 // does not keep: it picks another argmax for "code" (margin 0.12) and "chat" (0.35).
-// gemma3-270m: measured worst 0.33 (top 50, all prompts and positions; llama.cpp quantises the
-// activations to Q8_K for its K-quant weights where hlm uses Q8_0 blocks), bound with ~2x margin.
+// gemma3-270m (logits of magnitude 20-28): llama.cpp against its own fixture differs by up to
+// 1.03 over the top 50 of the last positions with one token per decode, and by up to 1.60 over
+// every position of the chat prompt with flash attention (measured 2026-12-06); hlm's worst
+// were 0.79 and 1.56, with the argmax equal everywhere. The bounds are llama.cpp's own spread.
 const RealModel kModels[] = {
     {"llm", "smollm2", 1.0f, 1.3f, 0.4f},
-    {"gemma3-270m", "gemma3", 0.75f, 0.75f, 0.4f},
+    {"gemma3-270m", "gemma3", 1.1f, 1.7f, 0.4f},
 };
 
 class RealModels : public ::testing::TestWithParam<RealModel> {
