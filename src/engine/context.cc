@@ -300,12 +300,12 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
     };
     const ops::MatmulOut gate_up[] = {out_of(L.w_gate, S.gate.data()), out_of(L.w_up, S.up.data())};
     ops::matmul_shared(gate_up, D, S.xn.data(), n_tok, pool_, &ffn_norm);
-    const auto gated = c.gelu ? ops::gelu_mul_f32 : ops::silu_mul_f32;
-    const ops::RowFn swiglu = [&](int64_t i) {
-      gated(S.gate.data() + size_t(i) * F, S.up.data() + size_t(i) * F, F);
+    const auto gate_times_up = c.gelu ? ops::gelu_mul_f32 : ops::silu_mul_f32;  // GeGLU : SwiGLU
+    const ops::RowFn activation = [&](int64_t i) {
+      gate_times_up(S.gate.data() + size_t(i) * F, S.up.data() + size_t(i) * F, F);
     };
     const ops::MatmulOut down = out_of(L.w_down, S.xn.data());
-    ops::matmul_shared(std::span(&down, 1), F, S.gate.data(), n_tok, pool_, &swiglu);
+    ops::matmul_shared(std::span(&down, 1), F, S.gate.data(), n_tok, pool_, &activation);
   }
 
   for (const SeqInput& in : inputs)
