@@ -179,12 +179,6 @@ int run_synth(const ModelsSynthOptions& o) {
   if (!type) {
     return fail(fmt::format("unknown --type '{}'; expected one of: {}", o.type, file_type_names()));
   }
-  if (!writer_supports(std::string(shape->arch))) {
-    return fail(
-        fmt::format("architecture '{}' (shape {}) is not yet supported by the model "
-                    "writer; it writes: llama",
-                    shape->arch, shape->name));
-  }
   std::string vocab = o.vocab;
   if (vocab.empty()) {
     if (shape->vocab.empty()) {

@@ -1,6 +1,9 @@
-// The llama forward pass over a batch of tokens from one or more sequences:
+// The forward pass over a batch of tokens from one or more sequences:
 // embed → per layer (RMSNorm → QKV → RoPE → causal GQA attention → residual → RMSNorm → SwiGLU
-// → residual) → final RMSNorm → logits at the requested positions only.
+// → residual) → final RMSNorm → logits at the requested positions only; with what the other
+// architectures add, each resolved at load into ModelConfig/LayerWeights: q/k/v biases (qwen2),
+// per-head q/k RMSNorm (qwen3, gemma3), NeoX-order RoPE (qwen2, qwen3, gemma3), and gemma3's
+// scaled embeddings, post-attention and post-FFN norms, GeGLU and sliding-window layers.
 #include "engine/context.h"
 
 #include <algorithm>
@@ -22,8 +25,8 @@ AttentionRequest AttentionRequest::all(int n_layer) {
 struct Context::Scratch {
   std::vector<float> x, xn, q, k, v, attn, gate, up, logits_in, logits;
   std::vector<std::vector<float>> scores;  // per worker, [heads per KV head][n_ctx]
-  std::vector<float> rope_cos, rope_sin;   // [n_ctx][n_rot/2]
-  int rope_rows = 0;
+  // [n_ctx][n_rot/2] per RoPE base: [0] for global layers, [1] for sliding ones (gemma3).
+  std::vector<float> rope_cos[2], rope_sin[2];
 };
 
 namespace {
@@ -31,15 +34,33 @@ namespace {
 // A matmul of w's rows into y, reading its tiles where it has them.
 ops::MatmulOut out_of(const Weight& w, float* y) { return {w.type, w.data, w.rows, y, w.tiles}; }
 
-// Rotates consecutive pairs (GGUF llama weights are permuted for this "normal" rope layout).
-void rope(float* v, int n_heads, int head_dim, int n_rot, const float* cos, const float* sin) {
+// Rotates consecutive pairs (GGUF llama weights are permuted for this "normal" rope layout), or
+// with `neox` the pairs (i, i + n_rot/2) as the qwen and gemma GGUFs expect.
+void rope(float* v, int n_heads, int head_dim, int n_rot, const float* cos, const float* sin,
+          bool neox) {
+  const int half = n_rot / 2;
+  const int stride = neox ? 1 : 2, other = neox ? half : 1;
   for (int h = 0; h < n_heads; ++h) {
     float* p = v + h * head_dim;
-    for (int i = 0; i < n_rot / 2; ++i) {
-      const float a = p[2 * i], b = p[2 * i + 1];
-      p[2 * i] = a * cos[i] - b * sin[i];
-      p[2 * i + 1] = a * sin[i] + b * cos[i];
+    for (int i = 0; i < half; ++i) {
+      float& x = p[stride * i];
+      float& y = p[stride * i + other];
+      const float a = x, b = y;
+      x = a * cos[i] - b * sin[i];
+      y = a * sin[i] + b * cos[i];
     }
+  }
+}
+
+// Adds a bias row to n entries (qwen2's q, k and v).
+void add_bias(float* v, const float* b, int n) {
+  for (int i = 0; i < n; ++i) v[i] += b[i];
+}
+
+// RMSNorm of each of n_heads heads of size head_dim, in place, with the shared weight w.
+void norm_heads(float* v, int n_heads, int head_dim, const float* w, float eps) {
+  for (int h = 0; h < n_heads; ++h) {
+    ops::rms_norm_f32(v + h * head_dim, w, v + h * head_dim, head_dim, eps);
   }
 }
 
@@ -53,13 +74,18 @@ Context::Context(std::shared_ptr<const Model> model, int n_seq, int n_ctx, Threa
       scratch_(std::make_unique<Scratch>()) {
   const ModelConfig& c = model_->config();
   const int half = c.n_rot / 2;
-  scratch_->rope_cos.resize(size_t(n_ctx) * half);
-  scratch_->rope_sin.resize(size_t(n_ctx) * half);
-  for (int pos = 0; pos < n_ctx; ++pos) {
-    for (int i = 0; i < half; ++i) {
-      const double theta = pos * std::pow(double(c.rope_base), -2.0 * i / c.n_rot);
-      scratch_->rope_cos[size_t(pos) * half + i] = static_cast<float>(std::cos(theta));
-      scratch_->rope_sin[size_t(pos) * half + i] = static_cast<float>(std::sin(theta));
+  // Global layers use rope_base with linear scaling; sliding ones (gemma3) their own base.
+  const std::pair<double, double> bases[2] = {{c.rope_base, c.rope_scale},
+                                              {c.rope_base_sliding, 1.0}};
+  for (int t = 0; t < (c.sliding_window > 0 ? 2 : 1); ++t) {
+    scratch_->rope_cos[t].resize(size_t(n_ctx) * half);
+    scratch_->rope_sin[t].resize(size_t(n_ctx) * half);
+    for (int pos = 0; pos < n_ctx; ++pos) {
+      for (int i = 0; i < half; ++i) {
+        const double theta = pos * bases[t].second * std::pow(bases[t].first, -2.0 * i / c.n_rot);
+        scratch_->rope_cos[t][size_t(pos) * half + i] = static_cast<float>(std::cos(theta));
+        scratch_->rope_sin[t][size_t(pos) * half + i] = static_cast<float>(std::sin(theta));
+      }
     }
   }
   scratch_->scores.resize(pool_.size());
@@ -123,7 +149,7 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
     }
   }
 
-  const int D = c.n_embd, hd = c.head_dim, kv_dim = c.n_head_kv * hd, F = c.n_ff;
+  const int D = c.n_embd, hd = c.head_dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), F = c.n_ff;
   const int group = c.n_head / c.n_head_kv, half = c.n_rot / 2;
   Scratch& S = *scratch_;
   auto grow = [](std::vector<float>& v, size_t n) {
@@ -131,10 +157,10 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
   };
   grow(S.x, size_t(n_tok) * D);
   grow(S.xn, size_t(n_tok) * D);
-  grow(S.q, size_t(n_tok) * D);
+  grow(S.q, size_t(n_tok) * q_dim);
   grow(S.k, size_t(n_tok) * kv_dim);
   grow(S.v, size_t(n_tok) * kv_dim);
-  grow(S.attn, size_t(n_tok) * D);
+  grow(S.attn, size_t(n_tok) * q_dim);
   grow(S.gate, size_t(n_tok) * F);
   grow(S.up, size_t(n_tok) * F);
 
@@ -161,10 +187,13 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
   const Weight& E = model_->token_embd();
   const size_t embd_row = row_bytes(E.type, D);
   for (int i = 0; i < n_tok; ++i) {
-    ops::dequantize_row(E.type, static_cast<const uint8_t*>(E.data) + size_t(ids[i]) * embd_row,
-                        S.x.data() + size_t(i) * D, D);
+    float* x = S.x.data() + size_t(i) * D;
+    ops::dequantize_row(E.type, static_cast<const uint8_t*>(E.data) + size_t(ids[i]) * embd_row, x,
+                        D);
+    if (c.embd_scale != 1.0f) {
+      for (int j = 0; j < D; ++j) x[j] *= c.embd_scale;
+    }
   }
-  const float inv_sqrt_hd = 1.0f / std::sqrt(float(hd));
   // RoPE and the KV stores run per token on the pool for batches, where they would otherwise leave
   // the workers idle; a few tokens are not worth a wake-up. (The norms and SwiGLU run inside the
   // matmuls' requantisation.) Each token's arithmetic is the same either way.
@@ -185,6 +214,7 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
 
   for (int l = 0; l < c.n_layer; ++l) {
     const LayerWeights& L = model_->layers()[l];
+    const float* prev_post_ffn_norm = l > 0 ? model_->layers()[l - 1].post_ffn_norm : nullptr;
     // Each norm (with the residual add before it) runs per token inside the requantisation of
     // the matmul that reads it, as does SwiGLU's activation: no separate pass over the batch.
     const ops::RowFn attn_norm = [&](int64_t i) {
@@ -193,17 +223,30 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
       if (l == 0) {
         ops::rms_norm_f32(x, L.attn_norm, xn, D, c.rms_eps);
       } else {  // xn holds the last layer's FFN output
+        if (prev_post_ffn_norm) ops::rms_norm_f32(xn, prev_post_ffn_norm, xn, D, c.rms_eps);
         ops::add_rms_norm_f32(x, xn, L.attn_norm, xn, D, c.rms_eps);
       }
     };
     const ops::MatmulOut qkv[] = {out_of(L.wq, S.q.data()), out_of(L.wk, S.k.data()),
                                   out_of(L.wv, S.v.data())};
     ops::matmul_shared(qkv, D, S.xn.data(), n_tok, pool_, &attn_norm);
+    const int table = L.sliding ? 1 : 0;
     per_token([&](int i) {
-      const float* cs = S.rope_cos.data() + size_t(pos_of[i]) * half;
-      const float* sn = S.rope_sin.data() + size_t(pos_of[i]) * half;
-      rope(S.q.data() + size_t(i) * D, c.n_head, hd, c.n_rot, cs, sn);
-      rope(S.k.data() + size_t(i) * kv_dim, c.n_head_kv, hd, c.n_rot, cs, sn);
+      float* q = S.q.data() + size_t(i) * q_dim;
+      float* k = S.k.data() + size_t(i) * kv_dim;
+      if (L.bq) {
+        add_bias(q, L.bq, q_dim);
+        add_bias(k, L.bk, kv_dim);
+        add_bias(S.v.data() + size_t(i) * kv_dim, L.bv, kv_dim);
+      }
+      if (L.q_norm) {
+        norm_heads(q, c.n_head, hd, L.q_norm, c.rms_eps);
+        norm_heads(k, c.n_head_kv, hd, L.k_norm, c.rms_eps);
+      }
+      const float* cs = S.rope_cos[table].data() + size_t(pos_of[i]) * half;
+      const float* sn = S.rope_sin[table].data() + size_t(pos_of[i]) * half;
+      rope(q, c.n_head, hd, c.n_rot, cs, sn, c.rope_neox);
+      rope(k, c.n_head_kv, hd, c.n_rot, cs, sn, c.rope_neox);
       for (int h = 0; h < c.n_head_kv; ++h) {
         ops::store_key_f16(S.k.data() + size_t(i) * kv_dim + h * hd, hd, pos_of[i],
                            kv_.k(l, seq_of[i], h));
@@ -217,6 +260,8 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
     // the same either way.
     // Tasks run longest first (by cached positions), so the pool's last chunks are short ones
     // and neither worker waits long for the other.
+    // A sliding layer's query at position p sees positions [p - window + 1, p] only: attention
+    // starts at that position's key block and masks the positions before it in the block.
     const int per_task = n_tok * c.n_head_kv >= 4 * pool_.size() ? group : 1;
     const int tasks_per_token = c.n_head / per_task;
     pool_.parallel_for(
@@ -226,9 +271,13 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
             const int i = longest_first[task / tasks_per_token];
             const int h0 = int(task % tasks_per_token) * per_task;
             const int kvh = h0 / group, n_pos = pos_of[i] + 1;
-            ops::attend_f16(S.q.data() + size_t(i) * D + h0 * hd, per_task,
-                            kv_.k(l, seq_of[i], kvh), kv_.v(l, seq_of[i], kvh), hd, n_pos, hd,
-                            inv_sqrt_hd, sc, S.attn.data() + size_t(i) * D + h0 * hd);
+            const int first = L.sliding ? std::max(0, n_pos - c.sliding_window) : 0;
+            const int block0 = first - first % int(ops::kKeyBlock), rows = n_pos - block0;
+            ops::attend_f16(S.q.data() + size_t(i) * q_dim + h0 * hd, per_task,
+                            kv_.k(l, seq_of[i], kvh) + size_t(block0) * hd,
+                            kv_.v(l, seq_of[i], kvh) + size_t(block0) * hd, hd, rows, hd,
+                            c.attn_scale, sc, S.attn.data() + size_t(i) * q_dim + h0 * hd,
+                            first - block0);
             if (capture_of[i] >= 0) {
               AttentionRows& r = out[capture_of[i]].attention;
               auto it = std::find(r.layers.begin(), r.layers.end(), l);
@@ -236,25 +285,27 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
                 for (int k = 0; k < per_task; ++k) {
                   float* dst = r.probs.data() +
                                (size_t(it - r.layers.begin()) * c.n_head + h0 + k) * r.n_pos;
-                  std::copy_n(sc + size_t(k) * n_pos, n_pos, dst);
+                  std::copy_n(sc + size_t(k) * rows, rows, dst + block0);
                 }
               }
             }
           }
         });
     const ops::MatmulOut wo = out_of(L.wo, S.xn.data());
-    ops::matmul_shared(std::span(&wo, 1), D, S.attn.data(), n_tok, pool_);
+    ops::matmul_shared(std::span(&wo, 1), q_dim, S.attn.data(), n_tok, pool_);
     const ops::RowFn ffn_norm = [&](int64_t i) {  // xn holds the attention output
       float* xn = S.xn.data() + size_t(i) * D;
+      if (L.post_attn_norm) ops::rms_norm_f32(xn, L.post_attn_norm, xn, D, c.rms_eps);
       ops::add_rms_norm_f32(S.x.data() + size_t(i) * D, xn, L.ffn_norm, xn, D, c.rms_eps);
     };
     const ops::MatmulOut gate_up[] = {out_of(L.w_gate, S.gate.data()), out_of(L.w_up, S.up.data())};
     ops::matmul_shared(gate_up, D, S.xn.data(), n_tok, pool_, &ffn_norm);
-    const ops::RowFn swiglu = [&](int64_t i) {
-      ops::silu_mul_f32(S.gate.data() + size_t(i) * F, S.up.data() + size_t(i) * F, F);
+    const auto gate_times_up = c.gelu ? ops::gelu_mul_f32 : ops::silu_mul_f32;  // GeGLU : SwiGLU
+    const ops::RowFn activation = [&](int64_t i) {
+      gate_times_up(S.gate.data() + size_t(i) * F, S.up.data() + size_t(i) * F, F);
     };
     const ops::MatmulOut down = out_of(L.w_down, S.xn.data());
-    ops::matmul_shared(std::span(&down, 1), F, S.gate.data(), n_tok, pool_, &swiglu);
+    ops::matmul_shared(std::span(&down, 1), F, S.gate.data(), n_tok, pool_, &activation);
   }
 
   for (const SeqInput& in : inputs)
@@ -275,7 +326,11 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
         if (added[i]) {
           ops::rms_norm_f32(x, model_->output_norm(), dst, D, c.rms_eps);
         } else {
-          ops::add_rms_norm_f32(x, S.xn.data() + i * D, model_->output_norm(), dst, D, c.rms_eps);
+          float* ffn_out = S.xn.data() + i * D;
+          if (const float* w = model_->layers().back().post_ffn_norm) {
+            ops::rms_norm_f32(ffn_out, w, ffn_out, D, c.rms_eps);
+          }
+          ops::add_rms_norm_f32(x, ffn_out, model_->output_norm(), dst, D, c.rms_eps);
           added[i] = true;
         }
       }

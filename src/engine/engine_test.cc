@@ -1,5 +1,5 @@
-// Engine invariants on tiny random models (every supported weight type): finite logits,
-// rollback, batching, attention capture, sampling reproducibility, and load errors.
+// Engine invariants on tiny random models (every architecture and supported weight type): finite
+// logits, rollback, batching, attention capture, sampling reproducibility, and load errors.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -18,11 +18,13 @@ std::string temp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() / ("hlm_engine_test_" + name)).string();
 }
 
-std::shared_ptr<const Model> tiny(TensorType t = TensorType::Q8_0, bool tied = false) {
-  TinyModelSpec spec;
-  spec.weight_type = t;
-  spec.tied_output = tied;
-  const std::string path = temp_path(std::string(info(t).name) + (tied ? "_tied" : "") + ".gguf");
+// The arch_test_spec model of `arch` (gemma3's has a sliding window shorter than kPrompt).
+std::shared_ptr<const Model> tiny(TensorType t = TensorType::Q8_0, bool tied = false,
+                                  const std::string& arch = "llama") {
+  TinyModelSpec spec = arch_test_spec(arch, t);
+  spec.tied_output = spec.tied_output || tied;
+  const std::string path =
+      temp_path(arch + std::string(info(t).name) + (tied ? "_tied" : "") + ".gguf");
   EXPECT_TRUE(write_tiny_model(path, spec).ok());
   auto m = Model::load(path);
   EXPECT_TRUE(m.ok()) << m.error().message;
@@ -38,10 +40,16 @@ float max_abs_diff(std::span<const float> a, std::span<const float> b) {
 
 const std::vector<int32_t> kPrompt = {1, 270, 275, 265, 100, 101, 277, 69, 70, 271, 3, 200};
 
-class EngineTypes : public ::testing::TestWithParam<TensorType> {};
+// (architecture, weight type)
+class EngineTypes : public ::testing::TestWithParam<std::tuple<const char*, TensorType>> {
+ protected:
+  static std::shared_ptr<const Model> model() {
+    return tiny(std::get<1>(GetParam()), false, std::get<0>(GetParam()));
+  }
+};
 
 TEST_P(EngineTypes, LogitsFiniteAndSoftmaxSumsToOne) {
-  auto model = tiny(GetParam());
+  auto model = this->model();
   ASSERT_TRUE(model);
   ThreadPool pool(2);
   Context ctx(model, 1, 64, pool);
@@ -57,7 +65,7 @@ TEST_P(EngineTypes, LogitsFiniteAndSoftmaxSumsToOne) {
 }
 
 TEST_P(EngineTypes, RollbackThenReevalEqualsFresh) {
-  auto model = tiny(GetParam());
+  auto model = this->model();
   ASSERT_TRUE(model);
   ThreadPool pool(2);
   Context a(model, 1, 64, pool), b(model, 1, 64, pool);
@@ -75,7 +83,7 @@ TEST_P(EngineTypes, RollbackThenReevalEqualsFresh) {
 }
 
 TEST_P(EngineTypes, BatchedSequencesEqualEachAlone) {
-  auto model = tiny(GetParam());
+  auto model = this->model();
   ASSERT_TRUE(model);
   ThreadPool pool(2);
   const std::vector<int32_t> s0 = {1, 100, 101, 102, 103}, s1 = {1, 270, 271};
@@ -108,7 +116,7 @@ TEST_P(EngineTypes, BatchedSequencesEqualEachAlone) {
 // the pool): every sequence's logits at every position and its captured attention equal what it
 // gets alone; a position asked for twice gets the same logits twice.
 TEST_P(EngineTypes, ManySequencesOfSeveralTokensEqualEachAlone) {
-  auto model = tiny(GetParam());
+  auto model = this->model();
   ASSERT_TRUE(model);
   ThreadPool pool(2);
   const ModelConfig& c = model->config();
@@ -152,7 +160,7 @@ TEST_P(EngineTypes, ManySequencesOfSeveralTokensEqualEachAlone) {
 }
 
 TEST_P(EngineTypes, AttentionRowsAreDistributionsAndCaptureIsFree) {
-  auto model = tiny(GetParam());
+  auto model = this->model();
   ASSERT_TRUE(model);
   ThreadPool pool(2);
   const ModelConfig& c = model->config();
@@ -191,9 +199,44 @@ TEST_P(EngineTypes, AttentionRowsAreDistributionsAndCaptureIsFree) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, EngineTypes,
-                         ::testing::Values(TensorType::F32, TensorType::Q8_0, TensorType::Q4_0,
-                                           TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1),
-                         [](const auto& info) { return std::string(hlm::info(info.param).name); });
+                         ::testing::Combine(::testing::ValuesIn(kTinyArchitectures),
+                                            ::testing::Values(TensorType::F32, TensorType::Q8_0,
+                                                              TensorType::Q4_0, TensorType::Q4_1,
+                                                              TensorType::Q5_0, TensorType::Q5_1)),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param)) + "_" +
+                                  std::string(hlm::info(std::get<1>(info.param)).name);
+                         });
+
+// Sliding layers (gemma3: all but every 6th) give no attention to positions before their window;
+// global layers attend to every position.
+TEST(Engine, SlidingWindowLayersAttendWithinTheWindow) {
+  auto model = tiny(TensorType::Q8_0, false, "gemma3");
+  ASSERT_TRUE(model);
+  const ModelConfig& c = model->config();
+  ASSERT_GT(c.sliding_window, 0);
+  ASSERT_GT(int(kPrompt.size()), c.sliding_window);
+  ThreadPool pool(2);
+  Context ctx(model, 1, 64, pool);
+  const AttentionRequest req = AttentionRequest::all(c.n_layer);
+  AttentionRows rows;
+  ASSERT_TRUE(ctx.eval_last(0, kPrompt, &req, &rows).ok());
+  const int first = rows.n_pos - c.sliding_window;
+  for (int l = 0; l < c.n_layer; ++l) {
+    const bool sliding = model->layers()[size_t(l)].sliding;
+    EXPECT_EQ(sliding, l != 5) << "layer " << l;
+    for (int h = 0; h < c.n_head; ++h) {
+      const float* r = rows.row(size_t(l), h, c.n_head);
+      double before = 0;
+      for (int j = 0; j < first; ++j) before += r[j];
+      if (sliding) {
+        EXPECT_EQ(before, 0.0) << "layer " << l << " head " << h;
+      } else {
+        EXPECT_GT(before, 0.0) << "layer " << l << " head " << h;
+      }
+    }
+  }
+}
 
 TEST(Engine, TiedOutputLoads) {
   auto model = tiny(TensorType::Q8_0, /*tied=*/true);
@@ -284,6 +327,26 @@ TEST(ModelLoad, Errors) {
   ASSERT_FALSE(truncated.ok());
   EXPECT_NE(truncated.error().message.find("truncated"), std::string::npos);
   EXPECT_NE(truncated.error().message.find(cut), std::string::npos);
+}
+
+TEST(ModelLoad, UnsupportedArchitectureNamed) {
+  auto base = GgufFile::open([] {
+    const std::string p = temp_path("arch_base.gguf");
+    EXPECT_TRUE(write_tiny_model(p, {}).ok());
+    return p;
+  }());
+  ASSERT_TRUE(base.ok());
+  GgufWriter w;
+  w.copy_metadata(*base);
+  w.set_string("general.architecture", "gpt2");
+  for (const auto& t : base->tensors()) w.add_tensor(t.name, t.type, t.shape, t.data, t.n_bytes);
+  const std::string p = temp_path("gpt2.gguf");
+  ASSERT_TRUE(w.write(p).ok());
+  auto m = Model::load(p);
+  ASSERT_FALSE(m.ok());
+  EXPECT_NE(m.error().message.find("'gpt2'"), std::string::npos) << m.error().message;
+  EXPECT_NE(m.error().message.find(kSupportedArchitectures), std::string::npos)
+      << m.error().message;
 }
 
 TEST(ModelLoad, UnsupportedTensorTypeNamed) {

@@ -1,8 +1,11 @@
-// Model loading: hyper-parameters and weight views from a llama-family GGUF, validated up front
-// so that the forward pass never meets a missing tensor or a mismatched shape.
+// Model loading: hyper-parameters and weight views from a GGUF of one of the supported
+// architectures, validated up front so that the forward pass never meets a missing tensor or a
+// mismatched shape, and the per-architecture choices resolved here rather than per token.
 #include "engine/model.h"
 
 #include <fmt/ranges.h>
+
+#include <cmath>
 
 namespace hlm {
 namespace {
@@ -10,6 +13,7 @@ namespace {
 struct Loader {
   const GgufFile& f;
   const std::string& path;
+  const std::string& arch;
   std::string error;
 
   // Looks up a tensor and checks its shape (ggml order) and, for norms, that it is F32.
@@ -17,8 +21,8 @@ struct Loader {
     if (!error.empty()) return nullptr;
     const GgufTensor* t = f.tensor(name);
     if (!t) {
-      error = fmt::format("{}: missing tensor '{}' (not a complete llama-architecture model?)",
-                          path, name);
+      error = fmt::format("{}: missing tensor '{}' (not a complete {}-architecture model?)", path,
+                          name, arch);
       return nullptr;
     }
     const TensorTypeInfo& ti = info(t->type);
@@ -52,6 +56,17 @@ struct Loader {
   }
 };
 
+// Resolves general.architecture to what the forward pass does differently for it.
+Result<Arch> arch_of(const std::string& name, const std::string& path) {
+  if (name == "llama" || name == "mistral") return Arch::kLlama;
+  if (name == "qwen2") return Arch::kQwen2;
+  if (name == "qwen3") return Arch::kQwen3;
+  if (name == "gemma3") return Arch::kGemma3;
+  return make_error(
+      "{}: architecture '{}' is not supported (general.architecture must be one of: {})", path,
+      name.empty() ? "<missing>" : name, kSupportedArchitectures);
+}
+
 }  // namespace
 
 size_t Model::weight_bytes() const {
@@ -70,12 +85,9 @@ Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
   ModelConfig& c = m->config_;
 
   c.arch = f.get_string("general.architecture").value_or("");
-  if (c.arch != "llama" && c.arch != "mistral") {
-    return make_error(
-        "{}: architecture '{}' is not supported (hlm runs llama-family models: "
-        "general.architecture must be 'llama' or 'mistral')",
-        path, c.arch.empty() ? "<missing>" : c.arch);
-  }
+  auto kind = arch_of(c.arch, path);
+  if (!kind) return kind.error();
+  c.kind = *kind;
   c.name = f.get_string("general.name").value_or(path);
   auto need = [&](const std::string& key) -> Result<int64_t> {
     auto v = f.get_int(c.arch + "." + key);
@@ -92,11 +104,20 @@ Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
     *out = static_cast<int>(*v);
   }
   c.n_head_kv = static_cast<int>(f.get_int(c.arch + ".attention.head_count_kv").value_or(c.n_head));
-  if (c.n_head_kv <= 0 || c.n_head % c.n_head_kv != 0 || c.n_embd % c.n_head != 0) {
+  // Qwen3 and Gemma 3 give heads their own size (key_length), not n_embd / n_head.
+  const auto key_length = f.get_int(c.arch + ".attention.key_length");
+  if (c.n_head_kv <= 0 || c.n_head % c.n_head_kv != 0 ||
+      (!key_length && c.n_embd % c.n_head != 0)) {
     return make_error("{}: inconsistent head counts (n_embd {}, heads {}, kv heads {})", path,
                       c.n_embd, c.n_head, c.n_head_kv);
   }
-  c.head_dim = c.n_embd / c.n_head;
+  c.head_dim = static_cast<int>(key_length.value_or(c.n_embd / c.n_head));
+  const int64_t value_length = f.get_int(c.arch + ".attention.value_length").value_or(c.head_dim);
+  if (c.head_dim <= 0 || c.head_dim % 2 || value_length != c.head_dim) {
+    return make_error(
+        "{}: head size {} (key_length) and value_length {} must be equal, even and positive", path,
+        c.head_dim, value_length);
+  }
   c.n_rot = static_cast<int>(f.get_int(c.arch + ".rope.dimension_count").value_or(c.head_dim));
   if (c.n_rot <= 0 || c.n_rot > c.head_dim || c.n_rot % 2) {
     return make_error("{}: rope.dimension_count {} invalid for head size {}", path, c.n_rot,
@@ -106,6 +127,29 @@ Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
   c.rope_base = static_cast<float>(f.get_float(c.arch + ".rope.freq_base").value_or(10000.0));
   c.rms_eps =
       static_cast<float>(f.get_float(c.arch + ".attention.layer_norm_rms_epsilon").value_or(1e-5));
+  if (f.get_string(c.arch + ".rope.scaling.type").value_or("") == "linear") {
+    const double factor = f.get_float(c.arch + ".rope.scaling.factor").value_or(1.0);
+    if (!(factor > 0)) {
+      return make_error("{}: {}.rope.scaling.factor {} must be positive", path, c.arch, factor);
+    }
+    c.rope_scale = static_cast<float>(1.0 / factor);
+  }
+  c.attn_scale = 1.0f / std::sqrt(float(c.head_dim));
+  c.rope_neox = c.kind != Arch::kLlama;
+  if (c.kind == Arch::kGemma3) {
+    // As llama.cpp (after gemma_pytorch) reads Gemma 3: every 6th layer is global, the others
+    // slide over the last sliding_window positions with RoPE base 10000; embeddings are scaled by
+    // sqrt(n_embd); the 27B model (62 layers) scales queries by 1/sqrt(n_embd / n_head). The
+    // GGUF's norm weights already hold Gemma's (1 + w), so they apply as they are.
+    auto window = need("attention.sliding_window");
+    if (!window) return window.error();
+    c.sliding_window = static_cast<int>(*window);
+    c.rope_base_sliding =
+        static_cast<float>(f.get_float(c.arch + ".rope.freq_base_swa").value_or(10000.0));
+    c.gelu = true;
+    c.embd_scale = std::sqrt(float(c.n_embd));
+    if (c.n_layer == 62) c.attn_scale = 1.0f / std::sqrt(float(c.n_embd / c.n_head));
+  }
 
   auto tok = Tokenizer::from_gguf(f);
   if (!tok) return tok.error();
@@ -113,8 +157,8 @@ Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
   c.n_vocab = m->tokenizer_.n_vocab();
   m->chat_ = std::make_unique<Result<ChatTemplate>>(ChatTemplate::from_gguf(f, m->tokenizer_));
 
-  Loader L{f, path, {}};
-  const int64_t kv_dim = int64_t{c.n_head_kv} * c.head_dim;
+  Loader L{f, path, c.arch, {}};
+  const int64_t q_dim = c.q_dim(), kv_dim = c.kv_dim();
   m->token_embd_ = L.weight("token_embd.weight", c.n_vocab, c.n_embd);
   m->output_norm_ = L.norm("output_norm.weight", c.n_embd);
   if (L.error.empty() && f.tensor("output.weight")) {
@@ -127,14 +171,28 @@ Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
     const std::string b = "blk." + std::to_string(i) + ".";
     LayerWeights& lw = m->layers_[i];
     lw.attn_norm = L.norm(b + "attn_norm.weight", c.n_embd);
-    lw.wq = L.weight(b + "attn_q.weight", c.n_embd, c.n_embd);
+    lw.wq = L.weight(b + "attn_q.weight", q_dim, c.n_embd);
     lw.wk = L.weight(b + "attn_k.weight", kv_dim, c.n_embd);
     lw.wv = L.weight(b + "attn_v.weight", kv_dim, c.n_embd);
-    lw.wo = L.weight(b + "attn_output.weight", c.n_embd, c.n_embd);
+    lw.wo = L.weight(b + "attn_output.weight", c.n_embd, q_dim);
     lw.ffn_norm = L.norm(b + "ffn_norm.weight", c.n_embd);
     lw.w_gate = L.weight(b + "ffn_gate.weight", c.n_ff, c.n_embd);
     lw.w_up = L.weight(b + "ffn_up.weight", c.n_ff, c.n_embd);
     lw.w_down = L.weight(b + "ffn_down.weight", c.n_embd, c.n_ff);
+    if (c.kind == Arch::kQwen2) {
+      lw.bq = L.norm(b + "attn_q.bias", q_dim);
+      lw.bk = L.norm(b + "attn_k.bias", kv_dim);
+      lw.bv = L.norm(b + "attn_v.bias", kv_dim);
+    }
+    if (c.kind == Arch::kQwen3 || c.kind == Arch::kGemma3) {
+      lw.q_norm = L.norm(b + "attn_q_norm.weight", c.head_dim);
+      lw.k_norm = L.norm(b + "attn_k_norm.weight", c.head_dim);
+    }
+    if (c.kind == Arch::kGemma3) {
+      lw.post_attn_norm = L.norm(b + "post_attention_norm.weight", c.n_embd);
+      lw.post_ffn_norm = L.norm(b + "post_ffw_norm.weight", c.n_embd);
+      lw.sliding = (i + 1) % 6 != 0;
+    }
   }
   if (!L.error.empty()) return Error{L.error};
   // The matrices the forward multiplies by, tiled for this CPU where its kernels read tiles

@@ -1,5 +1,6 @@
-// Model: a llama-family GGUF (TinyLlama, Llama-2, SmolLM2, Mistral) mapped into memory: its
-// hyper-parameters, weight views, tokenizer and chat template. Immutable and shareable.
+// Model: a decoder-only transformer GGUF mapped into memory (architectures llama/mistral, qwen2,
+// qwen3, gemma3): its hyper-parameters, weight views, tokenizer and chat template. Immutable and
+// shareable.
 #pragma once
 
 #include <memory>
@@ -13,20 +14,38 @@
 
 namespace hlm {
 
+// The architectures the forward pass implements, resolved once at load.
+enum class Arch { kLlama, kQwen2, kQwen3, kGemma3 };
+
+// general.architecture values hlm runs, for error messages.
+inline constexpr const char* kSupportedArchitectures = "llama, mistral, qwen2, qwen3, gemma3";
+
 struct ModelConfig {
-  std::string arch;  // "llama" (mistral files also say llama)
+  std::string arch;  // general.architecture ("llama"; mistral files also say llama)
+  Arch kind = Arch::kLlama;
   std::string name;
   int n_vocab = 0;
   int n_embd = 0;
   int n_layer = 0;
   int n_head = 0;
   int n_head_kv = 0;
-  int head_dim = 0;
+  int head_dim = 0;  // {arch}.attention.key_length, else n_embd / n_head
   int n_ff = 0;
   int n_ctx_train = 0;
   int n_rot = 0;
   float rope_base = 10000.0f;
   float rms_eps = 1e-5f;
+  // What the architectures differ in (llama's values by default).
+  bool rope_neox = false;   // rotate pairs (i, i + n_rot/2), as qwen2/qwen3/gemma3 GGUFs expect
+  bool gelu = false;        // FFN gate is GELU (tanh form) rather than SiLU
+  float embd_scale = 1.0f;  // token embeddings are multiplied by this (gemma: sqrt(n_embd))
+  float attn_scale = 0.0f;  // query scale before softmax (1/sqrt(head_dim) for most)
+  int sliding_window = 0;   // > 0: sliding layers attend to the last this many positions
+  float rope_base_sliding = 0.0f;  // RoPE base of the sliding layers (gemma3: 10000)
+  float rope_scale = 1.0f;         // linear RoPE scaling of the global layers: positions / factor
+
+  int q_dim() const { return n_head * head_dim; }
+  int kv_dim() const { return n_head_kv * head_dim; }
 };
 
 // A weight matrix: `rows` rows of `cols` elements of `type`, contiguous; with `tiles`, the same
@@ -41,9 +60,19 @@ struct Weight {
 
 struct LayerWeights {
   const float* attn_norm;       // [n_embd]
-  Weight wq, wk, wv, wo;        // q: [n_head*head_dim, n_embd]; k,v: [n_head_kv*head_dim, n_embd]
+  Weight wq, wk, wv, wo;        // q: [n_head*head_dim, n_embd]; k,v: [n_head_kv*head_dim, n_embd];
+                                // o: [n_embd, n_head*head_dim]
   const float* ffn_norm;        // [n_embd]
   Weight w_gate, w_up, w_down;  // gate/up: [n_ff, n_embd]; down: [n_embd, n_ff]
+  // Present only in the architectures that have them (null otherwise).
+  const float* bq = nullptr;              // qwen2: [q_dim]
+  const float* bk = nullptr;              // qwen2: [kv_dim]
+  const float* bv = nullptr;              // qwen2: [kv_dim]
+  const float* q_norm = nullptr;          // qwen3, gemma3: per-head RMSNorm [head_dim]
+  const float* k_norm = nullptr;          // qwen3, gemma3: [head_dim]
+  const float* post_attn_norm = nullptr;  // gemma3: RMSNorm of the attention output [n_embd]
+  const float* post_ffn_norm = nullptr;   // gemma3: RMSNorm of the FFN output [n_embd]
+  bool sliding = false;  // attends to the last config.sliding_window positions only (gemma3)
 };
 
 class Model {

@@ -86,7 +86,12 @@ int write_byte_vocab(GgufWriter& w) {
 
 }  // namespace
 
-bool writer_supports(const std::string& arch) { return arch == "llama"; }
+bool writer_supports(const std::string& arch) {
+  for (const char* a : kTinyArchitectures) {
+    if (arch == a) return true;
+  }
+  return false;
+}
 
 TinyModelSpec TinyModelSpec::from_shape(const ModelShape& shape, FileType type, uint64_t seed) {
   TinyModelSpec s;
@@ -110,24 +115,31 @@ TinyModelSpec TinyModelSpec::from_shape(const ModelShape& shape, FileType type, 
 }
 
 Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
-  if (!writer_supports(s.arch) || s.head_dim > 0) {
+  if (!writer_supports(s.arch)) {
     return make_error(
-        "cannot write a '{}' model{}: not yet supported by the model writer (it "
-        "writes llama models with head size n_embd / n_head)",
-        s.arch, s.head_dim > 0 ? fmt::format(" with head size {}", s.head_dim) : "");
+        "cannot write a '{}' model (the model writer writes: llama, qwen2, qwen3, gemma3)", s.arch);
   }
+  const bool qwen2 = s.arch == "qwen2", qwen3 = s.arch == "qwen3", gemma3 = s.arch == "gemma3";
   GgufWriter w;
-  w.set_string("general.architecture", "llama");
+  const std::string a = s.arch + ".";
+  const int hd = s.head_dim > 0 ? s.head_dim : s.n_embd / s.n_head;
+  const int q_dim = s.n_head * hd, kv = s.n_head_kv * hd;
+  w.set_string("general.architecture", s.arch);
   w.set_string("general.name", s.name);
   if (s.file_type) w.set_u32("general.file_type", static_cast<uint32_t>(*s.file_type));
-  w.set_u32("llama.context_length", static_cast<uint32_t>(s.n_ctx));
-  w.set_u32("llama.embedding_length", static_cast<uint32_t>(s.n_embd));
-  w.set_u32("llama.block_count", static_cast<uint32_t>(s.n_layer));
-  w.set_u32("llama.feed_forward_length", static_cast<uint32_t>(s.n_ff));
-  w.set_u32("llama.attention.head_count", static_cast<uint32_t>(s.n_head));
-  w.set_u32("llama.attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
-  w.set_f32("llama.rope.freq_base", s.rope_base);
-  w.set_f32("llama.attention.layer_norm_rms_epsilon", s.rms_eps);
+  w.set_u32(a + "context_length", static_cast<uint32_t>(s.n_ctx));
+  w.set_u32(a + "embedding_length", static_cast<uint32_t>(s.n_embd));
+  w.set_u32(a + "block_count", static_cast<uint32_t>(s.n_layer));
+  w.set_u32(a + "feed_forward_length", static_cast<uint32_t>(s.n_ff));
+  w.set_u32(a + "attention.head_count", static_cast<uint32_t>(s.n_head));
+  w.set_u32(a + "attention.head_count_kv", static_cast<uint32_t>(s.n_head_kv));
+  if (s.head_dim > 0) {
+    w.set_u32(a + "attention.key_length", static_cast<uint32_t>(hd));
+    w.set_u32(a + "attention.value_length", static_cast<uint32_t>(hd));
+  }
+  if (gemma3) w.set_u32(a + "attention.sliding_window", static_cast<uint32_t>(s.sliding_window));
+  w.set_f32(a + "rope.freq_base", s.rope_base);
+  w.set_f32(a + "attention.layer_norm_rms_epsilon", s.rms_eps);
 
   int n_vocab = 0;
   if (!s.vocab_path.empty()) {
@@ -162,7 +174,6 @@ Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
   struct Progress {
     uint64_t done = 0, total = 0;
   } progress;  // read by the fills, which run inside w.write() below
-  const int hd = s.n_embd / s.n_head, kv = s.n_head_kv * hd;
   // Matrices of weight_type take the file type's mix when one is set.
   auto add = [&](const std::string& name, int64_t rows, int64_t cols, float scale, TensorType t) {
     if (s.file_type && t == s.weight_type) {
@@ -198,7 +209,8 @@ Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
       return ok_status();
     });
   };
-  // F32 vectors (norm weights) of n values near `mean`.
+  // F32 vectors of n values near `mean`: norm weights near 1 (Gemma's GGUFs store its (1 + w)
+  // already), biases near 0.
   auto add_f32 = [&](const std::string& name, int64_t n, float mean, float scale) {
     std::vector<float> v(n);
     if (s.hashed_weights) {
@@ -210,24 +222,64 @@ Status write_tiny_model(const std::string& path, const TinyModelSpec& s) {
     }
     w.add_tensor(name, TensorType::F32, {n}, v.data(), v.size() * 4);
   };
-  auto add_norm = [&](const std::string& name) { add_f32(name, s.n_embd, 1.0f, 0.1f); };
-  add("token_embd.weight", n_vocab, s.n_embd, 1.0f, s.weight_type);
-  add_norm("output_norm.weight");
+  auto add_norm = [&](const std::string& name, int64_t n) { add_f32(name, n, 1.0f, 0.1f); };
+  // A tied output reads the embedding rows: smaller rows keep the logits spread over a few units
+  // and let the blocks, not the input token's own embedding, decide the prediction. Gemma's
+  // forward multiplies embeddings by sqrt(n_embd), so its rows are that much smaller.
+  const float embd_scale =
+      (s.tied_output ? 0.3f : 1.0f) / (gemma3 ? std::sqrt(float(s.n_embd)) : 1.0f);
+  add("token_embd.weight", n_vocab, s.n_embd, embd_scale, s.weight_type);
+  add_norm("output_norm.weight", s.n_embd);
   if (!s.tied_output) add("output.weight", n_vocab, s.n_embd, 0.3f, s.weight_type);
   const float ws = 1.0f / std::sqrt(float(s.n_embd));
   for (int l = 0; l < s.n_layer; ++l) {
     const std::string b = "blk." + std::to_string(l) + ".";
-    add_norm(b + "attn_norm.weight");
-    add(b + "attn_q.weight", s.n_embd, s.n_embd, 2 * ws, s.weight_type);
+    add_norm(b + "attn_norm.weight", s.n_embd);
+    add(b + "attn_q.weight", q_dim, s.n_embd, 2 * ws, s.weight_type);
     add(b + "attn_k.weight", kv, s.n_embd, 2 * ws, s.weight_type);
     add(b + "attn_v.weight", kv, s.n_embd, ws, s.weight_type);
-    add(b + "attn_output.weight", s.n_embd, s.n_embd, ws, s.weight_type);
-    add_norm(b + "ffn_norm.weight");
+    add(b + "attn_output.weight", s.n_embd, q_dim, 1.0f / std::sqrt(float(q_dim)), s.weight_type);
+    if (qwen2) {
+      add_f32(b + "attn_q.bias", q_dim, 0.0f, 0.2f);
+      add_f32(b + "attn_k.bias", kv, 0.0f, 0.2f);
+      add_f32(b + "attn_v.bias", kv, 0.0f, 0.2f);
+    }
+    if (qwen3 || gemma3) {
+      add_norm(b + "attn_q_norm.weight", hd);
+      add_norm(b + "attn_k_norm.weight", hd);
+    }
+    if (gemma3) add_norm(b + "post_attention_norm.weight", s.n_embd);
+    add_norm(b + "ffn_norm.weight", s.n_embd);
     add(b + "ffn_gate.weight", s.n_ff, s.n_embd, ws, s.weight_type);
     add(b + "ffn_up.weight", s.n_ff, s.n_embd, ws, s.weight_type);
     add(b + "ffn_down.weight", s.n_embd, s.n_ff, 1.0f / std::sqrt(float(s.n_ff)), s.weight_type);
+    if (gemma3) add_norm(b + "post_ffw_norm.weight", s.n_embd);
   }
   return w.write(path);
+}
+
+TinyModelSpec arch_test_spec(const std::string& arch, TensorType type) {
+  TinyModelSpec s;
+  s.arch = arch;
+  s.weight_type = type;
+  if (info(type).block_size > s.n_embd) {
+    s.n_embd = info(type).block_size;
+    s.n_ff = 2 * s.n_embd;
+  }
+  if (arch == "qwen2") {
+    s.tied_output = true;
+    s.rope_base = 1e6f;
+  } else if (arch == "qwen3") {
+    s.head_dim = s.n_embd / 2;
+    s.rope_base = 1e6f;
+  } else if (arch == "gemma3") {
+    s.n_layer = 6;
+    s.n_head_kv = 1;
+    s.head_dim = s.n_embd / 2;
+    s.rope_base = 1e6f;
+    s.sliding_window = 8;
+  }
+  return s;
 }
 
 Status write_truncated_model(const std::string& src, const std::string& dst, int n_layers) {

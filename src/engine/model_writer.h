@@ -1,6 +1,6 @@
-// Model writers: tiny random llama models as real GGUF files (so engine, method and protocol
-// tests run the full code path in milliseconds without downloading anything), and a
-// layer-truncated copy of a real model (a cheap same-vocabulary draft model).
+// Model writers: tiny random models of each supported architecture as real GGUF files (so engine,
+// method and protocol tests run the full code path in milliseconds without downloading anything),
+// and a layer-truncated copy of a real model (a cheap same-vocabulary draft model).
 #pragma once
 
 #include <cstdint>
@@ -19,7 +19,8 @@ class ThreadPool;
 struct ModelShape;
 
 struct TinyModelSpec {
-  // general.architecture; this writer writes "llama" (writer_supports).
+  // general.architecture: "llama", "qwen2" (adds q/k/v biases), "qwen3" (per-head q/k norms) or
+  // "gemma3" (q/k norms, post-attention and post-FFN norms, sliding-window layers).
   std::string arch = "llama";
   int n_embd = 64;
   int n_layer = 2;
@@ -28,7 +29,8 @@ struct TinyModelSpec {
   int n_ff = 128;
   int n_ctx = 256;
   int head_dim = 0;            // 0: n_embd / n_head; else written as attention.key_length
-  float rope_base = 10000.0f;  // rope.freq_base
+  float rope_base = 10000.0f;  // rope.freq_base (gemma3: of its global layers)
+  int sliding_window = 512;    // gemma3 only: attention.sliding_window
   TensorType weight_type = TensorType::Q8_0;
   bool tied_output = false;
   uint64_t seed = 1;
@@ -59,13 +61,31 @@ struct TinyModelSpec {
   static TinyModelSpec from_shape(const ModelShape& shape, FileType type, uint64_t seed);
 };
 
-// Whether write_tiny_model writes models of this general.architecture.
+// Whether write_tiny_model writes models of this general.architecture (kTinyArchitectures).
 bool writer_supports(const std::string& arch);
 
-// Writes a llama-architecture GGUF with a SentencePiece-style vocabulary of byte tokens plus
+// Writes a GGUF of spec.arch with a SentencePiece-style vocabulary of byte tokens plus
 // <unk>, <s>, </s> and a few merged pieces (or spec.vocab_path's vocabulary); weights drawn from
-// N(0, 0.02..) with the seed. Errors name the vocabulary file or the output path.
+// N(0, 1) scaled per matrix so that activations keep unit size, from the seed (the same spec gives
+// the same bytes). Errors name the vocabulary file or the output path.
 Status write_tiny_model(const std::string& path, const TinyModelSpec& spec);
+
+// The architectures write_tiny_model writes (and the forward pass runs).
+inline constexpr const char* kTinyArchitectures[] = {"llama", "qwen2", "qwen3", "gemma3"};
+// The weight types the engine computes with (the writer can quantise those ops::can_quantize
+// accepts).
+inline constexpr TensorType kEngineTensorTypes[] = {
+    TensorType::F32,  TensorType::F16,  TensorType::BF16, TensorType::Q8_0,
+    TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1,
+    TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K};
+
+// The small model of `arch` in weight type `type` that the logit tests compare with llama.cpp
+// (tests/fixtures/arch_logits.json; tools/reference/record_arch_fixtures.py records it from the
+// files write_arch_models writes): each architecture's own features at toy size. qwen2 ties its
+// output (gemma3-270m covers gemma3's tied output); qwen3 and gemma3 have heads wider than
+// n_embd / n_head; gemma3 has 6 layers (so one is global) and an 8-position sliding window that
+// the tests' prompts outrun. Rows are 64 wide, or 256 for types with 256-element blocks.
+TinyModelSpec arch_test_spec(const std::string& arch, TensorType type);
 
 class Model;
 

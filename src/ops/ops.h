@@ -96,8 +96,11 @@ constexpr int64_t kKeyBlock = 16;
 // out[k * n, (k + 1) * n) = sum_j probs[k * rows + j] * V_j. The keys K are in blocks of kKeyBlock
 // positions, dimension-major (store_key_f16 writes them); the values V_j = V + j * stride are rows.
 // Each key block and value row is read once for all queries.
+// The first n_masked rows (< rows) get probability 0: a sliding window that starts inside a key
+// block passes K and V from the block's start and masks the positions before the window.
 void attend_f16(const float* q, int64_t n_q, const uint16_t* K, const uint16_t* V, int64_t stride,
-                int64_t rows, int64_t n, float scale, float* probs, float* out);
+                int64_t rows, int64_t n, float scale, float* probs, float* out,
+                int64_t n_masked = 0);
 
 // Writes key k (n values) of position pos into K, a head's keys as attend_f16 reads them (element d
 // at ((pos / kKeyBlock) * n + d) * kKeyBlock + pos % kKeyBlock), rounded to f16 (nearest even).
@@ -108,8 +111,11 @@ void convert_to_f16(const float* x, uint16_t* y, int64_t n);
 
 // SwiGLU's elementwise step: gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x).
 void silu_mul_f32(float* gate, const float* up, int64_t n);
+// GeGLU's (Gemma's FFN): gate[i] = gelu(gate[i]) * up[i] with GELU's tanh form,
+// gelu(x) = x / 2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))).
+void gelu_mul_f32(float* gate, const float* up, int64_t n);
 
-// RMSNorm: out = x / sqrt(mean(x^2) + eps) * w over n entries (out distinct from x).
+// RMSNorm: out = x / sqrt(mean(x^2) + eps) * w over n entries (out may be x).
 void rms_norm_f32(const float* x, const float* w, float* out, int64_t n, float eps);
 // The residual add and the norm after it: x += d, then out = rms_norm(x) * w (out may be d).
 void add_rms_norm_f32(float* x, const float* d, const float* w, float* out, int64_t n, float eps);

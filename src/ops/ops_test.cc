@@ -578,8 +578,8 @@ TEST(Vector, ConvertToF16MatchesScalarRounding) {
 // attend_f16 against a double-precision softmax attention over the same f16 keys and values, for
 // 1 to 5 queries (the register blocks of 4 and their remainders), head sizes with and without a
 // vector tail, odd and even dimension counts, row counts within a key block, on its edge and past
-// it (the last block partial, its spare lanes holding other values), and scores far apart
-// (probabilities that underflow).
+// it (the last block partial, its spare lanes holding other values), scores far apart
+// (probabilities that underflow), and the first rows masked (a sliding window inside a block).
 TEST(Vector, AttendMatchesSoftmaxAttention) {
   for_each_target([] {
     std::mt19937 rng(5);
@@ -603,18 +603,19 @@ TEST(Vector, AttendMatchesSoftmaxAttention) {
             Vh[i] = f32_to_f16(std::uniform_real_distribution<float>(-1, 1)(rng));
             V[i] = fmt::f16_to_f32(Vh[i]);
           }
-          for (float scale : {0.125f, 40.0f}) {
+          for (auto [scale, masked] : {std::pair{0.125f, int64_t{0}}, std::pair{40.0f, int64_t{0}},
+                                       std::pair{0.125f, std::min<int64_t>(rows - 1, 11)}}) {
             std::vector<float> p(static_cast<size_t>(n_q * rows)),
                 out(static_cast<size_t>(n_q * n));
             attend_f16(q.data(), n_q, Kh.data(), Vh.data(), stride, rows, n, scale, p.data(),
-                       out.data());
+                       out.data(), masked);
             for (int64_t k = 0; k < n_q; ++k) {
               std::vector<double> want_p(static_cast<size_t>(rows));
               double mx = -HUGE_VAL, sum = 0.0;
               for (int64_t j = 0; j < rows; ++j) {
                 double d = 0.0;
                 for (int64_t i = 0; i < n; ++i) d += double(q[k * n + i]) * K[j * n + i];
-                want_p[j] = d * scale;
+                want_p[j] = j < masked ? -HUGE_VAL : d * scale;
                 mx = std::max(mx, want_p[j]);
               }
               for (double& w : want_p) sum += (w = std::exp(w - mx));
@@ -707,6 +708,28 @@ TEST(Vector, SiluMulMatchesDefinition) {
       for (int64_t i = 0; i < n; ++i) {
         const double x = gate[i], want = x / (1.0 + std::exp(-x)) * up[i];
         EXPECT_NEAR(got[i], want, 2e-6 * std::fabs(want) + 1e-30) << "x " << x;
+      }
+    }
+  });
+}
+
+// gelu_mul_f32 against GELU's tanh form times up in double, over the range where tanh bends and
+// far beyond it (where gelu(x) is x or 0).
+TEST(Vector, GeluMulMatchesDefinition) {
+  for_each_target([] {
+    std::mt19937 rng(7);
+    for (int64_t n : {1, 15, 64, 100}) {
+      auto gate = random_vec(n, rng);
+      const auto up = random_vec(n, rng);
+      for (int64_t i = 0; i < n; ++i) gate[i] *= 6.0f;
+      if (n > 2) gate[0] = -200.0f, gate[1] = 200.0f;
+      auto got = gate;
+      gelu_mul_f32(got.data(), up.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double x = gate[i];
+        const double want =
+            0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))) * up[i];
+        EXPECT_NEAR(got[i], want, 1e-5 * std::fabs(x * up[i]) + 1e-6) << "x " << x;
       }
     }
   });

@@ -84,9 +84,11 @@ Result<ChatTemplate> ChatTemplate::from_template(const std::string& tmpl, const 
   if (has("<|user|>") && !has("<|end|>")) {
     return ChatTemplate(ChatFormat::Zephyr, {}, has("<|endoftext|>") ? "<|endoftext|>" : "</s>");
   }
+  if (has("<start_of_turn>")) return ChatTemplate(ChatFormat::Gemma);
   return make_error(
-      "{}: unrecognised chat template (hlm knows ChatML, Llama-2 [INST] <<SYS>>, Zephyr "
-      "<|user|>, Mistral [INST] and Llama-3 <|start_header_id|>); template begins: {}",
+      "{}: unrecognised chat template (hlm knows ChatML (Qwen, SmolLM2), Llama-2 [INST] <<SYS>>, "
+      "Zephyr <|user|>, Mistral [INST], Llama-3 <|start_header_id|> and Gemma "
+      "<start_of_turn>); template begins: {}",
       name, tmpl.substr(0, 120));
 }
 
@@ -111,9 +113,11 @@ Result<ChatTemplate> ChatTemplate::from_gguf(const GgufFile& file, const Tokeniz
     return ChatTemplate(ChatFormat::Zephyr, {},
                         tok.eos() >= 0 ? tok.token_text(tok.eos()) : "</s>");
   }
+  // Gemma 3 GGUFs converted without a template (gemma3-270m) still have its turn tokens.
+  if (tok.find_token("<start_of_turn>") >= 0) return ChatTemplate(ChatFormat::Gemma);
   return make_error(
       "{}: cannot tell the chat format: {} and the vocabulary has no chat tokens "
-      "(<|im_start|>, <|start_header_id|>, <|user|>); pass raw prompts instead",
+      "(<|im_start|>, <|start_header_id|>, <|user|>, <start_of_turn>); pass raw prompts instead",
       file.path(), why);
 }
 
@@ -140,6 +144,26 @@ std::string ChatTemplate::apply(const std::vector<ChatMessage>& in,
       }
       if (add_generation_prompt) ss << "<|assistant|>\n";
       break;
+
+    case ChatFormat::Gemma: {
+      // No system role: its text opens the next user turn. The assistant's role is "model".
+      std::string system;
+      for (const auto& m : messages) {
+        if (m.role == "system") {
+          system += trim(m.content);
+          continue;
+        }
+        const std::string role = m.role == "assistant" ? "model" : m.role;
+        ss << "<start_of_turn>" << role << "\n";
+        if (!system.empty() && role != "model") {
+          ss << system << "\n\n";
+          system.clear();
+        }
+        ss << trim(m.content) << "<end_of_turn>\n";
+      }
+      if (add_generation_prompt) ss << "<start_of_turn>model\n";
+      break;
+    }
 
     case ChatFormat::Llama3:
       for (const auto& m : messages) {

@@ -111,7 +111,7 @@ struct ChatMessage {
   std::string content;
 };
 
-enum class ChatFormat { ChatML, Llama2, Zephyr, Mistral, Llama3 };
+enum class ChatFormat { ChatML, Llama2, Zephyr, Mistral, Llama3, Gemma };
 
 class ChatTemplate {
  public:

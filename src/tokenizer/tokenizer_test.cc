@@ -436,6 +436,36 @@ TEST(ChatTemplate, MistralZephyrLlama3) {
             "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
+// Gemma's turns, as llama.cpp renders them: the system text opens the first user turn, the
+// assistant is "model", contents are trimmed.
+TEST(ChatTemplate, Gemma) {
+  auto g = ChatTemplate::from_template(
+      "{{ bos_token }}{% for message in messages %}{{ '<start_of_turn>' + message['role'] + '\n' "
+      "+ message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}",
+      "gemma");
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  EXPECT_EQ(g->format(), ChatFormat::Gemma);
+  EXPECT_EQ(
+      g->apply(
+          {{"system", "Be brief."}, {"user", " Hi "}, {"assistant", "Hello"}, {"user", "Bye"}}),
+      "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello"
+      "<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n");
+}
+
+// Qwen2.5 and Qwen3 templates are ChatML (their tool and <think> branches aside, which
+// llama.cpp's template rendering does not reproduce either).
+TEST(ChatTemplate, QwenIsChatML) {
+  auto q = ChatTemplate::from_template(
+      "{%- if messages[0]['role'] == 'system' %}{{- '<|im_start|>system\n' + "
+      "messages[0]['content'] + '<|im_end|>\n' }}{%- endif %}{%- for message in messages %}"
+      "{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}"
+      "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}",
+      "qwen");
+  ASSERT_TRUE(q.ok()) << q.error().message;
+  EXPECT_EQ(q->format(), ChatFormat::ChatML);
+  EXPECT_EQ(q->apply({{"user", "Hi"}}), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+}
+
 TEST(ChatTemplate, UnknownTemplateIsAnError) {
   auto t = ChatTemplate::from_template("{{ messages }}", "odd.gguf");
   ASSERT_FALSE(t.ok());

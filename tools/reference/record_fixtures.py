@@ -8,12 +8,17 @@ the reference installed.
     python3 tools/reference/record_fixtures.py \
         --model ~/.cache/hlm/models/SmolLM2-135M-Instruct.Q4_1.gguf \
         --out tests/fixtures
+    python3 tools/reference/record_fixtures.py --prefix gemma3 --bos --ppl-window 1024 \
+        --model ~/.cache/hlm/models/gemma-3-270m-q4_k_m.gguf --out tests/fixtures
 
 Writes (see tools/reference/README.md for the exact formats):
     smollm2_tokens.json  tokenizer cases (text -> ids)
     smollm2_logits.json  next-token top-50 logits for a few prompts, plus
                          top-50 logits at every position of one prompt
     smollm2_ppl.json     perplexity on /usr/share/common-licenses/GPL-3
+(with --prefix P, P_tokens.json and so on). --bos starts every evaluated sequence with the
+model's BOS (Gemma is trained to see it); --ppl-window sets the perplexity window (longer than a
+sliding window, the window's layers are tested too).
 """
 
 import argparse
@@ -191,9 +196,9 @@ def record_tokens(llm, header):
         if back != text:
             roundtrip_failures.append((text, back))
     out = dict(header)
-    out["notes"] = ("ids from llama_tokenize(vocab, text, add_special, parse_special). "
-                    "This vocab has add_bos_token=false and no add_eos, so add_special "
-                    "adds nothing. Texts are UTF-8.")
+    out["notes"] = ("ids from llama_tokenize(vocab, text, add_special, parse_special): "
+                    "add_special adds what the vocabulary asks for (add_bos_token, "
+                    "add_eos_token). Texts are UTF-8.")
     out["cases"] = cases
     for text, back in roundtrip_failures:
         print("note: detokenize round-trip differs: %r -> %r" % (text, back))
@@ -202,16 +207,18 @@ def record_tokens(llm, header):
 
 def eval_all_logits(llm, np, ids):
     """Evaluate ids from an empty cache in one batch; return [n, n_vocab] logits."""
-    assert 0 < len(ids) <= N_CTX
+    assert 0 < len(ids) <= llm.n_ctx()
     llm.reset()
     llm.eval(ids)
     return np.array(llm.scores[: len(ids), :], dtype=np.float32)
 
 
-def record_logits(llm, np, header):
+def record_logits(llm, np, header, bos):
     prompts = []
     for name, text, parse_special in LOGIT_PROMPTS:
         ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=parse_special)
+        if bos:
+            ids = [llm.token_bos()] + ids
         logits = eval_all_logits(llm, np, ids)
         last = logits[-1]
         entry = {
@@ -230,7 +237,9 @@ def record_logits(llm, np, header):
         "n_ctx": N_CTX,
         "n_threads": N_THREADS,
         "top_k": TOP_K,
-        "notes": ("Each prompt is tokenized without BOS (add_special=false), then evaluated "
+        "bos": bos,
+        "notes": ("Each prompt is tokenized without BOS (add_special=false) and, if 'bos', "
+                  "prefixed with the vocabulary's BOS id, then evaluated "
                   "from an empty KV cache in ONE batch with logits for every position "
                   "(logits_all=True, n_batch=n_ubatch=512, flash_attn off). 'top' = the 50 "
                   "largest raw logits (pre-softmax) of the LAST position as [token_id, logit], "
@@ -249,22 +258,25 @@ def log_softmax_rows(np, logits):
     return x - m - np.log(np.exp(x - m).sum(axis=1, keepdims=True))
 
 
-def record_ppl(llm, np, header, text_path):
+def record_ppl(llm, np, header, text_path, bos, window):
     with open(text_path, "rb") as f:
         raw = f.read()
     all_ids = llm.tokenize(raw, add_bos=False, special=False)
     ids = all_ids[:PPL_MAX_TOKENS]
-    n_windows = len(ids) // PPL_WINDOW
+    step = window - 1 if bos else window  # text tokens per window
+    n_windows = len(ids) // step
     total_nll = 0.0
     n_scored = 0
     windows = []
     for w in range(n_windows):
-        win = ids[w * PPL_WINDOW:(w + 1) * PPL_WINDOW]
+        win = ids[w * step:(w + 1) * step]
+        if bos:
+            win = [llm.token_bos()] + win
         logits = eval_all_logits(llm, np, win)
         lp = log_softmax_rows(np, logits[:-1])  # rows 0..510 predict tokens 1..511
         targets = np.asarray(win[1:], dtype=np.int64)
         nll = -lp[np.arange(len(targets)), targets]
-        windows.append({"index": w, "first_token": w * PPL_WINDOW,
+        windows.append({"index": w, "first_token": w * step,
                         "mean_nll": round(float(nll.mean()), 6)})
         total_nll += float(nll.sum())
         n_scored += len(targets)
@@ -284,8 +296,11 @@ def record_ppl(llm, np, header, text_path):
             "same window: NLL_i = -log softmax(logits[i-1])[token_i] (natural log, computed "
             "in float64 from the float32 logits). Token 0 of each window is not scored. "
             "mean_nll = sum of all NLL_i / n_scored (n_scored = 4*511 = 2044); "
-            "ppl = exp(mean_nll)."),
-        "n_ctx": PPL_WINDOW,
+            "ppl = exp(mean_nll). With 'bos' and window n_ctx, each window is the BOS id "
+            "followed by n_ctx - 1 text tokens (the text advances by n_ctx - 1), every text "
+            "token of the window scored."),
+        "bos": bos,
+        "n_ctx": window,
         "n_threads": N_THREADS,
         "n_tokens": len(ids),
         "n_windows": n_windows,
@@ -303,6 +318,10 @@ def main():
     ap.add_argument("--out", required=True, help="output directory (e.g. tests/fixtures)")
     ap.add_argument("--ppl-text", default=PPL_TEXT, help="text for the perplexity fixture")
     ap.add_argument("--prefix", default="smollm2", help="fixture file name prefix")
+    ap.add_argument("--bos", action="store_true",
+                    help="start every evaluated sequence with BOS (Gemma)")
+    ap.add_argument("--ppl-window", type=int, default=PPL_WINDOW,
+                    help="perplexity window in tokens (default %d)" % PPL_WINDOW)
     args = ap.parse_args()
 
     llama_cpp = import_llama_cpp()
@@ -313,8 +332,9 @@ def main():
         return 1
     os.makedirs(args.out, exist_ok=True)
 
+    n_ctx = max(N_CTX, args.ppl_window)
     llm = llama_cpp.Llama(
-        model_path=args.model, n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX,
+        model_path=args.model, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
         n_threads=N_THREADS, n_threads_batch=N_THREADS, logits_all=True,
         flash_attn=False, verbose=False)
 
@@ -325,8 +345,9 @@ def main():
     }
 
     write_json(os.path.join(args.out, args.prefix + "_tokens.json"), record_tokens(llm, header))
-    write_json(os.path.join(args.out, args.prefix + "_logits.json"), record_logits(llm, np, header))
-    ppl = record_ppl(llm, np, header, args.ppl_text)
+    write_json(os.path.join(args.out, args.prefix + "_logits.json"),
+               record_logits(llm, np, header, args.bos))
+    ppl = record_ppl(llm, np, header, args.ppl_text, args.bos, args.ppl_window)
     write_json(os.path.join(args.out, args.prefix + "_ppl.json"), ppl)
     print("ppl = %.4f (mean NLL %.6f over %d tokens)" % (ppl["ppl"], ppl["mean_nll"], ppl["n_scored"]))
     return 0
