@@ -2,7 +2,9 @@
 // one batched re-scoring pass per model to read p(d) and q(d) at every drafted position.
 #include "eval/calibration.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "cloud/cloud_verifier.h"
 
@@ -34,6 +36,30 @@ CalibrationFit fit_calibration(const std::vector<CalibrationPoint>& pts) {
     f.u_th_prone = (f.delta - f.b) / f.a;
   }
   return f;
+}
+
+ThresholdChoice choose_u_th(const std::vector<CalibrationPoint>& points, double max_risk) {
+  std::vector<std::pair<float, float>> by_u;  // (u, β), ascending in u
+  by_u.reserve(points.size());
+  for (const auto& p : points) by_u.emplace_back(p.u, p.beta);
+  std::sort(by_u.begin(), by_u.end());
+  ThresholdChoice c;
+  c.max_risk = max_risk;
+  const double n = double(by_u.size());
+  double mass = 0;
+  for (size_t i = 0; i < by_u.size();) {
+    // One u level at a time: a threshold skips all of a level or none of it.
+    size_t j = i;
+    double level_mass = 0;
+    for (; j < by_u.size() && by_u[j].first == by_u[i].first; ++j) level_mass += by_u[j].second;
+    if ((mass + level_mass) / n > max_risk) break;
+    mass += level_mass;
+    c.skip_share = double(j) / n;
+    c.risk = mass / n;
+    c.u_th = j < by_u.size() ? (double(by_u[i].first) + by_u[j].first) / 2 : 1.0;
+    i = j;
+  }
+  return c;
 }
 
 Result<std::vector<CalibrationPoint>> collect_calibration(
