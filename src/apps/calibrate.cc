@@ -65,6 +65,8 @@ int run_calibrate(const CalibrateOptions& o) {
   if (!points) return fail(points.error());
   const CalibrationFit f = fit_calibration(*points);
   const ThresholdChoice choice = choose_u_th(*points, o.max_risk);
+  nlohmann::json curve = nlohmann::json::array();  // [u, skip_share, risk] per u level
+  for (const RiskLevel& l : risk_curve(*points)) curve.push_back({l.u, l.skip_share, l.risk});
   std::string saved;
   if (o.save) {
     PairProfile p;
@@ -105,6 +107,7 @@ int run_calibrate(const CalibrateOptions& o) {
                         {"skip_share", choice.skip_share},
                         {"risk", choice.risk},
                         {"profile", saved.empty() ? nlohmann::json() : nlohmann::json(saved)},
+                        {"risk_curve", curve},
                         {"slm", pair->slm->path()},
                         {"llm", pair->llm->path()},
                         {"temperature", cfg->sampling.temperature}};

@@ -47,6 +47,14 @@ struct ThresholdChoice {
 };
 ThresholdChoice choose_u_th(const std::vector<CalibrationPoint>& points, double max_risk);
 
+// The rule's trade-off at every u level: skipping the tokens with u <= level skips `skip_share`
+// of them at an expected rejection mass of `risk` per drafted token (both cumulative, ascending).
+struct RiskLevel {
+  float u = 0;
+  double skip_share = 0, risk = 0;
+};
+std::vector<RiskLevel> risk_curve(const std::vector<CalibrationPoint>& points);
+
 // Runs every prompt with policy hlm and full upload (the RunConfig's sampling and uncertainty
 // settings are used; its policy is overridden), then scores each draft with both models on the
 // final context. on_prompt(i, n) reports progress.

@@ -68,6 +68,14 @@ TEST(SkipRiskRule, TakesTheLargestThresholdWithinTheBudget) {
   for (const auto& p : pts) skipped += !(p.u > c.u_th);
   EXPECT_EQ(skipped, 20);
 
+  const std::vector<RiskLevel> curve = risk_curve(pts);
+  ASSERT_EQ(curve.size(), 4u);
+  EXPECT_EQ(curve[1].u, 0.25f);
+  EXPECT_DOUBLE_EQ(curve[1].skip_share, 0.5);
+  EXPECT_NEAR(curve[2].risk, 6.0 / 40, 1e-9);
+  EXPECT_NEAR(curve[3].risk, 16.0 / 40, 1e-9);
+  EXPECT_DOUBLE_EQ(curve[3].skip_share, 1.0);
+
   EXPECT_DOUBLE_EQ(choose_u_th(pts, 0.0).u_th, 0.125);  // only the riskless level
   EXPECT_DOUBLE_EQ(choose_u_th(pts, 1.0).u_th, 1.0);    // everything fits: never upload
   EXPECT_DOUBLE_EQ(choose_u_th(pts, 1.0).skip_share, 1.0);
