@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <string>
 
 #include "eval/harness.h"
 #include "models/registry.h"
@@ -67,6 +68,10 @@ class FieldReader {
   const std::string& source_;
 };
 
+// A float as the double of its shortest decimal form, so the file says 0.8 rather than
+// 0.800000011920929 and reading it back gives the same float.
+double decimal(float x) { return std::stod(fmt::format("{}", x)); }
+
 // Reads a whole file; the error names it.
 Result<std::string> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -95,15 +100,15 @@ std::string profile_to_json(const PairProfile& p) {
                 "the largest u_th at which the calibration tokens it skips (u <= u_th) carry an "
                 "expected rejection mass sum(beta)/n of at most max_risk per drafted token"}};
   j["importance"] = {{"estimator", std::string(to_string(p.estimator))},
-                     {"lambda", p.lambda},
+                     {"lambda", decimal(p.lambda)},
                      {"rule", p.importance_rule}};
   j["calibration"] = {{"prompts", p.prompts},
                       {"n_prompts", p.n_prompts},
                       {"n_tokens", f.n},
                       {"max_tokens", p.max_tokens},
-                      {"temperature", p.temperature},
+                      {"temperature", decimal(p.temperature)},
                       {"unc_samples", p.unc_samples},
-                      {"theta_max", p.theta_max},
+                      {"theta_max", decimal(p.theta_max)},
                       {"a", f.a},
                       {"b", f.b},
                       {"correlation", f.correlation},
