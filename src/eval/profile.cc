@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -138,8 +139,8 @@ Result<PairProfile> parse_profile(const std::string& text, const std::string& so
     if (!o) return o.error();
     auto fp = r.string(**o, key, "fingerprint");
     if (!fp) return fp.error();
-    if (fp->size() != 64 ||
-        !std::all_of(fp->begin(), fp->end(), [](char c) { return std::isxdigit(c) != 0; })) {
+    if (fp->size() != 64 || !std::all_of(fp->begin(), fp->end(),
+                                         [](unsigned char c) { return std::isxdigit(c) != 0; })) {
       return make_error(
           "{}: field '{}.fingerprint' must be 64 hex digits (hlm's model "
           "fingerprint), got '{}'",
