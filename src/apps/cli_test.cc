@@ -189,9 +189,13 @@ TEST(HlmCli, PairProfileDefaultsOverridesAndFallback) {
   ASSERT_EQ(cal.code, 0) << cal.out;
   const std::string saved = nlohmann::json::parse(cal.out)["profile"];
   EXPECT_EQ(saved.rfind(dir / "profiles/", 0), 0u) << saved;  // the cache's profiles/
-  // Set a recognisable u_th in the saved profile.
   std::ifstream saved_in(saved);
   auto p = nlohmann::json::parse(saved_in);
+  // `hlm models fingerprint` prints what the profile matches the model by.
+  Outcome fp = hlm("models fingerprint '" + model + "'", "2>&1");
+  ASSERT_EQ(fp.code, 0) << fp.out;
+  EXPECT_EQ(fp.out, p["slm"]["fingerprint"].get<std::string>() + "  " + model + "\n");
+  // Set a recognisable u_th in the saved profile.
   p["u_th"] = 0.42;
   std::ofstream(saved) << p.dump(2);
 
