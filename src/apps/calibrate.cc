@@ -153,7 +153,8 @@ void add_calibrate_command(CLI::App& app, Commands& commands) {
   sub->add_option("--save", o->save,
                   "Write the pair profile (fingerprints, fit, u_th, estimator and lambda) to FILE; "
                   "without FILE to the models cache's profiles/, where the hybrid commands find it")
-      ->expected(0, 1);
+      ->expected(0, 1)
+      ->type_name("[FILE]");
   o->output.add(sub, "Print the fit as one JSON object");
   commands.on(sub, [o] { return run_calibrate(*o); });
 }
