@@ -225,7 +225,9 @@ Result<RunConfig> run_config_for(const CompletionRequest& r, RunConfig c, int de
           key);
     }
   }
-  if (auto st = parse_setting(h, "policy", parse_policy, c.policy); !st) return st.error();
+  // A policy named per request starts from the server's settings (its flags and pair profile).
+  const auto policy_from_server = [&c](std::string_view s) { return parse_policy(s, c.policy); };
+  if (auto st = parse_setting(h, "policy", policy_from_server, c.policy); !st) return st.error();
   const std::pair<const char*, float*> knobs[] = {{"u_th", &c.policy.u_th},
                                                   {"u_hi", &c.policy.u_hi}};
   for (auto [key, field] : knobs) {

@@ -22,6 +22,7 @@ struct ApiCommandOptions {
   std::string listen = "127.0.0.1:8080";
   PairOptions models;
   MethodOptions method;
+  ProfileOptions profile;
   ThreadOptions threads;
   CloudLinkOptions link;
   api::ApiOptions api;
@@ -32,10 +33,12 @@ struct ApiCommandOptions {
 int serve_api(const ApiCommandOptions& o) {
   const StopSignals stop_signals;
 
-  auto cfg = o.method.config(o.api.default_max_tokens, o.models.ctx);
-  if (!cfg) return fail(cfg.error());
   auto pair = o.link.cloud.empty() ? o.models.load() : load_device_only(o.models);
   if (!pair) return fail(pair.error());
+  auto profile = o.profile.resolve(*pair);
+  if (!profile) return fail(profile.error());
+  auto cfg = o.method.config(o.api.default_max_tokens, o.models.ctx, profile->policy);
+  if (!cfg) return fail(cfg.error());
   ThreadPool pool(o.threads.threads);
   std::unique_ptr<CloudVerifier> local;
   std::unique_ptr<Verifier> cloud;
@@ -65,10 +68,12 @@ int serve_api(const ApiCommandOptions& o) {
   if (!srv) return fail(srv.error());
   const std::string host = server::host_of(o.listen);
   std::fprintf(stderr,
-               "hlm api: listening on http://%s:%d/v1 (slm %s, cloud %s, policy %s, encoding %s, "
-               "up to %d requests at once)\n",
+               "hlm api: listening on http://%s:%d/v1 (slm %s, cloud %s, policy %s from %s, "
+               "encoding %s, up to %d requests at once)\n",
                host.c_str(), (*srv)->port(), pair->slm->path().c_str(), cloud_name.c_str(),
-               to_string(cfg->policy).c_str(), to_string(cfg->encoding).c_str(), ao.max_concurrent);
+               to_string(cfg->policy).c_str(),
+               profile->path.empty() ? "U-HLM's defaults" : profile->path.c_str(),
+               to_string(cfg->encoding).c_str(), ao.max_concurrent);
   if (!server::is_loopback(o.listen)) {
     std::fprintf(stderr, "hlm api: warning: %s is reachable from other machines and has no key\n",
                  o.listen.c_str());
@@ -89,6 +94,7 @@ void add_api_command(CLI::App& app, Commands& commands) {
       ->capture_default_str();
   o->models.add(sub);
   o->method.add(sub);
+  o->profile.add(sub);
   o->threads.add(sub);
   o->link.add(sub);
   sub->add_option("--max-concurrent", o->api.max_concurrent,

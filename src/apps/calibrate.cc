@@ -1,20 +1,30 @@
-// hlm calibrate (SPEC §9): full verification over calibration prompts, the (u, β) fit and the
-// risk-averse and risk-prone thresholds.
+// hlm calibrate (SPEC §9): full verification over calibration prompts, the (u, β) fit, the
+// risk-averse and risk-prone thresholds, the operating point of the skip-risk rule, and with
+// --save the pair profile the hybrid commands then use (eval/profile.h).
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
 
 #include "apps/command.h"
 #include "apps/options.h"
 #include "apps/prompt.h"
 #include "apps/run_options.h"
 #include "eval/calibration.h"
+#include "eval/profile.h"
 #include "eval/prompts.h"
+#include "models/fingerprint.h"
 
 namespace hlm::apps {
 namespace {
+
+// The skip-risk budget of the shipped profile: see docs/profiles.md for the dev-split figures
+// that made it the default.
+constexpr double kDefaultMaxRisk = 0.10;
 
 struct CalibrateOptions {
   PairOptions models;
@@ -25,6 +35,8 @@ struct CalibrateOptions {
   int limit = 0;
   int max_tokens = 64;
   bool chat = true;
+  double max_risk = kDefaultMaxRisk;
+  std::optional<std::string> save;  // --save [FILE]; "" without FILE: the models cache
 };
 
 int run_calibrate(const CalibrateOptions& o) {
@@ -52,6 +64,34 @@ int run_calibrate(const CalibrateOptions& o) {
   std::fprintf(stderr, "\n");
   if (!points) return fail(points.error());
   const CalibrationFit f = fit_calibration(*points);
+  const ThresholdChoice choice = choose_u_th(*points, o.max_risk);
+  nlohmann::json curve = nlohmann::json::array();  // [u, skip_share, risk] per u level
+  for (const RiskLevel& l : risk_curve(*points)) curve.push_back({l.u, l.skip_share, l.risk});
+  std::string saved;
+  if (o.save) {
+    PairProfile p;
+    p.slm = {model_fingerprint(pair->slm->gguf()),
+             std::filesystem::path(pair->slm->path()).filename().string()};
+    p.llm = {model_fingerprint(pair->llm->gguf()),
+             std::filesystem::path(pair->llm->path()).filename().string()};
+    p.prompts = o.prompts;
+    p.n_prompts = int64_t(prompts.size());
+    p.max_tokens = o.max_tokens;
+    p.temperature = cfg->sampling.temperature;
+    p.unc_samples = cfg->uncertainty.samples;
+    p.theta_max = cfg->uncertainty.theta_max;
+    p.fit = f;
+    p.choice = choice;
+    p.estimator = cfg->policy.importance.estimator;
+    p.lambda = cfg->policy.importance.lambda_value();
+    p.importance_rule = o.method.estimator || o.method.lambda
+                            ? "given to hlm calibrate (--estimator, --lambda)"
+                            : "hlm's defaults: the importance study on the dev split "
+                              "(docs/RESULTS.md)";
+    p.hlm_version = HLM_VERSION;
+    saved = o.save->empty() ? default_profile_path(p) : *o.save;
+    if (auto st = save_profile(p, saved); !st) return fail(st.error());
+  }
   if (o.output.json) {
     nlohmann::json j = {{"n_tokens", f.n},
                         {"n_prompts", prompts.size()},
@@ -62,6 +102,12 @@ int run_calibrate(const CalibrateOptions& o) {
                         {"mean_beta", f.mean_beta},
                         {"u_th_risk_averse", f.u_th_averse},
                         {"u_th_risk_prone", f.u_th_prone},
+                        {"u_th", choice.u_th},
+                        {"max_risk", choice.max_risk},
+                        {"skip_share", choice.skip_share},
+                        {"risk", choice.risk},
+                        {"profile", saved.empty() ? nlohmann::json() : nlohmann::json(saved)},
+                        {"risk_curve", curve},
                         {"slm", pair->slm->path()},
                         {"llm", pair->llm->path()},
                         {"temperature", cfg->sampling.temperature}};
@@ -74,6 +120,11 @@ int run_calibrate(const CalibrateOptions& o) {
     std::printf("  Delta        P(q(d) < p(d)) = %.4f, mean beta = %.4f\n", f.delta, f.mean_beta);
     std::printf("  thresholds   risk-averse u_th = %.4f, risk-prone u_th = %.4f\n", f.u_th_averse,
                 f.u_th_prone);
+    std::printf(
+        "  skip-risk    u_th = %.4f skips %.1f%% of these tokens, expected rejections "
+        "let through %.3f per token (budget %.3f)\n",
+        choice.u_th, 100 * choice.skip_share, choice.risk, choice.max_risk);
+    if (!saved.empty()) std::printf("  profile      %s\n", saved.c_str());
   }
   return 0;
 }
@@ -94,6 +145,16 @@ void add_calibrate_command(CLI::App& app, Commands& commands) {
   sub->add_option("--max-tokens", o->max_tokens, "Tokens generated per prompt")
       ->capture_default_str();
   sub->add_option("--chat", o->chat, "Wrap prompts in the chat template")->capture_default_str();
+  sub->add_option("--max-risk", o->max_risk,
+                  "Skip-risk budget: the chosen u_th skips tokens whose expected rejections "
+                  "add up to at most this share of all drafted tokens")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  sub->add_option("--save", o->save,
+                  "Write the pair profile (fingerprints, fit, u_th, estimator and lambda) to FILE; "
+                  "without FILE to the models cache's profiles/, where the hybrid commands find it")
+      ->expected(0, 1)
+      ->type_name("[FILE]");
   o->output.add(sub, "Print the fit as one JSON object");
   commands.on(sub, [o] { return run_calibrate(*o); });
 }

@@ -158,6 +158,79 @@ TEST(HlmCli, RunEndsTheTextBeforeTheSummary) {
   EXPECT_GE(s["standard_hlm_uplink_bytes"].get<uint64_t>(), s["uplink_bytes"].get<uint64_t>());
 }
 
+// Pair profiles as a user meets them: without one the run falls back to U-HLM's values and says
+// so once on stderr (never in --json stdout); `calibrate --save` writes one the next run finds;
+// explicit flags override it; a profile of other models or a malformed one is refused by name.
+TEST(HlmCli, PairProfileDefaultsOverridesAndFallback) {
+  ScopedTempDir dir;
+  ScopedEnv cache("HLM_MODELS_DIR", dir.path());
+  ScopedEnv profiles("HLM_PROFILES_DIR", std::nullopt);
+  const std::string model = dir / "tiny.gguf";
+  ASSERT_TRUE(hlm::write_tiny_model(model, {}).ok());
+  const std::string pair = "--slm '" + model + "' --llm '" + model + "' ";
+  const std::string run = "run " + pair + "--prompt hi --max-tokens 4 --json ";
+
+  Outcome fallback = hlm(run + "--policy uhlm", "2>" + (dir / "err.txt"));
+  ASSERT_EQ(fallback.code, 0) << fallback.out;
+  std::ifstream err_in(dir / "err.txt");
+  const std::string err((std::istreambuf_iterator<char>(err_in)), std::istreambuf_iterator<char>());
+  const size_t first = err.find("no pair profile");
+  ASSERT_NE(first, std::string::npos) << err;
+  EXPECT_EQ(err.find("no pair profile", first + 1), std::string::npos) << "said twice: " << err;
+  const auto f = nlohmann::json::parse(fallback.out);  // stdout is JSON alone
+  EXPECT_EQ(f["profile"]["fallback"], "U-HLM");
+  EXPECT_TRUE(f["profile"]["path"].is_null());
+
+  std::ofstream(dir / "prompts.jsonl") << "{\"id\": \"a\", \"prompt\": \"hi\"}\n"
+                                       << "{\"id\": \"b\", \"prompt\": \"ho\"}\n";
+  Outcome cal = hlm("calibrate " + pair + "--prompts '" + (dir / "prompts.jsonl") +
+                        "' --chat false --max-tokens 4 --json --save",
+                    "2>/dev/null");
+  ASSERT_EQ(cal.code, 0) << cal.out;
+  const std::string saved = nlohmann::json::parse(cal.out)["profile"];
+  EXPECT_EQ(saved.rfind(dir / "profiles/", 0), 0u) << saved;  // the cache's profiles/
+  std::ifstream saved_in(saved);
+  auto p = nlohmann::json::parse(saved_in);
+  // `hlm models fingerprint` prints what the profile matches the model by.
+  Outcome fp = hlm("models fingerprint '" + model + "'", "2>&1");
+  ASSERT_EQ(fp.code, 0) << fp.out;
+  EXPECT_EQ(fp.out, p["slm"]["fingerprint"].get<std::string>() + "  " + model + "\n");
+  // Set a recognisable u_th in the saved profile.
+  p["u_th"] = 0.42;
+  std::ofstream(saved) << p.dump(2);
+
+  Outcome found = hlm(run + "--policy uhlm", "2>&1 >/dev/null");
+  EXPECT_FALSE(contains(found.out, "no pair profile")) << found.out;
+  const auto j = nlohmann::json::parse(hlm(run + "--policy uhlm", "2>/dev/null").out);
+  EXPECT_EQ(j["profile"]["path"], saved);
+  EXPECT_EQ(j["policy"], "uhlm:u_th=0.42");
+  const auto flag = nlohmann::json::parse(hlm(run + "--policy uhlm --u-th 0.9", "2>/dev/null").out);
+  EXPECT_EQ(flag["policy"], "uhlm:u_th=0.9");
+  const auto inline_arg =
+      nlohmann::json::parse(hlm(run + "--policy 'uhlm(0.7)'", "2>/dev/null").out);
+  EXPECT_EQ(inline_arg["policy"], "uhlm:u_th=0.7");
+  const auto none =
+      nlohmann::json::parse(hlm(run + "--policy uhlm --profile none", "2>/dev/null").out);
+  EXPECT_EQ(none["profile"]["fallback"], "U-HLM");
+
+  // The profile of another device model, and a malformed one.
+  const std::string other = dir / "other.gguf";
+  hlm::TinyModelSpec spec;
+  spec.seed = 7;
+  ASSERT_TRUE(hlm::write_tiny_model(other, spec).ok());
+  Outcome wrong =
+      hlm("run --slm '" + other + "' --llm '" + other + "' --prompt hi --profile '" + saved + "'");
+  EXPECT_EQ(wrong.code, 1) << wrong.out;
+  EXPECT_TRUE(contains(wrong.out, "another device model")) << wrong.out;
+  EXPECT_TRUE(contains(wrong.out, saved)) << wrong.out;
+  p.erase("importance");
+  std::ofstream(dir / "bad.json") << p.dump(2);
+  Outcome bad = hlm(run + "--profile '" + (dir / "bad.json") + "'");
+  EXPECT_EQ(bad.code, 1) << bad.out;
+  EXPECT_TRUE(contains(bad.out, dir / "bad.json")) << bad.out;
+  EXPECT_TRUE(contains(bad.out, "'importance' is missing")) << bad.out;
+}
+
 // `hlm bench serve` on a tiny model: every round of every device count is reported, the figure
 // is the median of the rounds, the batches grow with the devices, and no call fails.
 TEST(HlmCli, BenchServeReportsMediansOverRounds) {

@@ -28,6 +28,7 @@ using nlohmann::json;
 struct EvalOptions {
   PairOptions models;
   MethodOptions method;
+  ProfileOptions profile;
   ThreadOptions threads;
   std::string methods = "slm,llm,hlm,rand,uhlm,iuhlm,spec";
   std::string prompts = "test";
@@ -133,7 +134,9 @@ int run_eval_command(EvalOptions o) {
   if (!records) return fail(records.error());
   auto pair = o.models.load();
   if (!pair) return fail(pair.error());
-  auto base = o.method.config(o.max_tokens, o.models.ctx);
+  auto profile = o.profile.resolve(*pair);
+  if (!profile) return fail(profile.error());
+  auto base = o.method.config(o.max_tokens, o.models.ctx, profile->policy);
   if (!base) return fail(base.error());
   auto settings = expand_settings(*methods, *sweep, base->policy);
   if (!settings) return fail(settings.error());
@@ -168,6 +171,7 @@ int run_eval_command(EvalOptions o) {
                      {"channel", o.method.channel},
                      {"unc_samples", o.method.unc_samples},
                      {"theta_max", o.method.theta_max},
+                     {"profile", profile_json(*profile)},
                      {"u_hi", pol.u_hi},
                      {"sinks", pol.importance.sinks},
                      {"lookahead", pol.importance.lookahead}};
@@ -242,6 +246,7 @@ void add_eval_command(CLI::App& app, Commands& commands) {
   auto o = std::make_shared<EvalOptions>();
   o->models.add(sub);
   o->method.add(sub);
+  o->profile.add(sub);
   o->threads.add(sub);
   sub->add_option("--methods", o->methods, "Comma-separated: slm,llm,hlm,rand,uhlm,iuhlm,spec")
       ->capture_default_str();

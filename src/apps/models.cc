@@ -1,5 +1,5 @@
-// hlm models: list the known models and their cache state, fetch them, print a model's path,
-// and write random-weight models of real shapes (synth).
+// hlm models: list the known models and their cache state, fetch them, print a model's path and
+// fingerprint, and write random-weight models of real shapes (synth).
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -18,6 +18,7 @@
 #include "gguf/gguf.h"
 #include "models/derive.h"
 #include "models/fetch.h"
+#include "models/fingerprint.h"
 #include "models/registry.h"
 #include "models/sha256.h"
 #include "util/thread_pool.h"
@@ -253,6 +254,18 @@ int run_path(const ModelsPathOptions& o) {
   return 0;
 }
 
+// The fingerprint pair profiles match models by (models/fingerprint.h), beside the file.
+int run_fingerprint(const std::vector<std::string>& names) {
+  for (const auto& name : names) {
+    auto path = resolve_model(name);
+    if (!path) return fail(path.error());
+    auto file = GgufFile::open(*path);
+    if (!file) return fail(file.error());
+    std::printf("%s  %s\n", model_fingerprint(*file).c_str(), path->c_str());
+  }
+  return 0;
+}
+
 }  // namespace
 
 void add_models_command(CLI::App& app, Commands& commands) {
@@ -309,6 +322,14 @@ void add_models_command(CLI::App& app, Commands& commands) {
   auto po = std::make_shared<ModelsPathOptions>();
   path->add_option("model", po->name, "A model name or file path")->required();
   commands.on(path, [po] { return run_path(*po); });
+
+  auto* fingerprint = models->add_subcommand(
+      "fingerprint",
+      "Print the fingerprint a pair profile matches a model by (metadata, tensor table and a few "
+      "samples of tensor data; not the file's SHA-256)");
+  auto names = std::make_shared<std::vector<std::string>>();
+  fingerprint->add_option("models", *names, "Model names or file paths")->required();
+  commands.on(fingerprint, [names] { return run_fingerprint(*names); });
 }
 
 }  // namespace hlm::apps

@@ -46,6 +46,7 @@ class TextOut {
 struct RunOptions {
   PairOptions models;
   MethodOptions method;
+  ProfileOptions profile;
   ThreadOptions threads;
   PromptOptions prompt;
   OutputOptions output;
@@ -56,7 +57,9 @@ struct RunOptions {
 int run_hybrid(const RunOptions& o) {
   auto pair = o.link.cloud.empty() ? o.models.load() : load_device_only(o.models);
   if (!pair) return fail(pair.error());
-  auto cfg = o.method.config(o.prompt.max_tokens, o.models.ctx);
+  auto profile = o.profile.resolve(*pair);
+  if (!profile) return fail(profile.error());
+  auto cfg = o.method.config(o.prompt.max_tokens, o.models.ctx, profile->policy);
   if (!cfg) return fail(cfg.error());
   auto prompt = prepare_prompt(*pair->slm, o.prompt, o.models.ctx);
   if (!prompt) return fail(prompt.error());
@@ -91,6 +94,7 @@ int run_hybrid(const RunOptions& o) {
   if (o.output.json) {
     auto j = summary_json(*result);
     j["policy"] = to_string(cfg->policy);
+    j["profile"] = profile_json(*profile);
     j["encoding"] = to_string(cfg->encoding);
     j["channel"] = cfg->channel.name;
     j["slm"] = pair->slm->path();
@@ -129,6 +133,7 @@ void add_run_command(CLI::App& app, Commands& commands) {
   auto o = std::make_shared<RunOptions>();
   o->models.add(sub);
   o->method.add(sub);
+  o->profile.add(sub);
   o->prompt.add(sub);
   o->threads.add(sub);
   sub->add_option("--trace", o->trace_file, "Write one JSON line per token to this file");

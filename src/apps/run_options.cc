@@ -3,7 +3,10 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
+
 #include "apps/prompt.h"
+#include "models/fingerprint.h"
 #include "models/registry.h"
 #include "server/security.h"
 
@@ -121,9 +124,9 @@ void MethodOptions::add(CLI::App* app) {
   app->add_option("--seed", seed, "Random seed")->capture_default_str();
 }
 
-Result<RunConfig> MethodOptions::config(int max_tokens, int ctx) const {
+Result<RunConfig> MethodOptions::config(int max_tokens, int ctx, const PolicyConfig& base) const {
   RunConfig c;
-  auto p = parse_policy(policy);
+  auto p = parse_policy(policy, base);
   if (!p) return make_error("--policy: {}", p.error().message);
   c.policy = *p;
   if (u_th) c.policy.u_th = *u_th;
@@ -150,6 +153,40 @@ Result<RunConfig> MethodOptions::config(int max_tokens, int ctx) const {
   c.max_tokens = max_tokens;
   c.n_ctx = ctx;
   return c;
+}
+
+void ProfileOptions::add(CLI::App* app) {
+  app->add_option("--profile", profile,
+                  "Pair profile (from `hlm calibrate --save`) that sets the default u_th, "
+                  "estimator and lambda; 'none' uses U-HLM's published values. Default: the "
+                  "profile matching the loaded models, searched in $HLM_PROFILES_DIR, the "
+                  "models cache's profiles/ and the source tree's profiles/");
+}
+
+Result<ProfileChoice> ProfileOptions::resolve(const ModelPair& pair) const {
+  auto c = find_profile(profile, model_fingerprint(pair.slm->gguf()),
+                        pair.llm ? model_fingerprint(pair.llm->gguf()) : std::string());
+  if (!c) return make_error("--profile: {}", c.error().message);
+  if (!c->note.empty()) {
+    std::fprintf(stderr, "%s\n", c->note.c_str());
+    std::fflush(stderr);
+  }
+  return c;
+}
+
+nlohmann::json profile_json(const ProfileChoice& c) {
+  if (c.path.empty()) {
+    return {{"path", nullptr},
+            {"fallback", "U-HLM"},
+            {"u_th", c.policy.u_th},
+            {"estimator", to_string(c.policy.importance.estimator)},
+            {"lambda", c.policy.importance.lambda_value()}};
+  }
+  return {{"path", c.path},
+          {"u_th", c.profile.choice.u_th},
+          {"estimator", to_string(c.profile.estimator)},
+          {"lambda", c.profile.lambda},
+          {"rule", fmt::format("skip-risk(max_risk={:g})", c.profile.choice.max_risk)}};
 }
 
 }  // namespace hlm::apps

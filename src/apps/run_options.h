@@ -4,11 +4,13 @@
 
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
 #include "device/device.h"
 #include "engine/model.h"
+#include "eval/profile.h"
 #include "protocol/remote_verifier.h"
 
 namespace hlm::apps {
@@ -41,8 +43,22 @@ struct MethodOptions {
   float top_p = 1.0f;
   uint64_t seed = 42;
   void add(CLI::App* app);
-  Result<RunConfig> config(int max_tokens, int ctx) const;
+  // `base` holds the defaults the flags override: the built-in ones, or a pair profile's.
+  Result<RunConfig> config(int max_tokens, int ctx, const PolicyConfig& base = {}) const;
 };
+
+// --profile: the pair profile whose u_th, importance estimator and λ the method options start
+// from (eval/profile.h, docs/profiles.md).
+struct ProfileOptions {
+  std::string profile;  // a file, "none" (U-HLM's values), or empty: search for the pair's
+  void add(CLI::App* app);
+  // The profile of the loaded pair; with --cloud (no LLM loaded) matched on the device model
+  // alone. Prints the fallback note on stderr when none matches.
+  Result<ProfileChoice> resolve(const ModelPair& pair) const;
+};
+
+// What --json outputs record about the profile in use: its file and values, or the fallback.
+nlohmann::json profile_json(const ProfileChoice& choice);
 
 // --cloud and how to reach it: TLS roots, API key, deadline, channel emulation.
 struct CloudLinkOptions {

@@ -2,7 +2,9 @@
 // one batched re-scoring pass per model to read p(d) and q(d) at every drafted position.
 #include "eval/calibration.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "cloud/cloud_verifier.h"
 
@@ -34,6 +36,36 @@ CalibrationFit fit_calibration(const std::vector<CalibrationPoint>& pts) {
     f.u_th_prone = (f.delta - f.b) / f.a;
   }
   return f;
+}
+
+std::vector<RiskLevel> risk_curve(const std::vector<CalibrationPoint>& points) {
+  std::vector<std::pair<float, float>> by_u;  // (u, β), ascending in u
+  by_u.reserve(points.size());
+  for (const auto& p : points) by_u.emplace_back(p.u, p.beta);
+  std::sort(by_u.begin(), by_u.end());
+  std::vector<RiskLevel> curve;
+  const double n = double(by_u.size());
+  double mass = 0;
+  for (size_t i = 0; i < by_u.size();) {
+    size_t j = i;
+    for (; j < by_u.size() && by_u[j].first == by_u[i].first; ++j) mass += by_u[j].second;
+    curve.push_back({by_u[i].first, double(j) / n, mass / n});
+    i = j;
+  }
+  return curve;
+}
+
+ThresholdChoice choose_u_th(const std::vector<CalibrationPoint>& points, double max_risk) {
+  const std::vector<RiskLevel> curve = risk_curve(points);
+  ThresholdChoice c;
+  c.max_risk = max_risk;
+  // A threshold skips all of a u level or none of it; the risk grows with every level.
+  for (size_t i = 0; i < curve.size() && curve[i].risk <= max_risk; ++i) {
+    c.skip_share = curve[i].skip_share;
+    c.risk = curve[i].risk;
+    c.u_th = i + 1 < curve.size() ? (double(curve[i].u) + curve[i + 1].u) / 2 : 1.0;
+  }
+  return c;
 }
 
 Result<std::vector<CalibrationPoint>> collect_calibration(

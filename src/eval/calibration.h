@@ -31,6 +31,30 @@ struct CalibrationFit {
 // Least-squares fit and thresholds from recorded points.
 CalibrationFit fit_calibration(const std::vector<CalibrationPoint>& points);
 
+// The operating point a pair profile ships (docs/profiles.md): the largest u_th whose skipped
+// tokens (u <= u_th) carry an expected rejection mass of at most `max_risk` per drafted token,
+// Σ_{u_i <= u_th} β_i / n <= max_risk: the share of all tokens that verification would have
+// replaced but that skipping lets through. It needs no linear fit (which a weak pair's risk-averse
+// threshold −b/a turns negative) and its budget reads directly as a loss of fidelity.
+struct ThresholdChoice {
+  double max_risk = 0;
+  // Midway between the highest u level that fits the budget and the next level above it, so
+  // that u > u_th does not hinge on float equality (u moves in steps of 1/K); 0 when not even
+  // the lowest level fits, 1 when every level does.
+  double u_th = 0;
+  double skip_share = 0;  // share of the points with u <= u_th
+  double risk = 0;        // Σ β over those points / n
+};
+ThresholdChoice choose_u_th(const std::vector<CalibrationPoint>& points, double max_risk);
+
+// The rule's trade-off at every u level: skipping the tokens with u <= level skips `skip_share`
+// of them at an expected rejection mass of `risk` per drafted token (both cumulative, ascending).
+struct RiskLevel {
+  float u = 0;
+  double skip_share = 0, risk = 0;
+};
+std::vector<RiskLevel> risk_curve(const std::vector<CalibrationPoint>& points);
+
 // Runs every prompt with policy hlm and full upload (the RunConfig's sampling and uncertainty
 // settings are used; its policy is overridden), then scores each draft with both models on the
 // final context. on_prompt(i, n) reports progress.

@@ -198,20 +198,6 @@ Status repair_tail(const std::string& path) {
   return ok_status();
 }
 
-Status write_text(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc | std::ios::binary);
-    if (!out) return make_error("{}: cannot write", tmp);
-    out << text;
-    if (!out) return make_error("{}: write failed", tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return make_error("{}: cannot replace: {}", path, ec.message());
-  return ok_status();
-}
-
 std::string dump(const json& j, int indent = -1) {
   return j.dump(indent, ' ', false, json::error_handler_t::replace);
 }
@@ -766,15 +752,33 @@ Result<json> write_summary(const std::string& out_dir) {
   return summary;
 }
 
-std::string find_source_file(const std::string& relative) {
+Status write_text(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc | std::ios::binary);
+    if (!out) return make_error("{}: cannot write", tmp);
+    out << text;
+    if (!out) return make_error("{}: write failed", tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) return make_error("{}: cannot replace: {}", path, ec.message());
+  return ok_status();
+}
+
+std::vector<std::string> source_roots() {
   std::vector<std::string> roots;
   if (const char* env = std::getenv("HLM_SOURCE_DIR"); env && *env) roots.emplace_back(env);
 #ifdef HLM_SOURCE_ROOT
   roots.emplace_back(HLM_SOURCE_ROOT);
 #endif
   roots.emplace_back(".");
+  return roots;
+}
+
+std::string find_source_file(const std::string& relative) {
   std::error_code ec;
-  for (const auto& root : roots) {
+  for (const auto& root : source_roots()) {
     const fs::path p = fs::path(root) / relative;
     if (fs::is_regular_file(p, ec)) return p.string();
   }

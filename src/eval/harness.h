@@ -134,9 +134,14 @@ Result<nlohmann::json> write_summary(const std::string& out_dir);
 // Reads a JSONL file into objects; a trailing partial line is ignored. Missing file: empty.
 Result<std::vector<nlohmann::json>> read_jsonl(const std::string& path);
 
-// A file of the source tree (data/prompts/dev.jsonl, tools/eval/score.py): looked up under
-// $HLM_SOURCE_DIR, then the tree this binary was built from, then the working directory.
-// Empty when none has it.
+// Where the source tree may be: $HLM_SOURCE_DIR, the tree this binary was built from, the
+// working directory.
+std::vector<std::string> source_roots();
+// A file of the source tree (data/prompts/dev.jsonl, tools/eval/score.py): the first of
+// source_roots() that has it; empty when none has it.
 std::string find_source_file(const std::string& relative);
+
+// Writes a file whole or not at all (a temporary beside it, then a rename).
+Status write_text(const std::string& path, const std::string& text);
 
 }  // namespace hlm

@@ -36,12 +36,24 @@ struct ImportanceConfig {
   // entropy: the importance study's choice (see default_lambda); focus is the adaptive per-row
   // threshold the target paper describes, received(w) the look-ahead candidate.
   ImportanceEstimator estimator = ImportanceEstimator::kEntropy;
-  std::optional<float> lambda;  // unset: default_lambda(estimator)
+  std::optional<float> lambda;  // unset: the pair's λ (below), else default_lambda(estimator)
   int sinks = 1;                // s: leading positions dropped (sequence start)
   int lookahead = 1;            // w for received(w): fewest extra drafts, at most 1 discarded
   std::vector<int> layers;      // model layer ids to average; empty: every captured layer
+  // The estimator and λ a pair profile (eval/profile.h) calibrated. λ is on its estimator's own
+  // scale, so it applies only while that estimator is selected: choosing another estimator
+  // without a λ falls back to that estimator's default instead of borrowing a foreign scale.
+  struct PairLambda {
+    ImportanceEstimator estimator;
+    float lambda;
+  };
+  std::optional<PairLambda> pair_lambda;
 
-  float lambda_value() const { return lambda ? *lambda : default_lambda(estimator); }
+  float lambda_value() const {
+    if (lambda) return *lambda;
+    if (pair_lambda && pair_lambda->estimator == estimator) return pair_lambda->lambda;
+    return default_lambda(estimator);
+  }
 };
 
 // value = I; threshold = τ (focus) or λ (received, entropy); important = the estimator's rule.

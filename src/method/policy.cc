@@ -115,12 +115,12 @@ std::string to_string(const PolicyConfig& cfg) {
   }
 }
 
-Result<PolicyConfig> parse_policy(std::string_view text) {
+Result<PolicyConfig> parse_policy(std::string_view text, const PolicyConfig& base) {
   auto opt = parse_option_string(text);
   if (!opt) return opt.error();
   auto kind = parse_kind(opt->name);
   if (!kind) return kind.error();
-  PolicyConfig cfg;
+  PolicyConfig cfg = base;
   cfg.kind = *kind;
   const std::vector<std::string_view> keys = keys_of(cfg.kind);
   // Positional arguments cover the SPEC's signature only (s and w are keyed).

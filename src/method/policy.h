@@ -17,7 +17,8 @@ enum class PolicyKind { kSlm, kLlm, kHlm, kRand, kUhlm, kIuhlm, kSpec };
 // (TinyLlama-1.1B → Llama-2-7B, the same pair as the target paper): u_th = −b/a = 0.06/0.82
 // ≈ 0.073, the largest u at which the fit predicts no rejection. With K = 20 u moves in steps
 // of 0.05, so u > 0.073 means at least 2 of the 20 perturbed samples disagree with d.
-// `calibrate` (SPEC §9) re-fits it for our models.
+// It is the fallback for a model pair without a profile; `hlm calibrate --save` (SPEC §9)
+// makes one (eval/profile.h).
 inline constexpr float kDefaultUth = 0.06f / 0.82f;
 
 struct PolicyConfig {
@@ -41,8 +42,9 @@ std::string to_string(const PolicyConfig& cfg);
 // "slm", "llm", "hlm", "rand", "uhlm", "iuhlm", "spec"; each with either positional arguments
 // in the SPEC's order — rand(r), uhlm(u_th), iuhlm(u_th, lambda, est, u_hi), spec(k) — or
 // keys: rand:r=; uhlm:u_th=; iuhlm:u_th=,lambda=,est=focus|received|entropy,u_hi=,s=,w=;
-// spec:k=. Unset fields keep their defaults. The result is validated.
-Result<PolicyConfig> parse_policy(std::string_view text);
+// spec:k=. Fields the text does not set keep base's values (the built-in defaults, or a pair
+// profile's: eval/profile.h); base's kind is replaced. The result is validated.
+Result<PolicyConfig> parse_policy(std::string_view text, const PolicyConfig& base = {});
 Status validate(const PolicyConfig& cfg);
 
 // slm, hlm, rand, uhlm and iuhlm decide token by token; llm and spec run their own loops.
