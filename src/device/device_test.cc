@@ -321,6 +321,9 @@ class FlakyVerifier : public Verifier {
     return inner_.verify(r);
   }
   Status close(SessionId s) override { return inner_.close(s); }
+  Status generate(const GenerateRequest& r, const TokenSink& sink) override {
+    return inner_.generate(r, sink);
+  }
 
  private:
   bool down() {
