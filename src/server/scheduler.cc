@@ -59,9 +59,9 @@ bool TokenStream::take(std::vector<GeneratedToken>& out,
   std::unique_lock<std::mutex> lock(owner_.mu_);
   cv_.wait_for(lock, timeout, [&] { return ended_ || !buffer_.empty(); });
   const bool was_full = buffer_.size() >= capacity_;
+  const bool more = !ended_ || !buffer_.empty();
   out.insert(out.end(), buffer_.begin(), buffer_.end());
   buffer_.clear();
-  const bool more = !ended_ || !out.empty();
   lock.unlock();
   if (was_full) owner_.cv_.notify_one();  // the stream may join the next forward again
   return more;

@@ -56,7 +56,7 @@ class BatchScheduler;
 // them. Thread-safe.
 class TokenStream {
  public:
-  // Waits up to `timeout` for tokens and moves them into `out`. Returns false once the stream
+  // Waits up to `timeout` for tokens and appends them to `out`. Returns false once the stream
   // has ended and every token has been taken; status() then says whether it failed.
   bool take(std::vector<GeneratedToken>& out, std::chrono::steady_clock::duration timeout);
   // Stops the generation: the scheduler drops the stream before its next forward.
