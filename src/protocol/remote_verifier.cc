@@ -300,6 +300,7 @@ Status RemoteVerifier::generate(const GenerateRequest& request, const TokenSink&
   std::condition_variable cv;
   std::deque<Arrival> arrivals;
   bool eof = false;
+  grpc::Status s;  // the call's status, once eof
   std::thread read([&] {
     Arrival a;
     while (reader->Read(&a.chunk)) {
@@ -308,7 +309,9 @@ Status RemoteVerifier::generate(const GenerateRequest& request, const TokenSink&
       arrivals.push_back(a);
       cv.notify_one();
     }
+    const grpc::Status finished = reader->Finish();
     std::lock_guard<std::mutex> lock(mu);
+    s = finished;
     eof = true;
     cv.notify_one();
   });
@@ -321,7 +324,8 @@ Status RemoteVerifier::generate(const GenerateRequest& request, const TokenSink&
     {
       std::unique_lock<std::mutex> lock(mu);
       cv.wait(lock, [&] { return eof || !arrivals.empty(); });
-      if (arrivals.empty()) break;
+      // A failed call fails the generation: what is still queued is not worth delivering.
+      if (arrivals.empty() || (eof && !s.ok())) break;
       a = std::move(arrivals.front());
       arrivals.pop_front();
     }
@@ -344,7 +348,6 @@ Status RemoteVerifier::generate(const GenerateRequest& request, const TokenSink&
     }
   }
   read.join();
-  const grpc::Status s = reader->Finish();
   impl_->check(s);
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -581,12 +581,17 @@ Call generate(v1::VerifierService::Stub& s, const v1::GenerateRequest& req,
   return {st.error_code(), st.error_message()};
 }
 
-int server_sessions(v1::VerifierService::Stub& s) {
+// The sessions the server holds, once they have dropped to zero or after 2 s.
+int sessions_after_settling(v1::VerifierService::Stub& s) {
   v1::HealthReply h;
-  EXPECT_EQ(call([&](auto* ctx, auto& r, auto* out) { return s.Health(ctx, r, out); },
-                 v1::HealthRequest(), &h)
-                .code,
-            grpc::StatusCode::OK);
+  for (int i = 0; i < 200; ++i) {
+    EXPECT_EQ(call([&](auto* ctx, auto& r, auto* out) { return s.Health(ctx, r, out); },
+                   v1::HealthRequest(), &h)
+                  .code,
+              grpc::StatusCode::OK);
+    if (h.sessions() == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   return h.sessions();
 }
 
@@ -613,7 +618,7 @@ TEST(ServerGenerate, BadRequestsNameTheFieldAndOthersKeepBeingServed) {
       {[](auto& m) { m.mutable_session()->mutable_sampling()->set_top_p(0); },
        grpc::StatusCode::INVALID_ARGUMENT, "OpenRequest.sampling.top_p"},
       {[](auto& m) { m.mutable_session()->set_vocab_fingerprint(1); },
-       grpc::StatusCode::FAILED_PRECONDITION, "same tokenizer"},
+       grpc::StatusCode::FAILED_PRECONDITION, "share the tokenizer"},
       {[](auto& m) { m.mutable_session()->set_protocol_version(99); },
        grpc::StatusCode::FAILED_PRECONDITION, "protocol version"},
   };
@@ -644,6 +649,7 @@ TEST(ServerGenerate, HangUpsAndDeadlinesStopTheGenerationAndFreeTheSession) {
   const Call hung = generate(*s, generate_request(240), &first, 3);
   EXPECT_EQ(hung.code, grpc::StatusCode::CANCELLED) << hung.message;
   EXPECT_EQ(first.size(), 3u);
+  EXPECT_EQ(sessions_after_settling(*s), 0);
   // Through the client: the sink stops after 5 tokens; then the deadline passes mid-stream.
   RemoteOptions ro;
   ro.target = srv->address();
@@ -658,6 +664,7 @@ TEST(ServerGenerate, HangUpsAndDeadlinesStopTheGenerationAndFreeTheSession) {
   EXPECT_TRUE(st) << st.error().message;
   ASSERT_EQ(got.size(), 5u);
   EXPECT_TRUE(std::equal(first.begin(), first.end(), got.begin())) << "same seed, same tokens";
+  EXPECT_EQ(sessions_after_settling(*s), 0);
   ro.open_timeout_s = 0.05;
   ro.timeout_s = 0;
   RemoteVerifier hasty(ro);
@@ -669,10 +676,7 @@ TEST(ServerGenerate, HangUpsAndDeadlinesStopTheGenerationAndFreeTheSession) {
   EXPECT_NE(st.error().message.find("DEADLINE_EXCEEDED"), std::string::npos)
       << st.error().message;
   // The one session slot comes back: a new generation is served.
-  for (int i = 0; i < 200 && server_sessions(*s) > 0; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  EXPECT_EQ(server_sessions(*s), 0);
+  EXPECT_EQ(sessions_after_settling(*s), 0);
   std::vector<int32_t> again;
   const Call ok = generate(*s, generate_request(3), &again);
   EXPECT_EQ(ok.code, grpc::StatusCode::OK) << ok.message;
