@@ -24,8 +24,8 @@ struct SessionParams {
 };
 
 // One exchange. drafts.size() is 0 (the cloud generates the next token itself: one step of a
-// streamed generation), 1 (one drafted token: hlm, uhlm, iuhlm, rand) or k (spec(k)). p_hat holds one payload per
-// draft (none for the ids encoding).
+// streamed generation), 1 (one drafted token: hlm, uhlm, iuhlm, rand) or k (spec(k)). p_hat holds
+// one payload per draft (none for the ids encoding).
 struct VerifyRequest {
   SessionId session = 0;
   std::vector<int32_t> pending;  // tokens the device kept since the cloud last saw its context

@@ -143,8 +143,8 @@ TEST(Channel, StreamedGenerationPaysOneRoundTrip) {
     // at least.
     double per_token = uplink_time_s(c, l_ul) + prefill + downlink_time_s(c, downlink_bits(c));
     for (int i = 0; i < n; ++i) {
-      per_token += uplink_time_s(c, uplink_bits(c, 0, 0, 0)) + step +
-                   downlink_time_s(c, downlink_bits(c));
+      per_token +=
+          uplink_time_s(c, uplink_bits(c, 0, 0, 0)) + step + downlink_time_s(c, downlink_bits(c));
     }
     EXPECT_GT(per_token - t.latency_s, (n - 1) * c.rtt_s) << name;
   }

@@ -332,8 +332,8 @@ Status RemoteVerifier::generate(const GenerateRequest& request, const TokenSink&
     received += a.chunk.ByteSizeLong();
     auto token = protocol::from_proto(a.chunk, request.session.n_vocab);
     if (!token) {
-      status = make_error("cloud generate ({}): bad reply: {}", options_.target,
-                          token.error().message);
+      status =
+          make_error("cloud generate ({}): bad reply: {}", options_.target, token.error().message);
     } else if (em) {
       const double rx = link_bits(a.chunk.ByteSizeLong()) / downlink_rate_bps(*em);
       link_free = std::max(link_free, a.at) + span(rx);

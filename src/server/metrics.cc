@@ -98,7 +98,8 @@ std::string Metrics::render() const {
                          {"INTERNAL", &errors_internal}}) {
     o += fmt::format("hlm_request_errors_total{{code=\"{}\"}} {}\n", code, v->load());
   }
-  batch_size.render(o, "hlm_batch_size", "Verify requests and stream steps served by one engine forward.");
+  batch_size.render(o, "hlm_batch_size",
+                    "Verify requests and stream steps served by one engine forward.");
   verify_latency.render(o, "hlm_verify_latency_seconds",
                         "Time from a Verify call's arrival to its reply.");
   forward_time.render(o, "hlm_forward_seconds",

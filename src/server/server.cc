@@ -1,5 +1,6 @@
-// Server implementation: one handler per RPC (Open, Verify, Close, Generate, Health), a session table
-// in front of the CloudVerifier, the batch scheduler, the idle reaper and the metrics endpoint.
+// Server implementation: one handler per RPC (Open, Verify, Close, Generate, Health), a session
+// table in front of the CloudVerifier, the batch scheduler, the idle reaper and the metrics
+// endpoint.
 #include "server/server.h"
 
 #include <grpcpp/grpcpp.h>

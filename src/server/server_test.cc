@@ -673,8 +673,7 @@ TEST(ServerGenerate, HangUpsAndDeadlinesStopTheGenerationAndFreeTheSession) {
     return true;
   });
   ASSERT_FALSE(st);
-  EXPECT_NE(st.error().message.find("DEADLINE_EXCEEDED"), std::string::npos)
-      << st.error().message;
+  EXPECT_NE(st.error().message.find("DEADLINE_EXCEEDED"), std::string::npos) << st.error().message;
   // The one session slot comes back: a new generation is served.
   EXPECT_EQ(sessions_after_settling(*s), 0);
   std::vector<int32_t> again;
