@@ -58,6 +58,8 @@ const char* code_name(grpc::StatusCode c) {
       return "PERMISSION_DENIED";
     case grpc::StatusCode::UNAVAILABLE:
       return "UNAVAILABLE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
     default:
       return "ERROR";
   }
@@ -357,7 +359,14 @@ Status RemoteVerifier::generate(const GenerateRequest& request, const TokenSink&
     stats_.emulated_s += emulated;
   }
   if (!status) return status;
-  if (!s.ok() && !cancelled) return to_error(s, "generate", options_.target);
+  if (!s.ok() && !cancelled) {
+    Error e = to_error(s, "generate", options_.target);
+    if (s.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+      e.message +=
+          " (this server predates streamed generation: update its hlm to serve --policy llm)";
+    }
+    return e;
+  }
   return ok_status();
 }
 
