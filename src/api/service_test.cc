@@ -40,6 +40,10 @@ class TestVerifier : public Verifier {
     return inner_.verify(r);
   }
   Status close(SessionId s) override { return inner_.close(s); }
+  Status generate(const GenerateRequest& r, const TokenSink& sink) override {
+    if (auto e = gate()) return *e;
+    return inner_.generate(r, sink);
+  }
 
   void hold() {
     std::lock_guard l(mu_);

@@ -3,7 +3,9 @@
 // is asked for) and reads q at each draft.
 #include "cloud/cloud_verifier.h"
 
+#include <algorithm>
 #include <chrono>
+#include <utility>
 
 #include "method/verify.h"
 
@@ -64,6 +66,45 @@ Result<SessionId> CloudVerifier::open(const SessionParams& params) {
   const SessionId id = next_id_++;
   sessions_.emplace(id, std::move(s));
   return id;
+}
+
+Result<SessionId> CloudVerifier::open_generation(const GenerateRequest& request) {
+  const size_t n_prompt = request.session.prompt.size();
+  if (request.max_tokens < 1) {
+    return make_error("generate: max_tokens is {}; ask for at least 1 token", request.max_tokens);
+  }
+  if (n_prompt + size_t(request.max_tokens) > size_t(options_.max_context)) {
+    return make_error(
+        "generate: prompt of {} tokens + max_tokens {} exceeds the cloud's context of {}; ask "
+        "for at most {} tokens",
+        n_prompt, request.max_tokens, options_.max_context,
+        std::max<int64_t>(0, int64_t(options_.max_context) - int64_t(n_prompt)));
+  }
+  return open(request.session);
+}
+
+Status CloudVerifier::generate(const GenerateRequest& request, const TokenSink& sink) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  auto id = open_generation(request);
+  if (!id) return id.error();
+  // The prompt's evaluation is billed to the first token.
+  double prefill_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  const Tokenizer& tok = context_.model().tokenizer();
+  Status status = ok_status();
+  for (int i = 0; i < request.max_tokens; ++i) {
+    VerifyRequest step;
+    step.session = *id;
+    auto reply = verify(step);
+    if (!reply) {
+      status = reply.error();
+      break;
+    }
+    const GeneratedToken g{reply->next, reply->t_llm_s + std::exchange(prefill_s, 0.0)};
+    if (!sink(g) || (request.stop_at_eog && tok.is_eog(g.token))) break;
+  }
+  (void)close(*id);
+  return status;
 }
 
 Status CloudVerifier::close(SessionId session) {

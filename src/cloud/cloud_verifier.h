@@ -1,7 +1,8 @@
 // CloudVerifier: the cloud side of hlm. Holds the LLM and one KV sequence per session; appends
 // each request's pending tokens and drafts in one forward, verifies the drafts against p̂ by
 // speculative sampling, and rolls its cache back past rejected drafts. verify_batch() serves
-// several sessions' requests in one batched forward (continuous batching).
+// several sessions' requests in one batched forward (continuous batching). generate() streams a
+// cloud-only generation as a sequence of draft-less verifications of one session.
 #pragma once
 
 #include <map>
@@ -27,6 +28,12 @@ class CloudVerifier : public Verifier {
   Result<SessionId> open(const SessionParams& params) override;
   Result<VerifyReply> verify(const VerifyRequest& request) override;
   Status close(SessionId session) override;
+  // One session, one draft-less verify() per token; the sink runs on the caller's thread.
+  Status generate(const GenerateRequest& request, const TokenSink& sink) override;
+
+  // Opens the session a generation runs in, after checking max_tokens against the context.
+  // The caller closes it.
+  Result<SessionId> open_generation(const GenerateRequest& request);
 
   // Serves several requests (distinct sessions) in one forward. Each result stands alone: a
   // bad request gets its own error and does not disturb the others.

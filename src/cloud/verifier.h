@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "engine/sampler.h"
@@ -22,9 +23,9 @@ struct SessionParams {
   std::vector<int32_t> prompt;  // the context the session starts from (at least one token)
 };
 
-// One exchange. drafts.size() is 0 (the cloud generates the next token itself: policy llm),
-// 1 (one drafted token: hlm, uhlm, iuhlm, rand) or k (spec(k)). p_hat holds one payload per
-// draft (none for the ids encoding).
+// One exchange. drafts.size() is 0 (the cloud generates the next token itself: one step of a
+// streamed generation), 1 (one drafted token: hlm, uhlm, iuhlm, rand) or k (spec(k)). p_hat holds
+// one payload per draft (none for the ids encoding).
 struct VerifyRequest {
   SessionId session = 0;
   std::vector<int32_t> pending;  // tokens the device kept since the cloud last saw its context
@@ -41,12 +42,34 @@ struct VerifyReply {
   double t_llm_s = 0.0;  // cloud compute time for this request (its share of a batch)
 };
 
+// Cloud-only generation (policy llm): the prompt goes up once in `session` (its encoding is
+// unused), the cloud decodes every token from its own distribution (greedy at T = 0, else
+// sampled with the session's seed) and hands each down as soon as it is produced.
+struct GenerateRequest {
+  SessionParams session;
+  int max_tokens = 0;       // at least 1; prompt + max_tokens must fit the cloud's context
+  bool stop_at_eog = true;  // end after an end-of-generation token (it is still delivered)
+};
+
+struct GeneratedToken {
+  int32_t token = -1;
+  double t_llm_s = 0.0;  // cloud compute for this token: its share of a batched decode step, plus
+                         // the prompt's evaluation for the first token
+};
+
+// Receives each generated token in order; returning false cancels the generation.
+using TokenSink = std::function<bool(const GeneratedToken&)>;
+
 class Verifier {
  public:
   virtual ~Verifier() = default;
   virtual Result<SessionId> open(const SessionParams& params) = 0;
   virtual Result<VerifyReply> verify(const VerifyRequest& request) = 0;
   virtual Status close(SessionId session) = 0;
+  // Streams a cloud-only generation into `sink` and returns when it has ended (max_tokens, an
+  // end-of-generation token, or the sink cancelled it). The session it opens lives only for
+  // the call. An error after some tokens were delivered means the stream broke off there.
+  virtual Status generate(const GenerateRequest& request, const TokenSink& sink) = 0;
 };
 
 }  // namespace hlm

@@ -432,38 +432,38 @@ Result<RunResult> Device::run_spec(const std::vector<int32_t>& prompt, Verifier&
   return res;
 }
 
+// The cloud-only baseline: one request carries the prompt up, the cloud generates every token
+// and streams each down as it is produced (StreamTimeline prices it: no round trip per token).
 Result<RunResult> Device::run_llm(const std::vector<int32_t>& prompt, Verifier& verifier,
                                   const TokenCallback& on_token) {
   const RunConfig& cfg = config_;
   const Model& m = *slm_;
   Ledger ledger(cfg.channel, false);
+  StreamTimeline timeline(cfg.channel);
   RunResult res;
   res.prompt = prompt;
-  auto id = open_session(verifier, m, cfg, prompt, ledger);
-  if (!id) return id.error();
-  session_ = *id;
-  while (int(res.tokens.size()) < cfg.max_tokens) {
-    VerifyRequest req;
-    req.session = session_;
-    auto reply = verifier.verify(req);
-    if (!reply) return make_error("cloud generation failed: {}", reply.error().message);
+  GenerateRequest req;
+  req.session.vocab_fingerprint = m.tokenizer().fingerprint();
+  req.session.n_vocab = m.config().n_vocab;
+  req.session.sampling = cfg.sampling;
+  req.session.encoding = cfg.encoding.kind;
+  req.session.prompt = prompt;
+  req.max_tokens = cfg.max_tokens;
+  ledger.add(timeline.request(uplink_bits(cfg.channel, int64_t(prompt.size()), 0, 0)));
+  const uint64_t dl_bits = streamed_token_bits(cfg.channel);
+  auto st = verifier.generate(req, [&](const GeneratedToken& g) {
     res.llm_calls++;
-    StepInput step;
-    step.uplink = step.downlink = true;
-    step.ul_bits = uplink_bits(cfg.channel, 0, 0, 0);
-    step.dl_bits = downlink_bits(cfg.channel);
-    step.t_llm = reply->t_llm_s;
     TokenTrace tr;
     tr.position = int(prompt.size() + res.tokens.size());
-    tr.token = reply->next;
+    tr.token = g.token;
     tr.from_cloud = true;
-    tr.piece = m.tokenizer().token_to_piece(reply->next);
-    fill_trace(tr, ledger.add(step));
-    res.tokens.push_back(reply->next);
+    tr.piece = m.tokenizer().token_to_piece(g.token);
+    fill_trace(tr, ledger.add(timeline.token(g.t_llm_s, dl_bits)));
+    res.tokens.push_back(g.token);
     if (cfg.keep_trace) res.trace.push_back(tr);
-    if (on_token && !on_token(tr)) break;
-    if (m.tokenizer().is_eog(reply->next)) break;
-  }
+    return !on_token || on_token(tr);
+  });
+  if (!st) return make_error("cloud generation failed: {}", st.error().message);
   res.totals = ledger.totals();
   return res;
 }

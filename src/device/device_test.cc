@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -97,7 +98,7 @@ TEST(DevicePolicies, IuhlmUploadsUncertainAndImportantTokens) {
 
 TEST(DeviceSync, CloudContextEqualsDeviceContext) {
   for (const char* policy : {"hlm", "uhlm(0.1)", "rand(0.3)", "iuhlm:u_th=0.05,est=focus",
-                             "iuhlm:u_th=0.05,est=received,w=2", "spec(3)", "llm"}) {
+                             "iuhlm:u_th=0.05,est=received,w=2", "spec(3)"}) {
     for (uint64_t seed : {1, 2, 3}) {
       auto o = run(config(policy, 0.9f, seed));
       std::vector<int32_t> cloud = o.cloud_context;
@@ -157,6 +158,79 @@ TEST(DeviceExactness, GreedyHlmAndSpecEqualLlmGreedy) {
     auto o = run(config(policy, 0.0f));
     EXPECT_EQ(o.result.tokens, want) << policy;
   }
+}
+
+// llm streams: one request takes the prompt up, every token comes down as the cloud produces it,
+// the session is gone afterwards, and the ledger bills one round trip in all.
+TEST(DeviceLlm, StreamsInOneRequestPricedWithoutARoundTripPerToken) {
+  ThreadPool pool(2);
+  CloudVerifier cloud(tiny_pair().llm, pool, {4, 256});
+  RunConfig cfg = config("llm", 0.9f, 7);
+  cfg.channel = parse_channel("lte").value();
+  Device dev(tiny_pair().slm, pool, cfg);
+  auto r = dev.generate(kPrompt, &cloud);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(cloud.n_sessions(), 0) << "the generation's session is freed when it ends";
+  const size_t n = r->tokens.size();
+  ASSERT_GT(n, 2u);
+  EXPECT_EQ(r->llm_calls, int64_t(n));
+  const ChannelConfig& c = cfg.channel;
+  const Totals& t = r->totals;
+  EXPECT_EQ(t.uplinks, 1);
+  EXPECT_EQ(t.ul_bits, 32u * kPrompt.size() + 320);
+  EXPECT_EQ(t.dl_bits, n * (32u + 320));
+  // The device's clock: the request's transmission, then each token when the cloud has made it
+  // and the link has sent the ones before; RTT/2 each way once.
+  const double tx = (32.0 * kPrompt.size() + 320) / uplink_rate_bps(c);
+  const double rx = (32.0 + 320) / downlink_rate_bps(c);
+  double cloud_done = tx + c.rtt_s / 2, link = cloud_done, cloud_s = 0;
+  for (const auto& tr : r->trace) {
+    EXPECT_TRUE(tr.from_cloud);
+    EXPECT_FALSE(tr.uploaded);
+    cloud_done += tr.t_llm;
+    cloud_s += tr.t_llm;
+    link = std::max(cloud_done, link) + rx;
+  }
+  EXPECT_NEAR(t.latency_s, link + c.rtt_s / 2, 1e-9);
+  EXPECT_LT(t.latency_s, 2 * c.rtt_s + cloud_s + double(n) * rx);
+  EXPECT_NEAR(t.e_cloud_j, c.p_cloud_w * cloud_s, 1e-9);
+  // The same tokens as the cloud's own generation for this seed.
+  GenerateRequest g;
+  g.session.vocab_fingerprint = tiny_pair().llm->tokenizer().fingerprint();
+  g.session.n_vocab = tiny_pair().llm->config().n_vocab;
+  g.session.sampling = cfg.sampling;
+  g.session.prompt = kPrompt;
+  g.max_tokens = cfg.max_tokens;
+  std::vector<int32_t> direct;
+  ASSERT_TRUE(cloud.generate(g, [&](const GeneratedToken& x) {
+    direct.push_back(x.token);
+    return true;
+  }));
+  EXPECT_EQ(direct, r->tokens);
+}
+
+TEST(CloudVerifier, GenerateRefusesWhatDoesNotFitAndStopsWhenTheSinkSaysSo) {
+  ThreadPool pool(1);
+  CloudVerifier cloud(tiny_pair().llm, pool, {2, 64});
+  GenerateRequest g;
+  g.session.vocab_fingerprint = tiny_pair().llm->tokenizer().fingerprint();
+  g.session.n_vocab = tiny_pair().llm->config().n_vocab;
+  g.session.prompt = kPrompt;
+  const auto none = [](const GeneratedToken&) { return true; };
+  g.max_tokens = 0;
+  auto st = cloud.generate(g, none);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message.find("max_tokens is 0"), std::string::npos) << st.error().message;
+  g.max_tokens = 64;
+  st = cloud.generate(g, none);
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message.find("at most 57 tokens"), std::string::npos) << st.error().message;
+  g.max_tokens = 50;
+  g.stop_at_eog = false;
+  int got = 0;
+  ASSERT_TRUE(cloud.generate(g, [&](const GeneratedToken&) { return ++got < 3; }));
+  EXPECT_EQ(got, 3);
+  EXPECT_EQ(cloud.n_sessions(), 0);
 }
 
 TEST(DeviceAccounting, TotalsAddUp) {
@@ -321,6 +395,9 @@ class FlakyVerifier : public Verifier {
     return inner_.verify(r);
   }
   Status close(SessionId s) override { return inner_.close(s); }
+  Status generate(const GenerateRequest& r, const TokenSink& sink) override {
+    return inner_.generate(r, sink);
+  }
 
  private:
   bool down() {

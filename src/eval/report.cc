@@ -103,9 +103,9 @@ std::string summary_text(const RunResult& r, const RunConfig& cfg, int n_vocab, 
     s += "  uploaded nothing: every token is the device model's own draft (policy slm)\n";
   } else if (kind == PolicyKind::kLlm) {
     s += fmt::format(
-        "  the cloud model generated all {} tokens ({} calls); the prompt ({} "
-        "tokens) went up once\n",
-        n, r.llm_calls, r.prompt.size());
+        "  the cloud model generated all {} tokens and streamed each down as it was made; the "
+        "prompt ({} tokens) went up once\n",
+        n, r.prompt.size());
   } else if (kind == PolicyKind::kSpec) {
     s += fmt::format(
         "  uploaded {} drafted tokens in {} requests of up to {}: {} accepted, {} "

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "method/options.h"
@@ -122,6 +123,10 @@ uint64_t downlink_bits(const ChannelConfig& c) {
   return static_cast<uint64_t>(c.token_bits + c.flag_bits + c.header_bits);
 }
 
+uint64_t streamed_token_bits(const ChannelConfig& c) {
+  return static_cast<uint64_t>(c.token_bits + c.header_bits);
+}
+
 double uplink_time_s(const ChannelConfig& c, uint64_t l_ul_bits) {
   return l_ul_bits / uplink_rate_bps(c) + c.rtt_s / 2;
 }
@@ -150,8 +155,11 @@ StepRecord account_step(const ChannelConfig& c, const StepInput& in) {
   return r;
 }
 
-const StepRecord& Ledger::add(const StepInput& in) {
-  last_ = account_step(cfg_, in);
+const StepRecord& Ledger::add(const StepInput& in) { return add(account_step(cfg_, in)); }
+
+const StepRecord& Ledger::add(const StepRecord& rec) {
+  last_ = rec;
+  const StepInput& in = rec.in;
   totals_.steps += 1;
   totals_.tokens += in.tokens;
   totals_.uplinks += in.uplink ? 1 : 0;
@@ -162,6 +170,38 @@ const StepRecord& Ledger::add(const StepInput& in) {
   totals_.e_cloud_j += last_.e_cloud;
   if (keep_) records_.push_back(last_);
   return keep_ ? records_.back() : last_;
+}
+
+StepRecord StreamTimeline::request(uint64_t ul_bits) {
+  StepRecord r;
+  r.in.uplink = true;
+  r.in.ul_bits = ul_bits;
+  r.in.tokens = 0;
+  const double tx = ul_bits / uplink_rate_bps(cfg_);
+  r.t_ul = tx + cfg_.rtt_s / 2;
+  r.latency = tx;  // the propagation delay is paid when the first token arrives
+  r.e_device = cfg_.p_tx_w * tx;
+  cloud_done_ = link_free_ = r.t_ul;  // the cloud starts when the request arrives
+  arrived_ = tx;                      // the device's clock: what the records have billed
+  return r;
+}
+
+StepRecord StreamTimeline::token(double t_llm, uint64_t dl_bits) {
+  StepRecord r;
+  r.in.downlink = true;
+  r.in.dl_bits = dl_bits;
+  r.in.t_llm = t_llm;
+  const double rx = dl_bits / downlink_rate_bps(cfg_);
+  cloud_done_ += t_llm;
+  link_free_ = std::max(cloud_done_, link_free_) + rx;
+  const double arrival = link_free_ + cfg_.rtt_s / 2;
+  r.t_dl = rx;
+  r.latency = arrival - arrived_;
+  r.t_wait = r.latency - rx;
+  arrived_ = arrival;
+  r.e_device = cfg_.p_rx_w * rx + cfg_.p_idle_w * r.t_wait;
+  r.e_cloud = cfg_.p_cloud_w * t_llm;
+  return r;
 }
 
 }  // namespace hlm

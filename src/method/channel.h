@@ -50,6 +50,8 @@ uint64_t uplink_bits(const ChannelConfig& cfg, int64_t n_pending, uint64_t paylo
                      int n_drafts = 1);
 // L_dl = 32 + 8 + H: the reply token and the accepted flag (spec(k): the accepted count).
 uint64_t downlink_bits(const ChannelConfig& cfg);
+// One streamed token (policy llm): 32 + H, its id in a message of its own.
+uint64_t streamed_token_bits(const ChannelConfig& cfg);
 // t_ul = L_ul/R_ul + RTT/2; t_dl = L_dl/R_dl + RTT/2.
 double uplink_time_s(const ChannelConfig& cfg, uint64_t l_ul_bits);
 double downlink_time_s(const ChannelConfig& cfg, uint64_t l_dl_bits);
@@ -102,6 +104,8 @@ class Ledger {
       : cfg_(std::move(cfg)), keep_(keep_records) {}
 
   const StepRecord& add(const StepInput& in);
+  // A step priced elsewhere (StreamTimeline).
+  const StepRecord& add(const StepRecord& rec);
   const Totals& totals() const { return totals_; }
   const std::vector<StepRecord>& records() const { return records_; }
   const ChannelConfig& channel() const { return cfg_; }
@@ -112,6 +116,29 @@ class Ledger {
   Totals totals_;
   StepRecord last_;
   std::vector<StepRecord> records_;
+};
+
+// The streaming cloud-only baseline (policy llm). The request (the prompt, L_ul bits) goes up
+// once; the cloud then decodes token after token and sends each in a message of its own as soon
+// as it is produced. The downlink is a FIFO: a token leaves when it is decoded and the link has
+// sent the one before, takes L_dl/R_dl on the link and RTT/2 to arrive. So the first token
+// arrives after t_ul + t_llm,1 + L_dl/R_dl + RTT/2 (one round trip in all), and each later one
+// max(t_llm,i, L_dl/R_dl) after the one before when the cloud and the link keep pace: no round
+// trip per token. Each token's record carries the time since the previous arrival as its
+// latency; the device receives for L_dl/R_dl of it and is idle for the rest.
+class StreamTimeline {
+ public:
+  explicit StreamTimeline(ChannelConfig cfg) : cfg_(std::move(cfg)) {}
+  // The request: a step that adds no tokens, priced as its uplink alone.
+  StepRecord request(uint64_t ul_bits);
+  // The next token, decoded in t_llm seconds of cloud compute and sent as dl_bits.
+  StepRecord token(double t_llm, uint64_t dl_bits);
+
+ private:
+  ChannelConfig cfg_;
+  double cloud_done_ = 0;  // when the cloud finished the last token (s since the request left)
+  double link_free_ = 0;   // when the downlink finished sending the last token
+  double arrived_ = 0;     // when the device got the last token (or finished sending)
 };
 
 }  // namespace hlm

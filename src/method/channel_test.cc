@@ -107,5 +107,51 @@ TEST(Channel, NarrowbandHandComputed) {
   EXPECT_EQ(ledger.records().size(), 2u);
 }
 
+// Streaming (policy llm): one round trip to the first token, then one token per
+// max(cloud step, downlink time of a token), whichever of the cloud and the link is slower.
+TEST(Channel, StreamedGenerationPaysOneRoundTrip) {
+  const int n = 50;
+  const int64_t prompt = 20;
+  for (const char* name : {"lte", "narrowband", "lte:w_dl=2e3"}) {
+    const ChannelConfig c = *parse_channel(name);
+    const uint64_t l_ul = uplink_bits(c, prompt, 0, 0);
+    const uint64_t l_dl = streamed_token_bits(c);
+    EXPECT_EQ(l_ul, 32u * 20 + 320);
+    EXPECT_EQ(l_dl, 32u + 320);
+    const double tx = double(l_ul) / uplink_rate_bps(c), rx = double(l_dl) / downlink_rate_bps(c);
+    // The first token also carries the prompt's evaluation on the cloud.
+    const double prefill = 0.030, step = 0.012;
+    Ledger ledger(c);
+    StreamTimeline timeline(c);
+    ledger.add(timeline.request(l_ul));
+    for (int i = 0; i < n; ++i) ledger.add(timeline.token(step + (i == 0 ? prefill : 0.0), l_dl));
+    const Totals& t = ledger.totals();
+    const double want = c.rtt_s + tx + prefill + step + rx + (n - 1) * std::max(step, rx);
+    EXPECT_NEAR(t.latency_s, want, 1e-9) << name;
+    EXPECT_EQ(t.tokens, n);
+    EXPECT_EQ(t.uplinks, 1);
+    EXPECT_EQ(t.ul_bits, l_ul);
+    EXPECT_EQ(t.dl_bits, uint64_t(n) * l_dl);
+    // The device transmits, receives, and is idle for the rest of the time.
+    const double busy = tx + n * rx;
+    EXPECT_NEAR(t.e_device_j, c.p_tx_w * tx + c.p_rx_w * n * rx + c.p_idle_w * (want - busy), 1e-9)
+        << name;
+    EXPECT_NEAR(t.e_cloud_j, c.p_cloud_w * (prefill + n * step), 1e-9) << name;
+    // Per-token records carry the time since the previous token arrived.
+    EXPECT_NEAR(ledger.records()[2].latency, std::max(step, rx), 1e-12) << name;
+    // Against asking for each token in a round trip of its own, streaming saves (n − 1) RTTs
+    // at least.
+    double per_token = uplink_time_s(c, l_ul) + prefill + downlink_time_s(c, downlink_bits(c));
+    for (int i = 0; i < n; ++i) {
+      per_token +=
+          uplink_time_s(c, uplink_bits(c, 0, 0, 0)) + step + downlink_time_s(c, downlink_bits(c));
+    }
+    EXPECT_GT(per_token - t.latency_s, (n - 1) * c.rtt_s) << name;
+  }
+  // A slow downlink bounds the rate: 2 kHz at 10 dB carries a 352-bit token in 51 ms > 12 ms.
+  const ChannelConfig slow = *parse_channel("lte:w_dl=2e3");
+  EXPECT_GT(double(streamed_token_bits(slow)) / downlink_rate_bps(slow), 0.012);
+}
+
 }  // namespace
 }  // namespace hlm

@@ -231,4 +231,42 @@ Result<VerifyReply> from_proto(const v1::VerifyReply& in, int n_drafts, int n_vo
   return r;
 }
 
+void to_proto(const GenerateRequest& r, v1::GenerateRequest* out) {
+  out->Clear();
+  to_proto(r.session, out->mutable_session());
+  out->set_max_tokens(r.max_tokens);
+  out->set_ignore_eos(!r.stop_at_eog);
+}
+
+Result<GenerateRequest> from_proto(const v1::GenerateRequest& in, const Limits& limits) {
+  GenerateRequest r;
+  if (!in.has_session()) {
+    return make_error("GenerateRequest.session: missing (the vocabulary, sampling and prompt)");
+  }
+  auto session = from_proto(in.session(), limits);
+  if (!session) return make_error("GenerateRequest.session: {}", session.error().message);
+  r.session = std::move(session).value();
+  const int room = limits.max_context - int(r.session.prompt.size());
+  if (in.max_tokens() < 1 || in.max_tokens() > room) {
+    return make_error(
+        "GenerateRequest.max_tokens: {} outside [1, {}]: a prompt of {} tokens leaves {} of the "
+        "server's context of {}",
+        in.max_tokens(), room, r.session.prompt.size(), room, limits.max_context);
+  }
+  r.max_tokens = in.max_tokens();
+  r.stop_at_eog = !in.ignore_eos();
+  return r;
+}
+
+Result<GeneratedToken> from_proto(const v1::GenerateChunk& in, int n_vocab) {
+  if (in.token() < 0 || in.token() >= n_vocab) {
+    return make_error("GenerateChunk.token: token id {} outside the vocabulary [0, {})", in.token(),
+                      n_vocab);
+  }
+  if (!std::isfinite(in.t_llm_s()) || in.t_llm_s() < 0) {
+    return make_error("GenerateChunk.t_llm_s: {} is not a finite time >= 0", in.t_llm_s());
+  }
+  return GeneratedToken{in.token(), in.t_llm_s()};
+}
+
 }  // namespace hlm::protocol

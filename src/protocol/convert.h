@@ -55,6 +55,13 @@ void to_proto(const VerifyReply& reply, v1::VerifyReply* out);
 Result<VerifyReply> from_proto(const v1::VerifyReply& in, int n_drafts, int n_vocab,
                                bool want_bonus);
 
+// Generate. The server checks the session as Open does (check_compatible, then every field),
+// then max_tokens in [1, max_context − prompt]; errors name the GenerateRequest field.
+void to_proto(const GenerateRequest& request, v1::GenerateRequest* out);
+Result<GenerateRequest> from_proto(const v1::GenerateRequest& in, const Limits& limits);
+// The client's check of one streamed token: an id in [0, n_vocab), a finite non-negative t_llm.
+Result<GeneratedToken> from_proto(const v1::GenerateChunk& in, int n_vocab);
+
 v1::Encoding to_proto(Encoding e);
 
 }  // namespace hlm::protocol

@@ -184,6 +184,46 @@ TEST(ProtocolReply, ChecksCountsAndTokens) {
   expect_error(from_proto(m, 1, 300, true), "t_llm");
 }
 
+TEST(ProtocolGenerate, RoundTripAndEveryFieldChecked) {
+  GenerateRequest g;
+  g.session = params();
+  g.max_tokens = 61;  // 64 − a prompt of 3
+  g.stop_at_eog = false;
+  v1::GenerateRequest m;
+  to_proto(g, &m);
+  EXPECT_TRUE(m.ignore_eos());
+  auto back = from_proto(m, kLimits);
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(back->session.prompt, g.session.prompt);
+  EXPECT_EQ(back->session.sampling.seed, 99u);
+  EXPECT_EQ(back->max_tokens, 61);
+  EXPECT_FALSE(back->stop_at_eog);
+  m.set_max_tokens(62);
+  expect_error(from_proto(m, kLimits), "GenerateRequest.max_tokens: 62 outside [1, 61]");
+  m.set_max_tokens(-1);
+  expect_error(from_proto(m, kLimits), "GenerateRequest.max_tokens: -1");
+  m.set_max_tokens(8);
+  m.mutable_session()->mutable_sampling()->set_temperature(NAN);
+  expect_error(from_proto(m, kLimits), "GenerateRequest.session: OpenRequest.sampling.temperature");
+  m.clear_session();
+  expect_error(from_proto(m, kLimits), "GenerateRequest.session: missing");
+
+  v1::GenerateChunk c;
+  c.set_token(299);
+  c.set_t_llm_s(0.004);
+  auto t = from_proto(c, 300);
+  ASSERT_TRUE(t.ok()) << t.error().message;
+  EXPECT_EQ(t->token, 299);
+  EXPECT_DOUBLE_EQ(t->t_llm_s, 0.004);
+  c.set_token(300);
+  expect_error(from_proto(c, 300), "GenerateChunk.token: token id 300 outside");
+  c.set_token(-1);
+  expect_error(from_proto(c, 300), "GenerateChunk.token");
+  c.set_token(5);
+  c.set_t_llm_s(-1);
+  expect_error(from_proto(c, 300), "GenerateChunk.t_llm_s");
+}
+
 TEST(ProtocolLimits, MessageBoundCoversTheLargestLegalRequest) {
   const Limits big{49152, 2048, 16};
   VerifyRequest r;

@@ -5,6 +5,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <thread>
 
 #include "protocol/convert.h"
@@ -56,6 +58,8 @@ const char* code_name(grpc::StatusCode c) {
       return "PERMISSION_DENIED";
     case grpc::StatusCode::UNAVAILABLE:
       return "UNAVAILABLE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
     default:
       return "ERROR";
   }
@@ -265,6 +269,104 @@ Status RemoteVerifier::close(SessionId session) {
   const grpc::Status s = impl_->get()->Close(&ctx, req, &reply);
   impl_->check(s);
   if (!s.ok()) return to_error(s, "close", options_.target);
+  return ok_status();
+}
+
+Status RemoteVerifier::generate(const GenerateRequest& request, const TokenSink& sink) {
+  using Steady = std::chrono::steady_clock;
+  v1::GenerateRequest req;
+  protocol::to_proto(request, &req);
+  grpc::ClientContext ctx;
+  prepare(ctx, options_, options_.open_timeout_s + options_.timeout_s * request.max_tokens);
+  const std::optional<ChannelConfig>& em = options_.emulate;
+  const auto link_bits = [&](size_t bytes) {
+    return 8 * uint64_t(bytes) + uint64_t(em->header_bits);
+  };
+  const auto span = [](double s) {
+    return std::chrono::duration_cast<Steady::duration>(std::chrono::duration<double>(s));
+  };
+  double emulated = 0;
+  if (em) {
+    emulated = uplink_time_s(*em, link_bits(req.ByteSizeLong()));
+    sleep_s(emulated);
+  }
+  auto stub = impl_->get();
+  std::unique_ptr<grpc::ClientReader<v1::GenerateChunk>> reader = stub->Generate(&ctx, req);
+  // A reader thread stamps each chunk's arrival, so the emulated downlink below can delay it
+  // without delaying the reads of the chunks behind it.
+  struct Arrival {
+    v1::GenerateChunk chunk;
+    Steady::time_point at;
+  };
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<Arrival> arrivals;
+  bool eof = false;
+  grpc::Status s;  // the call's status, once eof
+  std::thread read([&] {
+    Arrival a;
+    while (reader->Read(&a.chunk)) {
+      a.at = Steady::now();
+      std::lock_guard<std::mutex> lock(mu);
+      arrivals.push_back(a);
+      cv.notify_one();
+    }
+    const grpc::Status finished = reader->Finish();
+    std::lock_guard<std::mutex> lock(mu);
+    s = finished;
+    eof = true;
+    cv.notify_one();
+  });
+  Status status = ok_status();
+  bool cancelled = false;
+  uint64_t received = 0;
+  Steady::time_point link_free{};
+  while (true) {
+    Arrival a;
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      cv.wait(lock, [&] { return eof || !arrivals.empty(); });
+      // A failed call fails the generation: what is still queued is not worth delivering.
+      if (arrivals.empty() || (eof && !s.ok())) break;
+      a = std::move(arrivals.front());
+      arrivals.pop_front();
+    }
+    received += a.chunk.ByteSizeLong();
+    auto token = protocol::from_proto(a.chunk, request.session.n_vocab);
+    if (!token) {
+      status =
+          make_error("cloud generate ({}): bad reply: {}", options_.target, token.error().message);
+    } else if (em) {
+      const double rx = link_bits(a.chunk.ByteSizeLong()) / downlink_rate_bps(*em);
+      link_free = std::max(link_free, a.at) + span(rx);
+      const auto deliver = link_free + span(em->rtt_s / 2);
+      emulated += std::max(0.0, std::chrono::duration<double>(deliver - Steady::now()).count());
+      std::this_thread::sleep_until(deliver);
+    }
+    if (!status || !sink(*token)) {
+      cancelled = true;
+      ctx.TryCancel();
+      break;
+    }
+  }
+  read.join();
+  impl_->check(s);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.calls++;
+    stats_.sent_bytes += req.ByteSizeLong();
+    stats_.received_bytes += received;
+    stats_.emulated_s += emulated;
+  }
+  if (!status) return status;
+  if (!s.ok() && !cancelled) {
+    Error e = to_error(s, "generate", options_.target);
+    if (s.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+      e.message +=
+          " (this server predates streamed generation: update its hlm to serve --policy llm)";
+    }
+    return e;
+  }
   return ok_status();
 }
 

@@ -26,10 +26,12 @@ struct RemoteOptions {
   // TLS: on for grpcs:// targets or when roots are given; roots are PEM (empty: the system's).
   bool tls = false;
   std::string tls_roots_pem;
-  double timeout_s = 10.0;       // deadline of each Verify and Close
+  double timeout_s = 10.0;       // deadline of each Verify and Close, and per streamed token
   double open_timeout_s = 60.0;  // deadline of Open (the server evaluates the prompt)
   // When set, sleep t_ul = (8·bytes + H)/R_ul + RTT/2 before each call and t_dl likewise after
-  // it, so wall-clock timings on loopback follow the modelled channel.
+  // it, so wall-clock timings on loopback follow the modelled channel. A Generate stream is
+  // delayed as StreamTimeline models it: each token leaves when it arrives from the server and
+  // the emulated downlink is free, takes (8·bytes + H)/R_dl, and is delivered RTT/2 later.
   std::optional<ChannelConfig> emulate;
 };
 
@@ -60,6 +62,8 @@ class RemoteVerifier : public Verifier {
   Result<SessionId> open(const SessionParams& params) override;
   Result<VerifyReply> verify(const VerifyRequest& request) override;
   Status close(SessionId session) override;
+  // One Generate stream; its deadline allows open_timeout_s plus timeout_s per token.
+  Status generate(const GenerateRequest& request, const TokenSink& sink) override;
   Result<RemoteHealth> health();
 
   RemoteStats stats() const;

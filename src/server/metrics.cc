@@ -78,7 +78,10 @@ std::string Metrics::render() const {
   counter("hlm_sessions_opened_total", "Sessions opened.", sessions_opened.load());
   counter("hlm_sessions_expired_total", "Sessions closed for being idle.", sessions_expired.load());
   counter("hlm_verifications_total", "Verify calls answered successfully.", verifications.load());
-  counter("hlm_batches_total", "Batched engine forwards run for Verify calls.", batches.load());
+  counter("hlm_generations_total", "Generate streams started (cloud-only generation).",
+          generations.load());
+  counter("hlm_batches_total", "Batched engine forwards run for Verify calls and streams.",
+          batches.load());
   counter("hlm_drafts_total", "Drafted tokens received for verification.", drafts.load());
   counter("hlm_drafts_accepted_total", "Drafted tokens accepted.", accepted.load());
   counter("hlm_tokens_total", "Tokens committed to session contexts (pending, accepted, next).",
@@ -95,7 +98,8 @@ std::string Metrics::render() const {
                          {"INTERNAL", &errors_internal}}) {
     o += fmt::format("hlm_request_errors_total{{code=\"{}\"}} {}\n", code, v->load());
   }
-  batch_size.render(o, "hlm_batch_size", "Verify requests served by one engine forward.");
+  batch_size.render(o, "hlm_batch_size",
+                    "Verify requests and stream steps served by one engine forward.");
   verify_latency.render(o, "hlm_verify_latency_seconds",
                         "Time from a Verify call's arrival to its reply.");
   forward_time.render(o, "hlm_forward_seconds",

@@ -3,6 +3,11 @@
 // CloudVerifier::verify_batch() forward, then hands each caller its own result. A bad request
 // fails alone and never holds up the others.
 //
+// Streamed generations (policy llm) join the same forwards: each active stream adds one
+// draft-less step per forward and its token goes into the stream's bounded buffer. A stream
+// whose buffer is full (its reader is slow) sits out until the reader catches up, so a slow
+// reader pauses only its own generation and never makes a forward wait.
+//
 // Gathering: devices served by one forward come back a round trip later, at slightly different
 // times. Taking only what is queued would split them into alternating large and small batches,
 // so the scheduler waits for the sessions it served in the last two forwards, up to a fraction
@@ -13,7 +18,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -43,6 +50,42 @@ std::chrono::steady_clock::time_point gather_deadline(
     const std::vector<SessionId>& served_before, std::chrono::steady_clock::time_point last_done,
     double last_forward_s);
 
+class BatchScheduler;
+
+// One generation driven by a BatchScheduler: the scheduler appends tokens, the reader takes
+// them. Thread-safe.
+class TokenStream {
+ public:
+  // Waits up to `timeout` for tokens and appends them to `out`. Returns false once the stream
+  // has ended and every token has been taken; status() then says whether it failed.
+  bool take(std::vector<GeneratedToken>& out, std::chrono::steady_clock::duration timeout);
+  // Stops the generation: the scheduler drops the stream before its next forward.
+  void cancel();
+  Status status() const;
+
+ private:
+  friend class BatchScheduler;
+  TokenStream(BatchScheduler& owner, SessionId session, int max_tokens, bool stop_at_eog,
+              size_t capacity)
+      : owner_(owner),
+        session_(session),
+        remaining_(max_tokens),
+        stop_at_eog_(stop_at_eog),
+        capacity_(capacity) {}
+  // Under the owner's mutex.
+  bool ready() const { return !ended_ && buffer_.size() < capacity_; }
+
+  BatchScheduler& owner_;
+  const SessionId session_;
+  int remaining_;
+  const bool stop_at_eog_;
+  const size_t capacity_;
+  std::condition_variable cv_;  // the reader waits on it, with the owner's mutex
+  std::deque<GeneratedToken> buffer_;
+  bool ended_ = false;
+  Status status_ = ok_status();
+};
+
 class BatchScheduler {
  public:
   BatchScheduler(CloudVerifier& cloud, Metrics& metrics, SchedulerOptions options);
@@ -50,9 +93,15 @@ class BatchScheduler {
 
   // Queues one request. The caller guarantees at most one request per session in flight.
   std::future<Result<VerifyReply>> submit(VerifyRequest request);
+  // Starts generating into an open session (no Verify may use it meanwhile): one token per
+  // forward until max_tokens, an end-of-generation token (with stop_at_eog) or cancel(), with at
+  // most `buffer` tokens waiting for the reader.
+  std::shared_ptr<TokenStream> stream(SessionId session, int max_tokens, bool stop_at_eog,
+                                      size_t buffer = 16);
   void stop();
 
  private:
+  friend class TokenStream;
   struct Job {
     VerifyRequest request;
     std::promise<Result<VerifyReply>> promise;
@@ -68,6 +117,8 @@ class BatchScheduler {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> queue_;
+  std::vector<std::shared_ptr<TokenStream>> streams_;  // active generations
+  size_t next_stream_ = 0;  // round-robin start when streams do not all fit a batch
   bool stop_ = false;
   // Sessions of the previous and the latest forward, and how long the latest forward took.
   std::vector<SessionId> served_before_, served_last_;
@@ -88,6 +139,7 @@ class ScheduledVerifier : public Verifier {
     return scheduler_.submit(request).get();
   }
   Status close(SessionId session) override { return cloud_.close(session); }
+  Status generate(const GenerateRequest& request, const TokenSink& sink) override;
   const Metrics& metrics() const { return metrics_; }
 
  private:
@@ -95,5 +147,13 @@ class ScheduledVerifier : public Verifier {
   Metrics metrics_;
   BatchScheduler scheduler_;
 };
+
+// A generation through `scheduler`: opens the session on `cloud`, streams its tokens into
+// `sink` (with the prompt's evaluation billed to the first), and closes the session however it
+// ends. `cancelled` is polled while waiting for tokens (a client hang-up, a deadline, shutdown);
+// it ends the generation with an error saying so.
+Status stream_generate(CloudVerifier& cloud, BatchScheduler& scheduler,
+                       const GenerateRequest& request, const TokenSink& sink,
+                       const std::function<bool()>& cancelled = {});
 
 }  // namespace hlm::server

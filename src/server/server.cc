@@ -1,5 +1,6 @@
-// Server implementation: one handler per RPC (Open, Verify, Close, Health), a session table
-// in front of the CloudVerifier, the batch scheduler, the idle reaper and the metrics endpoint.
+// Server implementation: one handler per RPC (Open, Verify, Close, Generate, Health), a session
+// table in front of the CloudVerifier, the batch scheduler, the idle reaper and the metrics
+// endpoint.
 #include "server/server.h"
 
 #include <grpcpp/grpcpp.h>
@@ -66,7 +67,8 @@ struct Server::Impl final : public v1::VerifierService::Service {
 
   std::mutex mu;
   std::map<uint64_t, Session> sessions;
-  int opening = 0;  // sessions reserved by Open calls in progress
+  int opening = 0;    // sessions reserved by Open calls in progress
+  int streaming = 0;  // sessions held by Generate streams
 
   std::mutex stop_mu;
   std::condition_variable stop_cv;
@@ -142,13 +144,7 @@ struct Server::Impl final : public v1::VerifierService::Service {
     if (!params) return refuse(StatusCode::INVALID_ARGUMENT, params.error().message);
     {
       std::lock_guard<std::mutex> lock(mu);
-      if (int(sessions.size()) + opening >= options.max_sessions) {
-        return refuse(StatusCode::RESOURCE_EXHAUSTED,
-                      fmt::format("all {} sessions are in use; retry later (the server's "
-                                  "--max-sessions)",
-                                  options.max_sessions));
-      }
-      opening++;
+      if (Status full = reserve(opening); !full.ok()) return full;
     }
     auto inner = cloud->open(*params);
     std::lock_guard<std::mutex> lock(mu);
@@ -261,6 +257,60 @@ struct Server::Impl final : public v1::VerifierService::Service {
     return Status::OK;
   }
 
+  // Under mu: takes one of the --max-sessions slots into `counter`, or says they are all used.
+  Status reserve(int& counter) {
+    if (int(sessions.size()) + opening + streaming >= options.max_sessions) {
+      return refuse(StatusCode::RESOURCE_EXHAUSTED,
+                    fmt::format("all {} sessions are in use; retry later (the server's "
+                                "--max-sessions)",
+                                options.max_sessions));
+    }
+    counter++;
+    return Status::OK;
+  }
+
+  Status Generate(ServerContext* ctx, const v1::GenerateRequest* req,
+                  grpc::ServerWriter<v1::GenerateChunk>* writer) override {
+    if (Status s = admit(ctx); !s.ok()) return s;
+    if (!req->has_session()) {
+      return refuse(StatusCode::INVALID_ARGUMENT,
+                    "GenerateRequest.session: missing (the vocabulary, sampling and prompt)");
+    }
+    if (auto st = protocol::check_compatible(req->session(), llm->tokenizer().fingerprint(),
+                                             llm->config().n_vocab, llm->config().name);
+        !st) {
+      return refuse(StatusCode::FAILED_PRECONDITION, st.error().message);
+    }
+    auto request = protocol::from_proto(*req, limits);
+    if (!request) return refuse(StatusCode::INVALID_ARGUMENT, request.error().message);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (Status full = reserve(streaming); !full.ok()) return full;
+    }
+    metrics.generations++;
+    // The session lives for this call only: the stream frees it however it ends.
+    v1::GenerateChunk chunk;
+    const Status ended = [&]() -> Status {
+      auto st = stream_generate(
+          *cloud, *scheduler, *request,
+          [&](const GeneratedToken& g) {
+            chunk.set_token(g.token);
+            chunk.set_t_llm_s(g.t_llm_s);
+            return writer->Write(chunk);  // false: the client went away
+          },
+          [&] { return ctx->IsCancelled() || stopped_flag(); });
+      if (ctx->IsCancelled()) return Status(StatusCode::CANCELLED, "the client cancelled");
+      if (!st) {
+        return refuse(stopped_flag() ? StatusCode::UNAVAILABLE : StatusCode::INTERNAL,
+                      "generate: " + st.error().message);
+      }
+      return Status::OK;
+    }();
+    std::lock_guard<std::mutex> lock(mu);
+    streaming--;
+    return ended;
+  }
+
   Status Health(ServerContext* ctx, const v1::HealthRequest*, v1::HealthReply* reply) override {
     if (!limiter->allow(host_of(ctx->peer()))) {
       metrics.errors_rate_limited++;
@@ -274,7 +324,7 @@ struct Server::Impl final : public v1::VerifierService::Service {
     reply->set_max_context(options.max_context);
     reply->set_model(llm->config().name);
     std::lock_guard<std::mutex> lock(mu);
-    reply->set_sessions(int(sessions.size()));
+    reply->set_sessions(int(sessions.size()) + streaming);
     return Status::OK;
   }
 

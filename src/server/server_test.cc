@@ -554,6 +554,135 @@ TEST(ServerSessions, SessionLimitAndIdleExpiry) {
   EXPECT_EQ(h.protocol_version(), protocol::kProtocolVersion);
 }
 
+// --- streamed generation ---------------------------------------------------------------------
+
+v1::GenerateRequest generate_request(int max_tokens) {
+  v1::GenerateRequest m;
+  *m.mutable_session() = open_request();
+  m.set_max_tokens(max_tokens);
+  m.set_ignore_eos(true);
+  return m;
+}
+
+// Reads a Generate stream to its end, or hangs up after `hang_up_after` tokens.
+Call generate(v1::VerifierService::Stub& s, const v1::GenerateRequest& req,
+              std::vector<int32_t>* tokens = nullptr, int hang_up_after = -1) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  auto reader = s.Generate(&ctx, req);
+  v1::GenerateChunk chunk;
+  int n = 0;
+  while (n != hang_up_after && reader->Read(&chunk)) {
+    if (tokens) tokens->push_back(chunk.token());
+    n++;
+  }
+  if (n == hang_up_after) ctx.TryCancel();
+  const grpc::Status st = reader->Finish();
+  return {st.error_code(), st.error_message()};
+}
+
+// The sessions the server holds, once they have dropped to zero or after 2 s.
+int sessions_after_settling(v1::VerifierService::Stub& s) {
+  v1::HealthReply h;
+  for (int i = 0; i < 200; ++i) {
+    EXPECT_EQ(call([&](auto* ctx, auto& r, auto* out) { return s.Health(ctx, r, out); },
+                   v1::HealthRequest(), &h)
+                  .code,
+              grpc::StatusCode::OK);
+    if (h.sessions() == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return h.sessions();
+}
+
+TEST(ServerGenerate, BadRequestsNameTheFieldAndOthersKeepBeingServed) {
+  auto srv = start();  // max_context 256
+  ASSERT_TRUE(srv);
+  GoodClient good(srv->address());
+  auto s = stub(srv->address());
+  const int V = tiny_pair().llm->config().n_vocab;
+  struct Case {
+    std::function<void(v1::GenerateRequest&)> edit;
+    grpc::StatusCode code;
+    const char* needle;
+  };
+  const std::vector<Case> cases = {
+      {[](auto& m) { m.clear_session(); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "GenerateRequest.session: missing"},
+      {[](auto& m) { m.set_max_tokens(0); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "GenerateRequest.max_tokens: 0 outside [1, 249]"},
+      {[](auto& m) { m.set_max_tokens(250); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "a prompt of 7 tokens leaves 249 of the server's context of 256"},
+      {[&](auto& m) { m.mutable_session()->set_prompt(2, V); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "GenerateRequest.session: OpenRequest.prompt[2]"},
+      {[](auto& m) { m.mutable_session()->mutable_sampling()->set_top_p(0); },
+       grpc::StatusCode::INVALID_ARGUMENT, "OpenRequest.sampling.top_p"},
+      {[](auto& m) { m.mutable_session()->set_vocab_fingerprint(1); },
+       grpc::StatusCode::FAILED_PRECONDITION, "share the tokenizer"},
+      {[](auto& m) { m.mutable_session()->set_protocol_version(99); },
+       grpc::StatusCode::FAILED_PRECONDITION, "protocol version"},
+  };
+  for (const Case& c : cases) {
+    v1::GenerateRequest m = generate_request(8);
+    c.edit(m);
+    const Call r = generate(*s, m);
+    EXPECT_EQ(r.code, c.code) << c.needle << ": " << r.message;
+    EXPECT_NE(r.message.find(c.needle), std::string::npos) << r.message;
+    good.check_served();
+  }
+  std::vector<int32_t> tokens;
+  const Call ok = generate(*s, generate_request(249), &tokens);
+  EXPECT_EQ(ok.code, grpc::StatusCode::OK) << ok.message;
+  EXPECT_EQ(tokens.size(), 249u) << "ignore_eos: the whole context";
+  EXPECT_EQ(srv->metrics().generations.load(), 1u);
+}
+
+// A client that hangs up or runs out of time stops its generation and frees its session.
+TEST(ServerGenerate, HangUpsAndDeadlinesStopTheGenerationAndFreeTheSession) {
+  ServerOptions o;
+  o.max_sessions = 1;
+  o.max_context = 2000;  // long enough that no generation can finish before its deadline
+  auto srv = start(o);
+  ASSERT_TRUE(srv);
+  auto s = stub(srv->address());
+  std::vector<int32_t> first;
+  const Call hung = generate(*s, generate_request(240), &first, 3);
+  EXPECT_EQ(hung.code, grpc::StatusCode::CANCELLED) << hung.message;
+  EXPECT_EQ(first.size(), 3u);
+  EXPECT_EQ(sessions_after_settling(*s), 0);
+  // Through the client: the sink stops after 5 tokens; then the deadline passes mid-stream.
+  RemoteOptions ro;
+  ro.target = srv->address();
+  RemoteVerifier remote(ro);
+  const protocol::Limits limits{tiny_pair().llm->config().n_vocab, o.max_context, 16};
+  const GenerateRequest g = protocol::from_proto(generate_request(1990), limits).value();
+  std::vector<int32_t> got;
+  auto st = remote.generate(g, [&](const GeneratedToken& t) {
+    got.push_back(t.token);
+    return got.size() < 5;
+  });
+  EXPECT_TRUE(st) << st.error().message;
+  ASSERT_EQ(got.size(), 5u);
+  EXPECT_TRUE(std::equal(first.begin(), first.end(), got.begin())) << "same seed, same tokens";
+  EXPECT_EQ(sessions_after_settling(*s), 0);
+  ro.open_timeout_s = 0.05;
+  ro.timeout_s = 0;
+  RemoteVerifier hasty(ro);
+  st = hasty.generate(g, [&](const GeneratedToken&) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a slow reader
+    return true;
+  });
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message.find("DEADLINE_EXCEEDED"), std::string::npos) << st.error().message;
+  // The one session slot comes back: a new generation is served.
+  EXPECT_EQ(sessions_after_settling(*s), 0);
+  std::vector<int32_t> again;
+  const Call ok = generate(*s, generate_request(3), &again);
+  EXPECT_EQ(ok.code, grpc::StatusCode::OK) << ok.message;
+  EXPECT_EQ(again, std::vector<int32_t>(first.begin(), first.begin() + 3));
+  EXPECT_EQ(srv->metrics().sessions.load(), 0);
+}
+
 // --- batching and metrics ---------------------------------------------------------------------
 
 std::string http_get(int port, const std::string& path) {
