@@ -119,6 +119,14 @@ void MethodOptions::add(CLI::App* app) {
   app->add_option("--top-p", top_p, "Top-p filter on both sides; 1 disables")
       ->capture_default_str();
   app->add_option("--seed", seed, "Random seed")->capture_default_str();
+  app->add_flag("--no-pipeline", no_pipeline,
+                "Wait for each verification before drafting on (default: keep drafting, deciding "
+                "and uploading while replies are in flight; the output is the same)");
+  app->add_option("--pipeline-depth", pipeline_depth,
+                  "Pipelined drafting: at most this many tokens drafted past the oldest upload "
+                  "whose reply is not in")
+      ->capture_default_str()
+      ->check(CLI::Range(1, kMaxPipelineDepth));
 }
 
 Result<RunConfig> MethodOptions::config(int max_tokens, int ctx) const {
@@ -149,6 +157,8 @@ Result<RunConfig> MethodOptions::config(int max_tokens, int ctx) const {
   c.sampling = {temperature, top_k, top_p, seed};
   c.max_tokens = max_tokens;
   c.n_ctx = ctx;
+  c.pipeline = !no_pipeline;
+  c.pipeline_depth = pipeline_depth;
   return c;
 }
 

@@ -40,6 +40,8 @@ struct MethodOptions {
   int top_k = 0;
   float top_p = 1.0f;
   uint64_t seed = 42;
+  bool no_pipeline = false;
+  int pipeline_depth = RunConfig{}.pipeline_depth;
   void add(CLI::App* app);
   Result<RunConfig> config(int max_tokens, int ctx) const;
 };

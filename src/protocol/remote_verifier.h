@@ -8,6 +8,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -59,6 +61,9 @@ class RemoteVerifier : public Verifier {
 
   Result<SessionId> open(const SessionParams& params) override;
   Result<VerifyReply> verify(const VerifyRequest& request) override;
+  // Calls on a thread of its own; the emulated uplink still sends one request at a time.
+  std::future<Result<VerifyReply>> submit(const VerifyRequest& request) override;
+  bool asynchronous() const override { return true; }
   Status close(SessionId session) override;
   Result<RemoteHealth> health();
 
@@ -68,14 +73,18 @@ class RemoteVerifier : public Verifier {
  private:
   struct Impl;
   struct ClientSession {
-    uint64_t step = 0;
+    uint64_t step = 0;  // VerifyRequest.step of the next request submitted
     int n_vocab = 0;
   };
+  template <class Send>
+  std::future<Result<VerifyReply>> submit_step(const VerifyRequest& request, Send send);
+  Result<VerifyReply> call_verify(const VerifyRequest& request, uint64_t step, int n_vocab);
   RemoteOptions options_;
   std::unique_ptr<Impl> impl_;
   mutable std::mutex mu_;
   std::map<SessionId, ClientSession> sessions_;
   RemoteStats stats_;
+  std::chrono::steady_clock::time_point uplink_free_{};  // the emulated radio is busy until then
 };
 
 // "grpc://host:port", "host:port" (plaintext) or "grpcs://host:port" (TLS) to a gRPC target.
