@@ -263,8 +263,14 @@ std::future<Result<VerifyReply>> RemoteVerifier::submit_step(const VerifyRequest
     auto it = sessions_.find(request.session);
     if (it == sessions_.end()) {
       std::promise<Result<VerifyReply>> refused;
-      refused.set_value(
-          make_error("verify: session {} was not opened by this client", request.session));
+      Error e = make_error("verify: session {} was not opened by this client", request.session);
+      if (lost_.count(request.session)) {
+        // An earlier call of this session failed while this one was being built (pipelining).
+        e = make_error("cloud verify ({}): session {} was lost in an earlier call; reopen it",
+                       options_.target, request.session);
+        e.code = ErrorCode::kUnavailable;
+      }
+      refused.set_value(std::move(e));
       return refused.get_future();
     }
     step = it->second.step++;
@@ -286,7 +292,7 @@ Result<VerifyReply> RemoteVerifier::call_verify(const VerifyRequest& request, ui
   std::lock_guard<std::mutex> lock(mu_);
   if (!s.ok()) {
     // The session may or may not have advanced on the server: it cannot be used again.
-    sessions_.erase(request.session);
+    if (sessions_.erase(request.session)) lost_.insert(request.session);
     return to_error(s, "verify", options_.target);
   }
   auto r = protocol::from_proto(reply, int(request.drafts.size()), n_vocab, request.want_bonus);

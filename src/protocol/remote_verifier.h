@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "cloud/verifier.h"
@@ -83,6 +84,7 @@ class RemoteVerifier : public Verifier {
   std::unique_ptr<Impl> impl_;
   mutable std::mutex mu_;
   std::map<SessionId, ClientSession> sessions_;
+  std::set<SessionId> lost_;  // sessions given up after a failed call
   RemoteStats stats_;
   std::chrono::steady_clock::time_point uplink_free_{};  // the emulated radio is busy until then
 };

@@ -78,6 +78,10 @@ std::string Metrics::render() const {
   counter("hlm_sessions_opened_total", "Sessions opened.", sessions_opened.load());
   counter("hlm_sessions_expired_total", "Sessions closed for being idle.", sessions_expired.load());
   counter("hlm_verifications_total", "Verify calls answered successfully.", verifications.load());
+  counter("hlm_stale_verifications_total",
+          "Verify calls answered stale: sent by a pipelining device past a draft an earlier reply "
+          "replaced; nothing was evaluated.",
+          stale.load());
   counter("hlm_batches_total", "Batched engine forwards run for Verify calls.", batches.load());
   counter("hlm_drafts_total", "Drafted tokens received for verification.", drafts.load());
   counter("hlm_drafts_accepted_total", "Drafted tokens accepted.", accepted.load());

@@ -106,12 +106,17 @@ void BatchScheduler::loop() {
       served_last_.clear();
       for (const VerifyRequest& r : requests) served_last_.push_back(r.session);
     }
-    metrics_.batches++;
-    metrics_.batch_size.observe(double(batch.size()));
-    metrics_.forward_time.observe(std::chrono::duration<double>(done - t_forward).count());
+    // Stale requests (pipelined past a replaced draft) were answered without a forward.
+    size_t stale = 0;
+    for (const auto& r : results) stale += r.ok() && r->stale;
+    if (stale < batch.size()) {
+      metrics_.batches++;
+      metrics_.batch_size.observe(double(batch.size() - stale));
+      metrics_.forward_time.observe(std::chrono::duration<double>(done - t_forward).count());
+    }
     uint64_t tokens = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
-      if (results[i].ok()) {
+      if (results[i].ok() && !results[i]->stale) {
         const VerifyReply& r = results[i].value();
         tokens += requests[i].pending.size() + size_t(r.n_accepted) + (r.has_next ? 1 : 0);
         metrics_.drafts += requests[i].drafts.size();

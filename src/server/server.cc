@@ -190,23 +190,27 @@ struct Server::Impl final : public v1::VerifierService::Service {
       // served. One whose predecessor does not turn up within kReorderGrace is out of order.
       std::unique_lock<std::mutex> lock(mu);
       uint64_t seen_step = UINT64_MAX;
+      auto give_up = Clock::now() + kReorderGrace;
       for (;;) {
         auto it = sessions.find(id);
         if (it == sessions.end() || it->second.client != host_of(ctx->peer())) {
           return unknown_session(id);
         }
         Session& s = it->second;
+        if (s.next_step != seen_step || s.busy) {  // the session moves: keep waiting
+          seen_step = s.next_step;
+          give_up = Clock::now() + kReorderGrace;
+        }
         if (req->step() < s.next_step || req->step() >= s.next_step + kMaxAhead ||
-            (s.next_step == seen_step && !s.busy)) {
+            Clock::now() >= give_up) {
           return refuse(StatusCode::FAILED_PRECONDITION,
                         fmt::format("VerifyRequest.step: expected {}, got {} (a message out of "
                                     "order or repeated); reopen the session to resynchronise",
                                     s.next_step, req->step()));
         }
         if (!s.busy && req->step() == s.next_step) break;
-        seen_step = s.next_step;
         if (ctx->IsCancelled()) return Status(StatusCode::CANCELLED, "the client went away");
-        step_cv.wait_for(lock, kReorderGrace);
+        step_cv.wait_until(lock, give_up);
       }
       Session& s = sessions.at(id);
       encoding = s.encoding;
@@ -250,7 +254,7 @@ struct Server::Impl final : public v1::VerifierService::Service {
                     "verify: " + result.error().message);
     }
     release(&result.value(), n_pending);
-    metrics.verifications++;
+    (result->stale ? metrics.stale : metrics.verifications)++;
     protocol::to_proto(*result, reply);
     return Status::OK;
   }
@@ -432,7 +436,7 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<const Model> llm, 
   builder.SetMaxReceiveMessageSize(int(std::min<size_t>(max_msg, size_t(INT32_MAX))));
   grpc::ResourceQuota quota("hlm-serve");
   // Pipelining devices keep several Verify calls of a session waiting in handler threads.
-  quota.SetMaxThreads(int(kMaxAhead / 4 + 2) * o.max_sessions + 16);
+  quota.SetMaxThreads(int(kMaxAhead + 2) * o.max_sessions + 16);
   builder.SetResourceQuota(quota);
   // Every session may have a Verify blocked in a handler thread until its batch is served. The
   // sync server lets at most MAX_POLLERS idle threads live (default 2), so with more sessions it
