@@ -123,10 +123,14 @@ void MethodOptions::add(CLI::App* app) {
                 "Wait for each verification before drafting on (default: keep drafting, deciding "
                 "and uploading while replies are in flight; the output is the same)");
   app->add_option("--pipeline-depth", pipeline_depth,
+                  "Pipelined drafting: at most this many uploads in flight")
+      ->capture_default_str()
+      ->check(CLI::Range(1, kMaxPipelineDepth));
+  app->add_option("--pipeline-ahead", pipeline_ahead,
                   "Pipelined drafting: at most this many tokens drafted past the oldest upload "
                   "whose reply is not in")
       ->capture_default_str()
-      ->check(CLI::Range(1, kMaxPipelineDepth));
+      ->check(CLI::Range(1, 1 << 20));
 }
 
 Result<RunConfig> MethodOptions::config(int max_tokens, int ctx) const {
@@ -159,6 +163,7 @@ Result<RunConfig> MethodOptions::config(int max_tokens, int ctx) const {
   c.n_ctx = ctx;
   c.pipeline = !no_pipeline;
   c.pipeline_depth = pipeline_depth;
+  c.pipeline_ahead = pipeline_ahead;
   return c;
 }
 

@@ -42,6 +42,7 @@ struct MethodOptions {
   uint64_t seed = 42;
   bool no_pipeline = false;
   int pipeline_depth = RunConfig{}.pipeline_depth;
+  int pipeline_ahead = RunConfig{}.pipeline_ahead;
   void add(CLI::App* app);
   Result<RunConfig> config(int max_tokens, int ctx) const;
 };

@@ -42,8 +42,11 @@ Result<RunResult> Device::generate(const std::vector<int32_t>& prompt, Verifier*
   if (auto st = hlm::validate(config_.channel); !st) return st.error();
   if (prompt.empty()) return make_error("the prompt is empty: nothing to continue from");
   if (config_.pipeline_depth < 1 || config_.pipeline_depth > kMaxPipelineDepth) {
-    return make_error("--pipeline-depth {}: expected 1 to {} tokens", config_.pipeline_depth,
+    return make_error("--pipeline-depth {}: expected 1 to {} requests", config_.pipeline_depth,
                       kMaxPipelineDepth);
+  }
+  if (config_.pipeline_ahead < 1) {
+    return make_error("--pipeline-ahead {}: expected at least 1 token", config_.pipeline_ahead);
   }
   const int lookahead = config_.policy.importance.lookahead + 1;
   if (int(prompt.size()) + config_.max_tokens + lookahead + config_.policy.draft > config_.n_ctx) {
@@ -162,7 +165,8 @@ void fill_trace(TokenTrace& t, const StepRecord& rec) {
 }  // namespace
 
 // The per-token loop of SPEC §2 with pipelined drafting: after an upload the device drafts,
-// decides and uploads on as if the draft were accepted, up to config.pipeline_depth tokens past
+// decides and uploads on as if the draft were accepted, with at most config.pipeline_depth
+// uploads in flight and config.pipeline_ahead tokens drafted past the oldest of them
 // the oldest reply not yet in. Tokens are output once every upload before them is answered. A
 // reply that replaces its draft rolls the device back to that token: the SLM's cache, the
 // generators (so every draw happens as in the loop without pipelining), `pending` and the
@@ -178,7 +182,8 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
   const bool received =
       uses_importance && cfg.policy.importance.estimator == ImportanceEstimator::kReceived;
   const int w = received ? cfg.policy.importance.lookahead : 0;
-  const int depth = cfg.pipeline ? cfg.pipeline_depth : 0;
+  const size_t depth = cfg.pipeline ? size_t(cfg.pipeline_depth) : 0;
+  const size_t ahead_max = size_t(cfg.pipeline_ahead);
   const bool async = verifier && verifier->asynchronous();
 
   SlmState slm(slm_, pool_, cfg.n_ctx);
@@ -395,7 +400,8 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     if (stopped) break;
     const bool ended = !res.tokens.empty() && m.tokenizer().is_eog(res.tokens.back());
     const bool room = int(res.tokens.size()) < cfg.max_tokens && !ended;
-    if (!flight.empty() && (!room || int(res.tokens.size() - n_final) > depth)) {
+    if (!flight.empty() &&
+        (!room || flight.size() >= depth || res.tokens.size() - n_final > ahead_max)) {
       if (auto st = wait_oldest(); !st) return st.error();
       continue;
     }
@@ -496,7 +502,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     ahead_steps.push_back(step);
     if (!e.evaluated) to_eval = {e.d};
     queue.pop_front();
-    if (depth == 0 && !flight.empty()) {
+    if (depth == 0 && !flight.empty()) {  // not pipelined: wait for the reply at once
       if (auto st = wait_oldest(); !st) return st.error();
     }
   }

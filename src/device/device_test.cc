@@ -418,9 +418,10 @@ const TinyPair& close_pair() {
   return p;
 }
 
-RunConfig pipelined(RunConfig c, bool on, int depth = 16) {
+RunConfig pipelined(RunConfig c, bool on, int depth = 16, int ahead = 32) {
   c.pipeline = on;
   c.pipeline_depth = depth;
+  c.pipeline_ahead = ahead;
   return c;
 }
 
@@ -435,10 +436,10 @@ TEST(DevicePipeline, SameOutputsWithAndWithoutPipelining) {
       for (uint64_t seed : {1, 2}) {
         const RunConfig base = config(policy, temp, seed);
         const auto off = run(pipelined(base, false));
-        for (int depth : {1, 3, 16}) {
-          const auto on = run(pipelined(base, true, depth));
+        for (auto [depth, ahead] : {std::pair{1, 1}, {2, 32}, {3, 4}, {16, 32}}) {
+          const auto on = run(pipelined(base, true, depth, ahead));
           const std::string what =
-              fmt::format("{} T={} seed {} depth {}", policy, temp, seed, depth);
+              fmt::format("{} T={} seed {} depth {} ahead {}", policy, temp, seed, depth, ahead);
           EXPECT_EQ(on.result.tokens, off.result.tokens) << what;
           EXPECT_EQ(on.result.uploads, off.result.uploads) << what;
           EXPECT_EQ(on.result.resampled, off.result.resampled) << what;
@@ -557,14 +558,16 @@ TEST(DevicePipeline, StopMidPipelineEndsAtThatToken) {
   EXPECT_EQ(r->trace.size(), 7u);
 }
 
-TEST(DevicePipeline, RefusesDepthOutsideItsRange) {
+TEST(DevicePipeline, RefusesBoundsOutsideTheirRange) {
   ThreadPool pool(1);
   CloudVerifier cloud(tiny_pair().llm, pool, {4, 256});
-  for (int depth : {0, kMaxPipelineDepth + 1}) {
-    Device dev(tiny_pair().slm, pool, pipelined(config("hlm"), true, depth));
+  for (auto [depth, ahead, flag] : {std::tuple{0, 32, "--pipeline-depth"},
+                                    {kMaxPipelineDepth + 1, 32, "--pipeline-depth"},
+                                    {2, 0, "--pipeline-ahead"}}) {
+    Device dev(tiny_pair().slm, pool, pipelined(config("hlm"), true, depth, ahead));
     auto r = dev.generate(kPrompt, &cloud);
     ASSERT_FALSE(r.ok());
-    EXPECT_NE(r.error().message.find("--pipeline-depth"), std::string::npos);
+    EXPECT_NE(r.error().message.find(flag), std::string::npos) << r.error().message;
   }
 }
 
