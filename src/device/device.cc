@@ -400,8 +400,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     if (stopped) break;
     const bool ended = !res.tokens.empty() && m.tokenizer().is_eog(res.tokens.back());
     const bool room = int(res.tokens.size()) < cfg.max_tokens && !ended;
-    if (!flight.empty() &&
-        (!room || flight.size() >= depth || res.tokens.size() - n_final > ahead_max)) {
+    if (!flight.empty() && (!room || res.tokens.size() - n_final > ahead_max)) {
       if (auto st = wait_oldest(); !st) return st.error();
       continue;
     }
@@ -475,6 +474,15 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
         if (id.error().code != ErrorCode::kUnavailable) return id.error();
         cloud.fail(cfg, id.error());
       }
+    }
+    if (upload && !cloud.lost && depth > 0 && flight.size() >= depth) {
+      // As many uploads in flight as allowed: wait for the oldest reply. If it replaces its
+      // draft, this token was drafted past it and goes too (its draws are undone with it).
+      const uint64_t before = epoch;
+      while (flight.size() >= depth && epoch == before && !cloud.lost) {
+        if (auto st = wait_oldest(); !st) return st.error();
+      }
+      if (epoch != before) continue;
     }
     const size_t index = res.tokens.size();
     if (upload && !cloud.lost) {

@@ -42,10 +42,10 @@ struct RunConfig {
   // and pipeline_ahead tokens drafted past the oldest of them. Off: wait for each reply before
   // drafting on (SPEC §2 as written). The output is the same either way. Each upload in flight
   // past another survives only if that one's draft is accepted, so a deep pipeline mostly
-  // sends requests that are dropped when drafts are often replaced: the default depth of 2
+  // sends requests that are dropped when drafts are often replaced: the default depth of 3
   // took nearly all of the gain on the shipped pair (README, "Pipelined drafting").
   bool pipeline = true;
-  int pipeline_depth = 2;
+  int pipeline_depth = 3;
   int pipeline_ahead = 32;
 };
 
