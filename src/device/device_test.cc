@@ -3,9 +3,8 @@
 // any mix of skips, uploads and rejections, greedy equivalence with the LLM, and refusals.
 #include "device/device.h"
 
-#include <gtest/gtest.h>
-
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
@@ -343,34 +342,34 @@ class FlakyVerifier : public Verifier {
 TEST(DeviceFailure, CloudLossMidGenerationLosesNoToken) {
   for (bool pipeline : {false, true}) {
     SCOPED_TRACE(pipeline ? "pipelined" : "not pipelined");
-  ThreadPool pool(1);
-  const TinyPair& pair = tiny_pair();
-  CloudVerifier cloud(pair.llm, pool, {4, 256});
-  FlakyVerifier flaky(cloud, 5, 9);
-  RunConfig cfg = config("hlm");
-  cfg.retry_initial_s = 0.0;  // retry at the next upload
-  cfg.pipeline = pipeline;
-  Device dev(pair.slm, pool, cfg);
-  auto r = dev.generate(kPrompt, &flaky);
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  ASSERT_FALSE(r->tokens.empty());
-  EXPECT_TRUE(r->tokens.size() == size_t(cfg.max_tokens) ||
-              pair.slm->tokenizer().is_eog(r->tokens.back()));
-  EXPECT_GE(r->slm_only, 1);
-  EXPECT_GE(r->reconnects, 1);
-  // The last reason is reported, not only counted (a reconnection attempt was refused).
-  // (Pipelined, the refusals fall on requests already in flight; the lost session is the last.)
-  if (pipeline) {
-    EXPECT_FALSE(r->cloud_error.empty());
-  } else {
-    EXPECT_EQ(r->cloud_error, "connection refused");
-  }
-  int marked = 0;
-  for (const auto& t : r->trace) marked += t.slm_only;
-  EXPECT_EQ(marked, r->slm_only);
-  std::vector<int32_t> ctx = cloud.context(dev.session()).value();
-  ctx.insert(ctx.end(), dev.pending().begin(), dev.pending().end());
-  EXPECT_EQ(ctx, r->context());
+    ThreadPool pool(1);
+    const TinyPair& pair = tiny_pair();
+    CloudVerifier cloud(pair.llm, pool, {4, 256});
+    FlakyVerifier flaky(cloud, 5, 9);
+    RunConfig cfg = config("hlm");
+    cfg.retry_initial_s = 0.0;  // retry at the next upload
+    cfg.pipeline = pipeline;
+    Device dev(pair.slm, pool, cfg);
+    auto r = dev.generate(kPrompt, &flaky);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_FALSE(r->tokens.empty());
+    EXPECT_TRUE(r->tokens.size() == size_t(cfg.max_tokens) ||
+                pair.slm->tokenizer().is_eog(r->tokens.back()));
+    EXPECT_GE(r->slm_only, 1);
+    EXPECT_GE(r->reconnects, 1);
+    // The last reason is reported, not only counted (a reconnection attempt was refused).
+    // (Pipelined, the refusals fall on requests already in flight; the lost session is the last.)
+    if (pipeline) {
+      EXPECT_FALSE(r->cloud_error.empty());
+    } else {
+      EXPECT_EQ(r->cloud_error, "connection refused");
+    }
+    int marked = 0;
+    for (const auto& t : r->trace) marked += t.slm_only;
+    EXPECT_EQ(marked, r->slm_only);
+    std::vector<int32_t> ctx = cloud.context(dev.session()).value();
+    ctx.insert(ctx.end(), dev.pending().begin(), dev.pending().end());
+    EXPECT_EQ(ctx, r->context());
   }
 }
 

@@ -239,8 +239,8 @@ Totals Timeline::totals(int64_t tokens) const {
     }
     idle += (w.end - w.begin) - covered;
   }
-  t.e_device_j = cfg_.p_comp_w * compute_s_ + cfg_.p_tx_w * tx_s_ + cfg_.p_rx_w * rx_s_ +
-                 cfg_.p_idle_w * idle;
+  t.e_device_j =
+      cfg_.p_comp_w * compute_s_ + cfg_.p_tx_w * tx_s_ + cfg_.p_rx_w * rx_s_ + cfg_.p_idle_w * idle;
   t.e_cloud_j = cfg_.p_cloud_w * llm_s_;
   return t;
 }

@@ -107,7 +107,6 @@ TEST(Channel, NarrowbandHandComputed) {
   EXPECT_EQ(ledger.records().size(), 2u);
 }
 
-
 // A channel with round numbers: W = 1 kHz at 0 dB gives R = 1000 bit/s both ways, RTT 0.1 s.
 ChannelConfig round_channel() {
   ChannelConfig c;
@@ -151,8 +150,8 @@ TEST(Timeline, OverlapHandComputed) {
 // A device that waits for each reply before drafting on pays SPEC §7's sum of step latencies
 // and energies: the timeline reproduces account_step.
 TEST(Timeline, WaitingForEveryReplyIsTheSumOfSteps) {
-  for (const ChannelConfig& c : {round_channel(), ChannelConfig::narrowband(),
-                                 ChannelConfig::lte()}) {
+  for (const ChannelConfig& c :
+       {round_channel(), ChannelConfig::narrowband(), ChannelConfig::lte()}) {
     Timeline t(c);
     Ledger ledger(c, false);
     const StepInput steps[] = {

@@ -140,8 +140,8 @@ grpc::Status metered_call(const RemoteOptions& o, std::mutex& mu, RemoteStats& s
     {
       std::lock_guard<std::mutex> lock(mu);
       const auto start = std::max(Steady::now(), uplink_free);
-      uplink_free = start + std::chrono::duration_cast<Steady::duration>(
-                                std::chrono::duration<double>(tx));
+      uplink_free =
+          start + std::chrono::duration_cast<Steady::duration>(std::chrono::duration<double>(tx));
       sent = uplink_free;
     }
     const auto arrive = sent + std::chrono::duration_cast<Steady::duration>(
@@ -237,11 +237,13 @@ Result<SessionId> RemoteVerifier::open(const SessionParams& params) {
 }
 
 Result<VerifyReply> RemoteVerifier::verify(const VerifyRequest& request) {
-  return submit_step(request, [&](uint64_t step, int n_vocab) {
-    std::promise<Result<VerifyReply>> reply;
-    reply.set_value(call_verify(request, step, n_vocab));
-    return reply.get_future();
-  }).get();
+  return submit_step(request,
+                     [&](uint64_t step, int n_vocab) {
+                       std::promise<Result<VerifyReply>> reply;
+                       reply.set_value(call_verify(request, step, n_vocab));
+                       return reply.get_future();
+                     })
+      .get();
 }
 
 std::future<Result<VerifyReply>> RemoteVerifier::submit(const VerifyRequest& request) {

@@ -606,7 +606,7 @@ TEST(ServerBatching, ConcurrentDevicesShareForwardsAndMetricsShowIt) {
   }
   const Metrics& m = srv->metrics();
   EXPECT_EQ(m.verifications.load(), uploads) << "pipelined requests past a replaced draft count "
-                                                 "as stale, not as verifications";
+                                                "as stale, not as verifications";
   EXPECT_GT(m.stale.load(), 0u);
   EXPECT_LT(m.batches.load(), m.verifications.load()) << "some forwards should serve several";
   EXPECT_GT(m.batch_size.sum() / double(m.batch_size.count()), 1.0);
