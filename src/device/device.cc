@@ -166,13 +166,12 @@ void fill_trace(TokenTrace& t, const StepRecord& rec) {
 
 // The per-token loop of SPEC §2 with pipelined drafting: after an upload the device drafts,
 // decides and uploads on as if the draft were accepted, with at most config.pipeline_depth
-// uploads in flight and config.pipeline_ahead tokens drafted past the oldest of them
-// the oldest reply not yet in. Tokens are output once every upload before them is answered. A
-// reply that replaces its draft rolls the device back to that token: the SLM's cache, the
-// generators (so every draw happens as in the loop without pipelining), `pending` and the
-// tokens after it; the requests sent after it carry the old epoch, so the cloud answers them
-// `stale` without touching its context, and the device drops them. Without pipelining the
-// device waits for each reply before drafting on.
+// uploads in flight and config.pipeline_ahead tokens drafted past the oldest of them. Tokens
+// are output once every upload before them is answered. A reply that replaces its draft rolls
+// the device back to that token: the SLM's cache, the generators (so every draw happens as in
+// the loop without pipelining), `pending` and the tokens after it; the requests sent after it
+// carry the old epoch, so the cloud answers them `stale` without touching its context, and the
+// device drops them. Without pipelining the device waits for each reply before drafting on.
 Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Verifier* verifier,
                                         const TokenCallback& on_token) {
   const RunConfig& cfg = config_;
@@ -259,12 +258,13 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     int sent = 0;                              // the Timeline's request index
     double arrives = 0;                        // modelled time the reply is in
     Generators after;                          // the generators after this token's draws
-    StepInput step;                            // what the token cost, priced when answered
   };
   std::deque<InFlight> flight;
-  std::vector<InFlight> dropped;  // sent ahead of a replaced draft: answered stale, ignored
-  std::vector<TokenTrace> ahead;  // traces of res.tokens[n_final..], not output yet
-  std::vector<StepInput> ahead_steps;
+  // Uploads whose replies are ignored: sent past a replaced draft (answered stale), or in flight
+  // when the cloud was lost or the generation stopped. Joined at the end.
+  std::vector<InFlight> dropped;
+  std::vector<TokenTrace> ahead;       // traces of res.tokens[n_final..], not output yet
+  std::vector<StepInput> ahead_steps;  // what each of them cost, priced when output
   size_t n_final = 0;
   uint64_t epoch = 0;  // replies that replaced a draft
   bool stopped = false;
@@ -337,8 +337,10 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     }
     const VerifyReply& reply = **f.reply;
     if (reply.stale) {
-      return make_error("verification failed: the cloud took request for position {} as stale",
-                        tr.position);
+      return make_error(
+          "verification failed: the cloud answered the upload at position {} as stale, but no "
+          "earlier draft was replaced: the device and the cloud disagree on the session's epoch",
+          tr.position);
     }
     tr.uploaded = true;
     tr.accepted = reply.n_accepted == 1;
