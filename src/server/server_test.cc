@@ -1,5 +1,6 @@
 // The server in-process on 127.0.0.1 (port 0) with tiny models: network output equals
-// in-process output; malformed, oversized, out-of-order and unknown-session messages get clear
+// in-process output, pipelined or not, and a pipelined device's rollbacks leave the server's
+// context the device's; malformed, oversized, out-of-order and unknown-session messages get clear
 // errors while another client keeps being served; API keys, rate and session limits, idle
 // expiry, batching across sessions, metrics; and the device riding out a server restart.
 #include "server/server.h"
@@ -12,8 +13,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "cloud/cloud_verifier.h"
@@ -171,6 +176,89 @@ TEST(ServerEquivalence, NetworkOutputEqualsInProcessOutput) {
   }
   EXPECT_GT(srv->metrics().verifications.load(), 0u);
   EXPECT_EQ(srv->metrics().sessions.load(), 0) << "clients close their sessions on the way out";
+}
+
+// The network client, recorded: every request the device submits, numbered in submission
+// order, with the reply it got.
+class RecordingVerifier : public Verifier {
+ public:
+  explicit RecordingVerifier(RemoteVerifier& inner) : inner_(inner) {}
+  Result<SessionId> open(const SessionParams& p) override {
+    params = p;
+    return inner_.open(p);
+  }
+  Result<VerifyReply> verify(const VerifyRequest& r) override { return submit(r).get(); }
+  std::future<Result<VerifyReply>> submit(const VerifyRequest& r) override {
+    Exchange* e;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      e = &exchanges.emplace_back(Exchange{r, std::nullopt});
+    }
+    return std::async(std::launch::async, [this, e, f = inner_.submit(r)]() mutable {
+      auto reply = f.get();
+      std::lock_guard<std::mutex> lock(mu);
+      if (reply.ok()) e->reply = *reply;
+      return reply;
+    });
+  }
+  bool asynchronous() const override { return true; }
+  Status close(SessionId s) override { return inner_.close(s); }
+
+  struct Exchange {
+    VerifyRequest request;
+    std::optional<VerifyReply> reply;
+  };
+  SessionParams params;
+  std::deque<Exchange> exchanges;  // a deque: appending keeps the others where they are
+  std::mutex mu;
+
+ private:
+  RemoteVerifier& inner_;
+};
+
+// Rollback over the network: the server applied exactly the requests that were not stale, in
+// order. Replaying those into an in-process cloud with the same session parameters gives the
+// same replies (a stale request applied by the server would have moved its context and its
+// random draws), and after each of them the cloud's context is a prefix of the device's output.
+TEST(ServerEquivalence, PipelinedRollbackKeepsTheServersContextTheDevices) {
+  auto srv = start();
+  ASSERT_TRUE(srv);
+  for (uint64_t seed : {3, 4}) {
+    ThreadPool pool(1);
+    RemoteOptions ro;
+    ro.target = srv->address();
+    RemoteVerifier remote(ro);
+    RecordingVerifier recording(remote);
+    Device dev(tiny_pair().slm, pool, config("hlm", 0.8f, seed));
+    auto r = dev.generate(kPrompt, &recording);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_GT(r->resampled, 0);
+    ASSERT_GT(r->discarded, 0) << "requests were sent past a replaced draft";
+
+    CloudVerifier shadow(tiny_pair().llm, pool, {1, 256});
+    const SessionId s = shadow.open(recording.params).value();
+    const std::vector<int32_t> device = r->context();
+    int served = 0, stale = 0;
+    for (const auto& [request, reply] : recording.exchanges) {
+      ASSERT_TRUE(reply) << "every request was answered";
+      if (reply->stale) {
+        stale++;
+        continue;
+      }
+      VerifyRequest again = request;
+      again.session = s;
+      auto want = shadow.verify(again);
+      ASSERT_TRUE(want.ok()) << want.error().message;
+      EXPECT_EQ(reply->n_accepted, want->n_accepted) << "request " << served;
+      EXPECT_EQ(reply->next, want->next) << "request " << served;
+      const std::vector<int32_t> c = shadow.context(s).value();
+      ASSERT_LE(c.size(), device.size());
+      EXPECT_TRUE(std::equal(c.begin(), c.end(), device.begin())) << "request " << served;
+      served++;
+    }
+    EXPECT_EQ(served, r->uploads);
+    EXPECT_EQ(stale, r->discarded);
+  }
 }
 
 // --- refusals ---------------------------------------------------------------------------------
