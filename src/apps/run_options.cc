@@ -122,6 +122,18 @@ void MethodOptions::add(CLI::App* app) {
   app->add_option("--top-p", top_p, "Top-p filter on both sides; 1 disables")
       ->capture_default_str();
   app->add_option("--seed", seed, "Random seed")->capture_default_str();
+  app->add_flag("--no-pipeline", no_pipeline,
+                "Wait for each verification before drafting on (default: keep drafting, deciding "
+                "and uploading while replies are in flight; the output is the same)");
+  app->add_option("--pipeline-depth", pipeline_depth,
+                  "Pipelined drafting: at most this many uploads in flight")
+      ->capture_default_str()
+      ->check(CLI::Range(1, kMaxPipelineDepth));
+  app->add_option("--pipeline-ahead", pipeline_ahead,
+                  "Pipelined drafting: at most this many tokens drafted past the oldest upload "
+                  "whose reply is not in")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
 }
 
 Result<RunConfig> MethodOptions::config(int max_tokens, int ctx, const PolicyConfig& base) const {
@@ -152,6 +164,9 @@ Result<RunConfig> MethodOptions::config(int max_tokens, int ctx, const PolicyCon
   c.sampling = {temperature, top_k, top_p, seed};
   c.max_tokens = max_tokens;
   c.n_ctx = ctx;
+  c.pipeline = !no_pipeline;
+  c.pipeline_depth = pipeline_depth;
+  c.pipeline_ahead = pipeline_ahead;
   return c;
 }
 

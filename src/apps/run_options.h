@@ -42,6 +42,9 @@ struct MethodOptions {
   int top_k = 0;
   float top_p = 1.0f;
   uint64_t seed = 42;
+  bool no_pipeline = false;
+  int pipeline_depth = RunConfig{}.pipeline_depth;
+  int pipeline_ahead = RunConfig{}.pipeline_ahead;
   void add(CLI::App* app);
   // `base` holds the defaults the flags override: the built-in ones, or a pair profile's.
   Result<RunConfig> config(int max_tokens, int ctx, const PolicyConfig& base = {}) const;

@@ -185,6 +185,17 @@ std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(
       continue;
     }
     Session& s = it->second;
+    if (r.epoch && *r.epoch != s.epoch) {
+      if (*r.epoch > s.epoch) {
+        results[i] = make_error("session {}: request epoch {} is ahead of the session's {}",
+                                r.session, *r.epoch, s.epoch);
+      } else {
+        VerifyReply stale;
+        stale.stale = true;
+        results[i] = stale;
+      }
+      continue;
+    }
     if (std::find(seen_slots.begin(), seen_slots.end(), s.slot) != seen_slots.end()) {
       results[i] = make_error("session {}: two requests in one batch", r.session);
       continue;
@@ -277,6 +288,7 @@ std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(
     s.tokens.insert(s.tokens.end(), r.pending.begin(), r.pending.end());
     s.tokens.insert(s.tokens.end(), r.drafts.begin(), r.drafts.begin() + reply.n_accepted);
     if (reply.has_next) s.tokens.push_back(reply.next);
+    if (replaces_draft(r, reply)) s.epoch++;
     context_.truncate(s.slot, int(s.tokens.size()) - 1);
     reply.t_llm_s = t_forward * double(inputs[b].tokens.size()) / double(total_tokens);
     results[input_of[b]] = reply;

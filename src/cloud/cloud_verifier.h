@@ -52,6 +52,7 @@ class CloudVerifier : public Verifier {
     SessionParams params;
     std::vector<int32_t> tokens;  // the whole context; the cache holds all but the last
     dist::Rng rng;
+    uint64_t epoch = 0;  // replies that replaced a draft (VerifyRequest::epoch)
   };
   Status check(const VerifyRequest& r, const Session& s) const;
 

@@ -5,6 +5,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
+#include <optional>
 #include <vector>
 
 #include "engine/sampler.h"
@@ -32,6 +34,12 @@ struct VerifyRequest {
   std::vector<int32_t> drafts;
   std::vector<Payload> p_hat;
   bool want_bonus = false;  // spec(k): when every draft is accepted, also return a token from q
+  // Pipelined drafting: the number of replies that replaced a draft in this session which the
+  // device had seen when it built the request. A request sent while an earlier one was in flight
+  // assumes that one's draft survives; if it was replaced instead, the cloud's epoch has moved
+  // on and the request is answered `stale` without touching the session (no forward, no random
+  // draw). Unset: the device waits for every reply, nothing to check.
+  std::optional<uint64_t> epoch;
 };
 
 struct VerifyReply {
@@ -40,6 +48,9 @@ struct VerifyReply {
                           // rejection, a bonus (spec), or the generated token (no drafts)
   int32_t next = -1;
   double t_llm_s = 0.0;  // cloud compute time for this request (its share of a batch)
+  // The request's epoch was behind the session's: it was built on a draft an earlier reply
+  // replaced, so nothing was evaluated and the device drops it.
+  bool stale = false;
 };
 
 // Cloud-only generation (policy llm): the prompt goes up once in `session` (its encoding is
@@ -59,6 +70,13 @@ struct GeneratedToken {
 
 // Receives each generated token in order; returning false cancels the generation.
 using TokenSink = std::function<bool(const GeneratedToken&)>;
+// Whether a reply to a one-draft request replaces the draft, i.e. moves the session's epoch on.
+// Both sides apply this rule: a rejection that redraws the draft itself changes nothing.
+inline bool replaces_draft(const VerifyRequest& request, const VerifyReply& reply) {
+  return !reply.stale && !request.drafts.empty() && !request.want_bonus &&
+         reply.n_accepted < int(request.drafts.size()) && reply.has_next &&
+         reply.next != request.drafts[size_t(reply.n_accepted)];
+}
 
 class Verifier {
  public:
@@ -70,6 +88,21 @@ class Verifier {
   // end-of-generation token, or the sink cancelled it). The session it opens lives only for
   // the call. An error after some tokens were delivered means the stream broke off there.
   virtual Status generate(const GenerateRequest& request, const TokenSink& sink) = 0;
+
+  // Sends a request without waiting for its reply, so the device can draft on (pipelined
+  // drafting). A session's requests are served in the order they were submitted. The default
+  // serves it at once in the caller's thread and returns a ready future.
+  virtual std::future<Result<VerifyReply>> submit(const VerifyRequest& request);
+  // True when submit() returns before the reply exists (a network client): the device then
+  // takes replies as they arrive. Otherwise replies are taken when the modelled channel says
+  // they would have arrived.
+  virtual bool asynchronous() const { return false; }
 };
+
+inline std::future<Result<VerifyReply>> Verifier::submit(const VerifyRequest& request) {
+  std::promise<Result<VerifyReply>> reply;
+  reply.set_value(verify(request));
+  return reply.get_future();
+}
 
 }  // namespace hlm

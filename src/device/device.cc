@@ -41,6 +41,13 @@ Result<RunResult> Device::generate(const std::vector<int32_t>& prompt, Verifier*
   if (auto st = validate(config_.policy); !st) return st.error();
   if (auto st = hlm::validate(config_.channel); !st) return st.error();
   if (prompt.empty()) return make_error("the prompt is empty: nothing to continue from");
+  if (config_.pipeline_depth < 1 || config_.pipeline_depth > kMaxPipelineDepth) {
+    return make_error("--pipeline-depth {}: expected 1 to {} requests", config_.pipeline_depth,
+                      kMaxPipelineDepth);
+  }
+  if (config_.pipeline_ahead < 1) {
+    return make_error("--pipeline-ahead {}: expected at least 1 token", config_.pipeline_ahead);
+  }
   const int lookahead = config_.policy.importance.lookahead + 1;
   if (int(prompt.size()) + config_.max_tokens + lookahead + config_.policy.draft > config_.n_ctx) {
     return make_error(
@@ -100,9 +107,9 @@ Status prefill(SlmState& slm, const std::vector<int32_t>& prompt, Ledger& ledger
   return ok_status();
 }
 
-// Session open: the prompt goes up once; priced as a step that adds no tokens.
+// Session open: the prompt goes up once; `priced` gets the exchange (a step adding no tokens).
 Result<SessionId> open_session(Verifier& v, const Model& m, const RunConfig& cfg,
-                               const std::vector<int32_t>& prompt, Ledger& ledger) {
+                               const std::vector<int32_t>& prompt, StepInput& priced) {
   SessionParams sp;
   sp.vocab_fingerprint = m.tokenizer().fingerprint();
   sp.n_vocab = m.config().n_vocab;
@@ -112,13 +119,19 @@ Result<SessionId> open_session(Verifier& v, const Model& m, const RunConfig& cfg
   const auto t = Clock::now();
   auto id = v.open(sp);
   if (!id) return id.error();
+  priced.uplink = priced.downlink = true;
+  priced.ul_bits = uplink_bits(cfg.channel, int64_t(prompt.size()), 0, 0);
+  priced.dl_bits = downlink_bits(cfg.channel);
+  priced.t_llm = seconds_since(t);
+  priced.tokens = 0;
+  return id;
+}
+
+Result<SessionId> open_session(Verifier& v, const Model& m, const RunConfig& cfg,
+                               const std::vector<int32_t>& prompt, Ledger& ledger) {
   StepInput in;
-  in.uplink = in.downlink = true;
-  in.ul_bits = uplink_bits(cfg.channel, int64_t(prompt.size()), 0, 0);
-  in.dl_bits = downlink_bits(cfg.channel);
-  in.t_llm = seconds_since(t);
-  in.tokens = 0;
-  ledger.add(in);
+  auto id = open_session(v, m, cfg, prompt, in);
+  if (id) ledger.add(in);
   return id;
 }
 
@@ -151,6 +164,14 @@ void fill_trace(TokenTrace& t, const StepRecord& rec) {
 
 }  // namespace
 
+// The per-token loop of SPEC §2 with pipelined drafting: after an upload the device drafts,
+// decides and uploads on as if the draft were accepted, with at most config.pipeline_depth
+// uploads in flight and config.pipeline_ahead tokens drafted past the oldest of them. Tokens
+// are output once every upload before them is answered. A reply that replaces its draft rolls
+// the device back to that token: the SLM's cache, the generators (so every draw happens as in
+// the loop without pipelining), `pending` and the tokens after it; the requests sent after it
+// carry the old epoch, so the cloud answers them `stale` without touching its context, and the
+// device drops them. Without pipelining the device waits for each reply before drafting on.
 Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Verifier* verifier,
                                         const TokenCallback& on_token) {
   const RunConfig& cfg = config_;
@@ -160,6 +181,9 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
   const bool received =
       uses_importance && cfg.policy.importance.estimator == ImportanceEstimator::kReceived;
   const int w = received ? cfg.policy.importance.lookahead : 0;
+  const size_t depth = cfg.pipeline ? size_t(cfg.pipeline_depth) : 0;
+  const size_t ahead_max = size_t(cfg.pipeline_ahead);
+  const bool async = verifier && verifier->asynchronous();
 
   SlmState slm(slm_, pool_, cfg.n_ctx);
   if (uses_importance) {
@@ -168,17 +192,31 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
                       : AttentionRequest{cfg.policy.importance.layers};
   }
   Sampler sampler(cfg.sampling);
-  dist::Rng draft_rng(cfg.sampling.seed), unc_rng(cfg.sampling.seed + 1),
-      policy_rng(cfg.sampling.seed + 2);
+  // Every random draw of the device; copied at each upload and restored when its draft is
+  // replaced, so the draws after a replacement are those of the loop without pipelining.
+  struct Generators {
+    dist::Rng draft, unc, policy;
+  } rng{dist::Rng(cfg.sampling.seed), dist::Rng(cfg.sampling.seed + 1),
+        dist::Rng(cfg.sampling.seed + 2)};
   UncertaintyEstimator unc(cfg.uncertainty);
-  Ledger ledger(cfg.channel, false);
+  Timeline timeline(cfg.channel);
   RunResult res;
   res.prompt = prompt;
 
-  if (auto st = prefill(slm, prompt, ledger, res); !st) return st.error();
+  if (auto st = slm.eval(prompt); !st) return st.error();
+  res.t_slm_s += slm.unbilled_s;
+  timeline.compute(slm.take_time(), 0);
+  // Opens (or reopens) the session on `context`; the device waits for it.
+  const auto open = [&](const std::vector<int32_t>& context) -> Result<SessionId> {
+    StepInput in;
+    auto id = open_session(*verifier, m, cfg, context, in);
+    if (!id) return id;
+    timeline.wait_until(timeline.reply(timeline.send(in.ul_bits), in.t_llm, in.dl_bits));
+    return id;
+  };
   CloudLink cloud;
   if (cfg.policy.kind != PolicyKind::kSlm) {
-    auto id = open_session(*verifier, m, cfg, prompt, ledger);
+    auto id = open(prompt);
     if (id) {
       session_ = *id;
     } else if (id.error().code == ErrorCode::kUnavailable) {
@@ -189,7 +227,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
   }
 
   std::deque<Draft> queue;
-  std::vector<int32_t> to_eval;  // committed tokens the SLM has not seen yet
+  std::vector<int32_t> to_eval;  // tokens decided on that the SLM has not seen yet
   auto draft_next = [&]() -> Status {
     if (!queue.empty() && !queue.back().evaluated) {
       const int32_t d = queue.back().d;
@@ -206,13 +244,170 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     std::vector<float> p = sampler.distribution(nd.z);
     nd.payload = encode(p, cfg.encoding);
     if (cfg.encoding.kind == Encoding::kTopK) p = decode(nd.payload);  // draw from p̂ itself
-    nd.d = cfg.sampling.temperature <= 0 ? dist::argmax(p) : dist::sample(p, draft_rng);
+    nd.d = cfg.sampling.temperature <= 0 ? dist::argmax(p) : dist::sample(p, rng.draft);
     queue.push_back(std::move(nd));
     return ok_status();
   };
 
+  // An upload whose reply the device has not taken yet.
+  struct InFlight {
+    size_t index = 0;  // the uploaded token's place in res.tokens
+    VerifyRequest request;
+    std::future<Result<VerifyReply>> future;
+    std::optional<Result<VerifyReply>> reply;  // taken from the future
+    int sent = 0;                              // the Timeline's request index
+    double arrives = 0;                        // modelled time the reply is in
+    Generators after;                          // the generators after this token's draws
+  };
+  std::deque<InFlight> flight;
+  // Uploads whose replies are ignored: sent past a replaced draft (answered stale), or in flight
+  // when the cloud was lost or the generation stopped. Joined at the end.
+  std::vector<InFlight> dropped;
+  std::vector<TokenTrace> ahead;       // traces of res.tokens[n_final..], not output yet
+  std::vector<StepInput> ahead_steps;  // what each of them cost, priced when output
+  size_t n_final = 0;
+  uint64_t epoch = 0;  // replies that replaced a draft
+  bool stopped = false;
   const uint64_t payload = payload_bits(cfg.encoding, V);
-  while (int(res.tokens.size()) < cfg.max_tokens) {
+
+  const auto price = [&](TokenTrace& tr, const StepInput& step) {
+    StepRecord rec = account_step(cfg.channel, step);
+    rec.e_device -= cfg.channel.p_idle_w * rec.t_wait;  // waiting belongs to the run's totals
+    fill_trace(tr, rec);
+  };
+  const auto resolve = [&](InFlight& f) {
+    if (f.reply) return;
+    f.reply = f.future.get();
+    if (!f.reply->ok()) {
+      f.arrives = timeline.now();  // nothing came back
+    } else if ((*f.reply)->stale) {
+      timeline.received_dropped(downlink_bits(cfg.channel));
+      f.arrives = timeline.now();
+    } else {
+      f.arrives = timeline.reply(f.sent, (*f.reply)->t_llm_s, downlink_bits(cfg.channel));
+    }
+  };
+  const auto drop_flight = [&] {
+    for (auto& f : flight) dropped.push_back(std::move(f));
+    flight.clear();
+  };
+  // Outputs the tokens no unanswered upload precedes (ahead[k] is res.tokens[n_final + k]).
+  const auto finalize = [&] {
+    const size_t limit = flight.empty() ? res.tokens.size() : flight.front().index;
+    size_t k = 0;
+    while (n_final + k < limit && !stopped) {
+      TokenTrace& tr = ahead[k];
+      price(tr, ahead_steps[k]);
+      if (cfg.keep_trace) res.trace.push_back(tr);
+      k++;
+      if (on_token && !on_token(tr)) stopped = true;
+    }
+    n_final += k;
+    ahead.erase(ahead.begin(), ahead.begin() + long(k));
+    ahead_steps.erase(ahead_steps.begin(), ahead_steps.begin() + long(k));
+    if (stopped) {
+      res.tokens.resize(n_final);
+      ahead.clear();
+      ahead_steps.clear();
+      drop_flight();
+    }
+  };
+  // Takes the oldest reply (it must be in): applies the verdict, rolls back after a
+  // replacement, falls back to SLM-only when the cloud is unreachable.
+  const auto take = [&]() -> Status {
+    InFlight f = std::move(flight.front());
+    flight.pop_front();
+    const size_t first_ahead = n_final;
+    TokenTrace& tr = ahead[f.index - first_ahead];
+    StepInput& step = ahead_steps[f.index - first_ahead];
+    if (!f.reply->ok()) {
+      if (f.reply->error().code != ErrorCode::kUnavailable) {
+        return make_error("verification failed: {}", f.reply->error().message);
+      }
+      cloud.fail(cfg, f.reply->error());
+      // This upload and every one after it stay as drafted, unverified.
+      flight.push_front(std::move(f));
+      for (auto& g : flight) {
+        ahead[g.index - first_ahead].slm_only = true;
+        ahead[g.index - first_ahead].uploaded = false;
+        res.slm_only++;
+      }
+      drop_flight();
+      return ok_status();
+    }
+    const VerifyReply& reply = **f.reply;
+    if (reply.stale) {
+      return make_error(
+          "verification failed: the cloud answered the upload at position {} as stale, but no "
+          "earlier draft was replaced: the device and the cloud disagree on the session's epoch",
+          tr.position);
+    }
+    tr.uploaded = true;
+    tr.accepted = reply.n_accepted == 1;
+    if (!tr.accepted) {
+      tr.resampled = reply.next != tr.draft;
+      tr.accepted = !tr.resampled;  // a rejection that redraws d itself keeps d
+    }
+    res.uploads++;
+    res.drafts_sent++;
+    res.llm_calls++;
+    res.accepted += tr.accepted;
+    res.resampled += tr.resampled;
+    step.uplink = step.downlink = true;
+    step.dl_bits = downlink_bits(cfg.channel);
+    step.t_llm = reply.t_llm_s;
+    if (replaces_draft(f.request, reply)) {
+      // The device learns of it when the reply is in; everything drafted after d goes.
+      timeline.wait_until(f.arrives);
+      epoch++;
+      tr.token = reply.next;
+      tr.piece = m.tokenizer().token_to_piece(reply.next);
+      res.tokens.resize(f.index + 1);
+      res.tokens.back() = reply.next;
+      ahead.resize(f.index + 1 - first_ahead);
+      ahead_steps.resize(f.index + 1 - first_ahead);
+      slm.ctx.truncate(0, tr.position);
+      queue.clear();
+      to_eval = {reply.next};
+      pending_.clear();
+      rng = f.after;
+      drop_flight();
+    }
+    return ok_status();
+  };
+  // Takes the replies that are in: by the modelled clock for an in-process cloud, as they
+  // arrive for a network one.
+  const auto poll = [&]() -> Status {
+    while (!flight.empty()) {
+      InFlight& f = flight.front();
+      if (async && !f.reply &&
+          f.future.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
+        break;
+      }
+      resolve(f);
+      if (!async && f.arrives > timeline.now()) break;
+      if (auto st = take(); !st) return st;
+    }
+    return ok_status();
+  };
+  const auto wait_oldest = [&]() -> Status {
+    resolve(flight.front());
+    timeline.wait_until(flight.front().arrives);
+    return take();
+  };
+
+  for (;;) {
+    if (auto st = poll(); !st) return st.error();
+    finalize();
+    if (stopped) break;
+    const bool ended = !res.tokens.empty() && m.tokenizer().is_eog(res.tokens.back());
+    const bool room = int(res.tokens.size()) < cfg.max_tokens && !ended;
+    if (!flight.empty() && (!room || res.tokens.size() - n_final > ahead_max)) {
+      if (auto st = wait_oldest(); !st) return st.error();
+      continue;
+    }
+    if (!room) break;
+
     const int remaining = cfg.max_tokens - int(res.tokens.size());
     if (queue.empty()) {
       if (auto st = draft_next(); !st) return st.error();
@@ -222,11 +417,13 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     TokenTrace tr;
     tr.position = position;
     tr.draft = e.d;
+    tr.token = e.d;
+    tr.piece = m.tokenizer().token_to_piece(e.d);
 
     const auto tf = Clock::now();
     double lookahead_s = 0;
     float u = -1.0f;
-    if (needs_uncertainty(cfg.policy) || cfg.measure_uncertainty) u = unc(e.z, e.d, unc_rng);
+    if (needs_uncertainty(cfg.policy) || cfg.measure_uncertainty) u = unc(e.z, e.d, rng.unc);
     std::optional<Importance> imp;
     if (uses_importance && needs_importance(cfg.policy, u)) {
       if (received) {
@@ -243,13 +440,13 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
         }
         lookahead_s = slm.unbilled_s - before;
         std::vector<AttentionRows> later;
-        for (int j = 1; j <= want; ++j) later.push_back(queue[j].rows_after);
+        for (int j = 1; j <= want; ++j) later.push_back(queue[size_t(j)].rows_after);
         imp = received_importance(later, position, cfg.policy.importance);
       } else {
         imp = importance(e.rows, cfg.policy.importance);
       }
     }
-    const bool upload = decide_upload(cfg.policy, u, imp ? &*imp : nullptr, policy_rng);
+    const bool upload = decide_upload(cfg.policy, u, imp ? &*imp : nullptr, rng.policy);
     const double t_filter = seconds_since(tf) - lookahead_s;
     tr.u = u;
     if (imp) {
@@ -257,89 +454,74 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
       tr.tau = imp->threshold;
       tr.lambda_flip = imp->lambda_flip;
     }
-
     StepInput step;
     step.t_filter = t_filter;
-    int32_t token = e.d;
-    std::optional<VerifyReply> reply;
-    if (upload && cloud.lost) {
-      // Reconnect when the backoff allows: a new session starts from the whole context.
-      if (Clock::now() >= cloud.retry_at) {
-        std::vector<int32_t> context = prompt;
-        context.insert(context.end(), res.tokens.begin(), res.tokens.end());
-        auto id = open_session(*verifier, m, cfg, context, ledger);
-        if (id) {
-          session_ = *id;
-          pending_.clear();
-          cloud.lost = false;
-          cloud.backoff_s = cfg.retry_initial_s;
-          res.reconnects++;
-        } else {
-          if (id.error().code != ErrorCode::kUnavailable) return id.error();
-          cloud.fail(cfg, id.error());
-        }
-      }
-    }
-    if (upload && !cloud.lost) {
-      VerifyRequest req;
-      req.session = session_;
-      req.pending = pending_;
-      req.drafts = {e.d};
-      if (cfg.encoding.kind != Encoding::kIds) req.p_hat = {e.payload};
-      auto r = verifier->verify(req);
-      if (r) {
-        reply = *r;
-      } else if (r.error().code == ErrorCode::kUnavailable) {
-        cloud.fail(cfg, r.error());
+    step.t_slm = slm.take_time();
+    res.t_slm_s += step.t_slm;
+    res.t_filter_s += t_filter;
+    timeline.compute(step.t_slm, t_filter);
+
+    if (upload && cloud.lost && Clock::now() >= cloud.retry_at) {
+      // Reconnect when the backoff allows: a new session starts from the whole context (no
+      // upload is in flight while the cloud is lost).
+      auto id = open(res.context());
+      if (id) {
+        session_ = *id;
+        pending_.clear();
+        epoch = 0;
+        cloud.lost = false;
+        cloud.backoff_s = cfg.retry_initial_s;
+        res.reconnects++;
       } else {
-        return make_error("verification failed: {}", r.error().message);
+        if (id.error().code != ErrorCode::kUnavailable) return id.error();
+        cloud.fail(cfg, id.error());
       }
     }
-    if (reply) {
-      tr.uploaded = true;
-      tr.accepted = reply->n_accepted == 1;
-      if (!tr.accepted) {
-        token = reply->next;
-        tr.resampled = token != e.d;
-        tr.accepted = !tr.resampled;  // a rejection that redraws d itself keeps d
+    if (upload && !cloud.lost && depth > 0 && flight.size() >= depth) {
+      // As many uploads in flight as allowed: wait for the oldest reply. If it replaces its
+      // draft, this token was drafted past it and goes too (its draws are undone with it).
+      const uint64_t before = epoch;
+      while (flight.size() >= depth && epoch == before && !cloud.lost) {
+        if (auto st = wait_oldest(); !st) return st.error();
       }
-      res.uploads++;
-      res.drafts_sent++;
-      res.llm_calls++;
-      res.accepted += tr.accepted;
-      res.resampled += tr.resampled;
-      step.uplink = step.downlink = true;
-      step.ul_bits = uplink_bits(cfg.channel, int64_t(pending_.size()), payload, 1);
-      step.dl_bits = downlink_bits(cfg.channel);
-      step.t_llm = reply->t_llm_s;
-      pending_.clear();
+      if (epoch != before) continue;
+    }
+    const size_t index = res.tokens.size();
+    if (upload && !cloud.lost) {
+      InFlight f;
+      f.index = index;
+      f.request.session = session_;
+      f.request.pending = std::exchange(pending_, {});
+      f.request.drafts = {e.d};
+      if (cfg.encoding.kind != Encoding::kIds) f.request.p_hat = {e.payload};
+      f.request.epoch = epoch;
+      step.uplink = true;
+      step.ul_bits = uplink_bits(cfg.channel, int64_t(f.request.pending.size()), payload, 1);
+      f.sent = timeline.send(step.ul_bits);
+      f.future = verifier->submit(f.request);
+      f.after = rng;
+      flight.push_back(std::move(f));
+      if (!async) resolve(flight.back());
     } else {
       tr.slm_only = upload;  // wanted verification but the cloud was unreachable
       res.slm_only += upload;
       pending_.push_back(e.d);
     }
-    step.t_slm = slm.take_time();
-    res.t_slm_s += step.t_slm;
-    res.t_filter_s += t_filter;
-    fill_trace(tr, ledger.add(step));
-
-    tr.token = token;
-    tr.piece = m.tokenizer().token_to_piece(token);
-    res.tokens.push_back(token);
-    if (token != e.d) {
-      // Rejected: drop d and every look-ahead draft from the SLM's cache; feed the reply.
-      slm.ctx.truncate(0, position);
-      queue.clear();
-      to_eval = {token};
-    } else {
-      if (!e.evaluated) to_eval = {token};
-      queue.pop_front();
+    res.tokens.push_back(e.d);
+    ahead.push_back(std::move(tr));
+    ahead_steps.push_back(step);
+    if (!e.evaluated) to_eval = {e.d};
+    queue.pop_front();
+    if (depth == 0 && !flight.empty()) {  // not pipelined: wait for the reply at once
+      if (auto st = wait_oldest(); !st) return st.error();
     }
-    if (cfg.keep_trace) res.trace.push_back(tr);
-    if (on_token && !on_token(tr)) break;
-    if (m.tokenizer().is_eog(token)) break;
   }
-  res.totals = ledger.totals();
+  // Requests dropped ahead of a replaced draft: their replies (stale) are in or still coming.
+  for (auto& f : dropped) {
+    if (!f.reply && f.future.get().ok()) timeline.received_dropped(downlink_bits(cfg.channel));
+    res.discarded++;
+  }
+  res.totals = timeline.totals(int64_t(res.tokens.size()));
   res.cloud_error = cloud.last_error;
   return res;
 }

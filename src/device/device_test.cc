@@ -3,6 +3,7 @@
 // any mix of skips, uploads and rejections, greedy equivalence with the LLM, and refusals.
 #include "device/device.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 
 #include "cloud/cloud_verifier.h"
 #include "engine/model_writer.h"
+#include "method/stats_testing.h"
 
 namespace hlm {
 namespace {
@@ -378,7 +380,8 @@ namespace hlm {
 namespace {
 
 // Forwards to a real verifier, but is unreachable for calls [down_from, down_until): the cloud
-// "restarts" there (its sessions are lost), as a killed and restarted server would be.
+// "restarts" there (its sessions are lost), as a killed and restarted server would be; a call
+// on the lost session afterwards is transient too, as the network client reports NOT_FOUND.
 class FlakyVerifier : public Verifier {
  public:
   FlakyVerifier(CloudVerifier& inner, int down_from, int down_until)
@@ -392,7 +395,11 @@ class FlakyVerifier : public Verifier {
       if (calls_ == from_ + 1) (void)inner_.close(r.session);  // the restart loses the session
       return Error{"connection reset", ErrorCode::kUnavailable};
     }
-    return inner_.verify(r);
+    auto reply = inner_.verify(r);
+    if (!reply.ok() && reply.error().message.starts_with("unknown session")) {
+      return Error{reply.error().message, ErrorCode::kUnavailable};
+    }
+    return reply;
   }
   Status close(SessionId s) override { return inner_.close(s); }
   Status generate(const GenerateRequest& r, const TokenSink& sink) override {
@@ -409,28 +416,37 @@ class FlakyVerifier : public Verifier {
 };
 
 TEST(DeviceFailure, CloudLossMidGenerationLosesNoToken) {
-  ThreadPool pool(1);
-  const TinyPair& pair = tiny_pair();
-  CloudVerifier cloud(pair.llm, pool, {4, 256});
-  FlakyVerifier flaky(cloud, 5, 9);
-  RunConfig cfg = config("hlm");
-  cfg.retry_initial_s = 0.0;  // retry at the next upload
-  Device dev(pair.slm, pool, cfg);
-  auto r = dev.generate(kPrompt, &flaky);
-  ASSERT_TRUE(r.ok()) << r.error().message;
-  ASSERT_FALSE(r->tokens.empty());
-  EXPECT_TRUE(r->tokens.size() == size_t(cfg.max_tokens) ||
-              pair.slm->tokenizer().is_eog(r->tokens.back()));
-  EXPECT_GE(r->slm_only, 1);
-  EXPECT_GE(r->reconnects, 1);
-  // The last reason is reported, not only counted (a reconnection attempt was refused).
-  EXPECT_EQ(r->cloud_error, "connection refused");
-  int marked = 0;
-  for (const auto& t : r->trace) marked += t.slm_only;
-  EXPECT_EQ(marked, r->slm_only);
-  std::vector<int32_t> ctx = cloud.context(dev.session()).value();
-  ctx.insert(ctx.end(), dev.pending().begin(), dev.pending().end());
-  EXPECT_EQ(ctx, r->context());
+  for (bool pipeline : {false, true}) {
+    SCOPED_TRACE(pipeline ? "pipelined" : "not pipelined");
+    ThreadPool pool(1);
+    const TinyPair& pair = tiny_pair();
+    CloudVerifier cloud(pair.llm, pool, {4, 256});
+    FlakyVerifier flaky(cloud, 5, 9);
+    RunConfig cfg = config("hlm");
+    cfg.retry_initial_s = 0.0;  // retry at the next upload
+    cfg.pipeline = pipeline;
+    Device dev(pair.slm, pool, cfg);
+    auto r = dev.generate(kPrompt, &flaky);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_FALSE(r->tokens.empty());
+    EXPECT_TRUE(r->tokens.size() == size_t(cfg.max_tokens) ||
+                pair.slm->tokenizer().is_eog(r->tokens.back()));
+    EXPECT_GE(r->slm_only, 1);
+    EXPECT_GE(r->reconnects, 1);
+    // The last reason is reported, not only counted (a reconnection attempt was refused).
+    // (Pipelined, the refusals fall on requests already in flight; the lost session is the last.)
+    if (pipeline) {
+      EXPECT_FALSE(r->cloud_error.empty());
+    } else {
+      EXPECT_EQ(r->cloud_error, "connection refused");
+    }
+    int marked = 0;
+    for (const auto& t : r->trace) marked += t.slm_only;
+    EXPECT_EQ(marked, r->slm_only);
+    std::vector<int32_t> ctx = cloud.context(dev.session()).value();
+    ctx.insert(ctx.end(), dev.pending().begin(), dev.pending().end());
+    EXPECT_EQ(ctx, r->context());
+  }
 }
 
 TEST(DeviceFailure, UnreachableFromTheStartStillGenerates) {
@@ -443,6 +459,192 @@ TEST(DeviceFailure, UnreachableFromTheStartStillGenerates) {
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->tokens.size(), 40u);
   EXPECT_EQ(r->uploads, 0);
+}
+
+// --- pipelined drafting ------------------------------------------------------------------------
+
+// The in-process cloud, watched: after every reply that was not stale, the session's context as
+// the cloud holds it; and the number of stale replies.
+class WatchedVerifier : public Verifier {
+ public:
+  explicit WatchedVerifier(CloudVerifier& inner) : inner_(inner) {}
+  Result<SessionId> open(const SessionParams& p) override { return inner_.open(p); }
+  Result<VerifyReply> verify(const VerifyRequest& r) override {
+    auto reply = inner_.verify(r);
+    if (reply.ok() && reply->stale) {
+      stale++;
+    } else if (reply.ok()) {
+      contexts.push_back(inner_.context(r.session).value());
+    }
+    return reply;
+  }
+  Status close(SessionId s) override { return inner_.close(s); }
+  Status generate(const GenerateRequest& r, const TokenSink& sink) override {
+    return inner_.generate(r, sink);
+  }
+  std::vector<std::vector<int32_t>> contexts;
+  int stale = 0;
+
+ private:
+  CloudVerifier& inner_;
+};
+
+// A device model closer to the cloud's than tiny_pair()'s, so that some drafts are accepted at
+// T > 0 and pipelining has something to gain.
+const TinyPair& close_pair() {
+  static const TinyPair p = make_tiny_pair(3, 0.15f).value();
+  return p;
+}
+
+RunConfig pipelined(RunConfig c, bool on, int depth = 16, int ahead = 32) {
+  c.pipeline = on;
+  c.pipeline_depth = depth;
+  c.pipeline_ahead = ahead;
+  return c;
+}
+
+// SPEC §2's exactness with pipelining: every draw of the device and of the cloud happens as
+// without it (the device restores its generators at a replaced draft; stale requests draw
+// nothing in the cloud), so for a fixed seed the output is the same token for token, at T = 0
+// and at T > 0, for every per-token policy and depth.
+TEST(DevicePipeline, SameOutputsWithAndWithoutPipelining) {
+  for (const char* policy : {"hlm", "uhlm(0.1)", "rand(0.3)", "iuhlm:u_th=0.05,est=focus",
+                             "iuhlm:u_th=0.05,est=entropy", "iuhlm:u_th=0.05,est=received,w=2"}) {
+    for (auto [temp, seed] : {std::pair{0.0f, 1}, {0.9f, 1}, {0.9f, 2}}) {
+      const RunConfig base = config(policy, temp, uint64_t(seed));
+      const auto off = run(pipelined(base, false));
+      for (auto [depth, ahead] : {std::pair{1, 1}, {3, 4}, {16, 32}}) {
+        const auto on = run(pipelined(base, true, depth, ahead));
+        const std::string what =
+            fmt::format("{} T={} seed {} depth {} ahead {}", policy, temp, seed, depth, ahead);
+        EXPECT_EQ(on.result.tokens, off.result.tokens) << what;
+        EXPECT_EQ(on.result.uploads, off.result.uploads) << what;
+        EXPECT_EQ(on.result.resampled, off.result.resampled) << what;
+        EXPECT_EQ(on.result.llm_calls, off.result.llm_calls) << what;
+        ASSERT_EQ(on.result.trace.size(), off.result.trace.size()) << what;
+        for (size_t i = 0; i < on.result.trace.size(); ++i) {
+          EXPECT_EQ(on.result.trace[i].u, off.result.trace[i].u) << what << " token " << i;
+          EXPECT_EQ(on.result.trace[i].uploaded, off.result.trace[i].uploaded) << what;
+        }
+        std::vector<int32_t> cloud = on.cloud_context;
+        cloud.insert(cloud.end(), on.pending.begin(), on.pending.end());
+        EXPECT_EQ(cloud, on.result.context()) << what;
+      }
+    }
+  }
+}
+
+// The first two tokens of hlm at T = 1, every draft verified, have exactly the LLM's
+// distribution (speculative sampling), pipelined or not: the second token is drafted while the
+// first one's reply is in flight and redrafted when that draft is replaced. 2000 fixed seeds
+// per arm give the same tokens in both arms, and the second token's counts pass Pearson's
+// chi-square test against the LLM's own two-step marginal at p > 0.001 (cells under 5 expected
+// pooled).
+TEST(DevicePipeline, TokensKeepTheLlmDistribution) {
+  const TinyPair& pair = close_pair();
+  ThreadPool pool(1);
+  RunConfig c = config("hlm", 1.0f);
+  c.max_tokens = 2;
+  const Sampler sampler(c.sampling);
+  Context ctx(pair.llm, 1, 64, pool);
+  const std::vector<float> q1 = sampler.distribution(*ctx.eval_last(0, kPrompt));
+  // q2 = Σ_t q1(t)·q(· | prompt, t) / Σ_t q1(t) over the first tokens t that do not end the
+  // generation.
+  std::vector<double> q2(q1.size(), 0.0);
+  double kept = 0;
+  for (size_t t = 0; t < q1.size(); ++t) {
+    if (q1[t] == 0.0f || pair.llm->tokenizer().is_eog(int32_t(t))) continue;
+    kept += q1[t];
+    ctx.truncate(0, int(kPrompt.size()));
+    const std::vector<float> qt =
+        sampler.distribution(*ctx.eval_last(0, std::vector<int32_t>{int32_t(t)}));
+    for (size_t v = 0; v < qt.size(); ++v) q2[v] += double(q1[t]) * qt[v];
+  }
+  std::vector<float> q2f;
+  for (double x : q2) q2f.push_back(float(x / kept));
+  CloudVerifier cloud(pair.llm, pool, {2, 64});
+  std::vector<std::vector<int64_t>> counts;
+  for (bool on : {false, true}) {
+    std::vector<int64_t> n2(q2.size(), 0);
+    for (int i = 0; i < 2000; ++i) {
+      RunConfig ci = pipelined(c, on);
+      ci.sampling.seed = 1000 + uint64_t(i);
+      ci.keep_trace = false;
+      Device dev(pair.slm, pool, ci);
+      auto r = dev.generate(kPrompt, &cloud);
+      ASSERT_TRUE(r.ok()) << r.error().message;
+      ASSERT_TRUE(cloud.close(dev.session()).ok());
+      if (r->tokens.size() == 2) n2[size_t(r->tokens[1])]++;
+    }
+    EXPECT_GT(testing::chi_square_p_pooled(n2, q2f), 1e-3) << (on ? "pipelined" : "waiting");
+    counts.push_back(std::move(n2));
+  }
+  EXPECT_EQ(counts[0], counts[1]);
+}
+
+// A replaced draft rolls both sides back: after every reply the cloud's context is a prefix of
+// what the device finally outputs (it never holds a token drafted past a replaced one), the
+// requests sent past a replaced draft are answered stale and dropped, and the modelled run is
+// shorter than waiting for every reply.
+TEST(DevicePipeline, ReplacedDraftsRollBothSidesBack) {
+  const TinyPair& pair = close_pair();
+  for (uint64_t seed : {1, 2, 3}) {
+    ThreadPool pool(1);
+    CloudVerifier cloud(pair.llm, pool, {4, 256});
+    WatchedVerifier watched(cloud);
+    Device dev(pair.slm, pool, pipelined(config("hlm", 0.9f, seed), true));
+    auto r = dev.generate(kPrompt, &watched);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_GT(r->resampled, 0);
+    ASSERT_GT(r->accepted, 0);
+    EXPECT_GT(r->discarded, 0) << "uploads were sent past a draft the cloud replaced";
+    EXPECT_EQ(r->discarded, watched.stale);
+    EXPECT_EQ(int64_t(watched.contexts.size()), r->uploads);
+    const std::vector<int32_t> device = r->context();
+    for (const auto& c : watched.contexts) {
+      ASSERT_LE(c.size(), device.size());
+      EXPECT_TRUE(std::equal(c.begin(), c.end(), device.begin())) << "seed " << seed;
+    }
+    EXPECT_EQ(watched.contexts.back(), device) << "hlm verifies the last token too";
+
+    CloudVerifier cloud2(pair.llm, pool, {4, 256});
+    Device waiting(pair.slm, pool, pipelined(config("hlm", 0.9f, seed), false));
+    auto w = waiting.generate(kPrompt, &cloud2);
+    ASSERT_TRUE(w.ok());
+    EXPECT_EQ(w->tokens, r->tokens);
+    EXPECT_EQ(w->discarded, 0);
+    EXPECT_LT(r->totals.latency_s, w->totals.latency_s)
+        << r->uploads << " uploads " << r->resampled << " resampled " << r->discarded;
+    EXPECT_GT(r->totals.ul_bits, w->totals.ul_bits) << "dropped requests were sent too";
+  }
+}
+
+// A stop requested by the caller mid-pipeline: the output ends at that token and the requests
+// still in flight are dropped.
+TEST(DevicePipeline, StopMidPipelineEndsAtThatToken) {
+  const TinyPair& pair = tiny_pair();
+  ThreadPool pool(1);
+  CloudVerifier cloud(pair.llm, pool, {4, 256});
+  Device dev(pair.slm, pool, pipelined(config("hlm", 0.9f, 4), true));
+  int seen = 0;
+  auto r = dev.generate(kPrompt, &cloud, [&](const TokenTrace&) { return ++seen < 7; });
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->tokens.size(), 7u);
+  EXPECT_EQ(seen, 7);
+  EXPECT_EQ(r->trace.size(), 7u);
+}
+
+TEST(DevicePipeline, RefusesBoundsOutsideTheirRange) {
+  ThreadPool pool(1);
+  CloudVerifier cloud(tiny_pair().llm, pool, {4, 256});
+  for (auto [depth, ahead, flag] : {std::tuple{0, 32, "--pipeline-depth"},
+                                    {kMaxPipelineDepth + 1, 32, "--pipeline-depth"},
+                                    {2, 0, "--pipeline-ahead"}}) {
+    Device dev(tiny_pair().slm, pool, pipelined(config("hlm"), true, depth, ahead));
+    auto r = dev.generate(kPrompt, &cloud);
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find(flag), std::string::npos) << r.error().message;
+  }
 }
 
 }  // namespace

@@ -30,6 +30,7 @@ nlohmann::json summary_json(const RunResult& r) {
       {"resampled", r.resampled},
       {"tsr", n > 0 ? 1.0 - double(r.resampled) / n : 1.0},
       {"llm_calls", r.llm_calls},
+      {"discarded", r.discarded},
       {"uplink_bytes", (t.ul_bits + 7) / 8},
       {"downlink_bytes", (t.dl_bits + 7) / 8},
       {"energy_j", {{"device", t.e_device_j}, {"cloud", t.e_cloud_j}, {"total", t.e_total_j()}}},
@@ -120,6 +121,12 @@ std::string summary_text(const RunResult& r, const RunConfig& cfg, int n_vocab, 
     if (r.slm_only > 0) {
       s += fmt::format("; {} more were kept unverified because the cloud was unreachable",
                        r.slm_only);
+    }
+    if (r.discarded > 0) {
+      s += fmt::format(
+          "; {} requests sent ahead while drafting on (pipelining) were dropped, as a draft "
+          "before them was replaced",
+          r.discarded);
     }
     s += "\n";
   }

@@ -204,4 +204,84 @@ StepRecord StreamTimeline::token(double t_llm, uint64_t dl_bits) {
   return r;
 }
 
+void Timeline::compute(double t_slm, double t_filter) {
+  now_ += t_slm + t_filter;
+  compute_s_ += t_slm + t_filter;
+}
+
+int Timeline::send(uint64_t ul_bits) {
+  const double tx = double(ul_bits) / uplink_rate_bps(cfg_);
+  const double begin = std::max(now_, tx_free_);
+  tx_free_ = begin + tx;
+  radio_.push_back({begin, tx_free_});
+  tx_s_ += tx;
+  ul_bits_ += ul_bits;
+  sends_++;
+  at_cloud_.push_back(tx_free_ + cfg_.rtt_s / 2);
+  return int(at_cloud_.size()) - 1;
+}
+
+double Timeline::reply(int index, double t_llm, uint64_t dl_bits) {
+  cloud_free_ = std::max(cloud_free_, at_cloud_.at(size_t(index))) + t_llm;
+  llm_s_ += t_llm;
+  const double rx = double(dl_bits) / downlink_rate_bps(cfg_);
+  const double begin = std::max(cloud_free_ + cfg_.rtt_s / 2, rx_free_);
+  rx_free_ = begin + rx;
+  radio_.push_back({begin, rx_free_});
+  rx_s_ += rx;
+  dl_bits_ += dl_bits;
+  replies_++;
+  last_in_ = std::max(last_in_, rx_free_);
+  return rx_free_;
+}
+
+void Timeline::received_dropped(uint64_t dl_bits) {
+  rx_s_ += double(dl_bits) / downlink_rate_bps(cfg_);
+  dl_bits_ += dl_bits;
+}
+
+void Timeline::wait_until(double t) {
+  if (t <= now_) return;
+  waits_.push_back({now_, t});
+  now_ = t;
+}
+
+Totals Timeline::totals(int64_t tokens) const {
+  Totals t;
+  t.steps = sends_;
+  t.tokens = tokens;
+  t.uplinks = sends_;
+  t.ul_bits = ul_bits_;
+  t.dl_bits = dl_bits_;
+  t.latency_s = std::max(now_, last_in_);
+  // Idle: waiting time the radio does not fill. Waits are disjoint and in order; radio spans
+  // are merged into their union first (sending and receiving may overlap).
+  std::vector<Span> waits = waits_;
+  if (last_in_ > now_) waits.push_back({now_, last_in_});  // the device waits for the last reply
+  std::vector<Span> radio = radio_;
+  std::sort(radio.begin(), radio.end(), [](Span a, Span b) { return a.begin < b.begin; });
+  std::vector<Span> merged;
+  for (Span r : radio) {
+    if (!merged.empty() && r.begin <= merged.back().end) {
+      merged.back().end = std::max(merged.back().end, r.end);
+    } else {
+      merged.push_back(r);
+    }
+  }
+  double idle = 0;
+  size_t j = 0;
+  for (Span w : waits) {
+    double covered = 0;
+    while (j < merged.size() && merged[j].end <= w.begin) ++j;
+    for (size_t k = j; k < merged.size() && merged[k].begin < w.end; ++k) {
+      covered += std::min(w.end, merged[k].end) - std::max(w.begin, merged[k].begin);
+    }
+    idle += (w.end - w.begin) - covered;
+  }
+  t.e_device_j =
+      cfg_.p_comp_w * compute_s_ + cfg_.p_tx_w * tx_s_ + cfg_.p_rx_w * rx_s_ + cfg_.p_idle_w * idle;
+  t.e_cloud_j = cfg_.p_cloud_w * llm_s_;
+  return t;
+}
+
 }  // namespace hlm

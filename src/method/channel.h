@@ -141,4 +141,46 @@ class StreamTimeline {
   double arrived_ = 0;     // when the device got the last token (or finished sending)
 };
 
+// The device's modelled clock when it overlaps drafting with verification (pipelined drafting),
+// SPEC §7 without the one-step-at-a-time assumption. The device computes, or waits for a reply
+// it needs; its radio sends one request at a time while the device computes on; each request
+// propagates RTT/2 to the cloud, which serves a session's requests one after another, and its
+// reply propagates RTT/2 back and is received one at a time. Throughput is tokens over the time
+// until the last reply is in; device energy is P_comp·compute + P_tx·sending + P_rx·receiving +
+// P_idle·(waiting while the radio is quiet). A device that waits for every reply right after
+// sending reproduces account_step's latency and energy summed over steps.
+class Timeline {
+ public:
+  explicit Timeline(ChannelConfig cfg) : cfg_(std::move(cfg)) {}
+
+  // The device computes for t seconds.
+  void compute(double t_slm, double t_filter);
+  // Sends ul_bits now (after any earlier sending); returns the request's index.
+  int send(uint64_t ul_bits);
+  // The cloud's answer to request `index` (requests answered in order): it computed for t_llm
+  // and replied dl_bits. Returns the time the reply is in on the device.
+  double reply(int index, double t_llm, uint64_t dl_bits);
+  // A reply to a request the device had already dropped (sent ahead of a draft that was then
+  // replaced; the cloud did nothing for it), taken off the air whenever it came.
+  void received_dropped(uint64_t dl_bits);
+  // The device waits, idle, until t (nothing when t has passed).
+  void wait_until(double t);
+  double now() const { return now_; }
+
+  // The run so far: tokens output, every transfer, the time until the last reply is in, energy.
+  Totals totals(int64_t tokens) const;
+
+ private:
+  struct Span {
+    double begin, end;
+  };
+  ChannelConfig cfg_;
+  double now_ = 0, tx_free_ = 0, rx_free_ = 0, cloud_free_ = 0, last_in_ = 0;
+  double compute_s_ = 0, tx_s_ = 0, rx_s_ = 0, llm_s_ = 0;
+  std::vector<double> at_cloud_;  // per request: when it reached the cloud
+  std::vector<Span> radio_, waits_;
+  int64_t sends_ = 0, replies_ = 0;
+  uint64_t ul_bits_ = 0, dl_bits_ = 0;
+};
+
 }  // namespace hlm

@@ -153,5 +153,71 @@ TEST(Channel, StreamedGenerationPaysOneRoundTrip) {
   EXPECT_GT(double(streamed_token_bits(slow)) / downlink_rate_bps(slow), 0.012);
 }
 
+// A channel with round numbers: W = 1 kHz at 0 dB gives R = 1000 bit/s both ways, RTT 0.1 s.
+ChannelConfig round_channel() {
+  ChannelConfig c;
+  c.name = "round";
+  c.bandwidth_ul_hz = c.bandwidth_dl_hz = 1000;
+  c.snr_ul_db = c.snr_dl_db = 0;
+  c.rtt_s = 0.1;
+  return c;
+}
+
+// Two requests in flight while the device drafts on, by hand:
+//   compute 0.01 → send 100 bits: on air [0.01, 0.11], at the cloud 0.16
+//   compute 0.01 → send 50 bits: on air [0.11, 0.16] (after the first), at the cloud 0.21
+//   cloud: first [0.16, 0.18], second [0.21, 0.23]; replies of 40 bits received
+//   [0.23, 0.27] and [0.28, 0.32]
+//   compute 0.01 (now 0.03) → wait for the second reply until 0.32.
+// Waiting 0.29 s, of which the radio is busy 0.13 + 0.04 + 0.04: idle 0.08 s.
+TEST(Timeline, OverlapHandComputed) {
+  const ChannelConfig c = round_channel();
+  Timeline t(c);
+  t.compute(0.01, 0);
+  const int a = t.send(100);
+  t.compute(0.005, 0.005);
+  const int b = t.send(50);
+  EXPECT_NEAR(t.reply(a, 0.02, 40), 0.27, 1e-12);
+  const double in = t.reply(b, 0.02, 40);
+  EXPECT_NEAR(in, 0.32, 1e-12);
+  t.compute(0.01, 0);
+  t.wait_until(in);
+  const Totals s = t.totals(2);
+  EXPECT_NEAR(s.latency_s, 0.32, 1e-12);
+  EXPECT_EQ(s.ul_bits, 150u);
+  EXPECT_EQ(s.dl_bits, 80u);
+  EXPECT_EQ(s.uplinks, 2);
+  // 5·0.03 compute + 1·0.15 sending + 0.5·0.08 receiving + 0.5·0.08 idle.
+  EXPECT_NEAR(s.e_device_j, 0.15 + 0.15 + 0.04 + 0.04, 1e-12);
+  EXPECT_NEAR(s.e_cloud_j, 300 * 0.04, 1e-12);
+  EXPECT_NEAR(s.throughput_tps(), 2 / 0.32, 1e-9);
+}
+
+// A device that waits for each reply before drafting on pays SPEC §7's sum of step latencies
+// and energies: the timeline reproduces account_step.
+TEST(Timeline, WaitingForEveryReplyIsTheSumOfSteps) {
+  for (const ChannelConfig& c :
+       {round_channel(), ChannelConfig::narrowband(), ChannelConfig::lte()}) {
+    Timeline t(c);
+    Ledger ledger(c, false);
+    const StepInput steps[] = {
+        {0.01, 0.002, true, 1216, true, 360, 0.02, 1},
+        {0.012, 0.001, false, 0, false, 0, 0, 1},
+        {0.009, 0.003, true, 1280, true, 360, 0.015, 1},
+    };
+    for (const StepInput& s : steps) {
+      t.compute(s.t_slm, s.t_filter);
+      if (s.uplink) t.wait_until(t.reply(t.send(s.ul_bits), s.t_llm, s.dl_bits));
+      ledger.add(s);
+    }
+    const Totals a = t.totals(3), b = ledger.totals();
+    EXPECT_NEAR(a.latency_s, b.latency_s, 1e-12) << c.name;
+    EXPECT_NEAR(a.e_device_j, b.e_device_j, 1e-12) << c.name;
+    EXPECT_NEAR(a.e_cloud_j, b.e_cloud_j, 1e-12) << c.name;
+    EXPECT_EQ(a.ul_bits, b.ul_bits);
+    EXPECT_EQ(a.dl_bits, b.dl_bits);
+  }
+}
+
 }  // namespace
 }  // namespace hlm

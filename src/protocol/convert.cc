@@ -143,6 +143,7 @@ void to_proto(const VerifyRequest& r, uint64_t step, v1::VerifyRequest* out) {
   out->mutable_drafts()->Assign(r.drafts.begin(), r.drafts.end());
   for (const Payload& p : r.p_hat) serialize(p, *out->add_p_hat());
   out->set_want_bonus(r.want_bonus);
+  if (r.epoch) out->set_epoch(*r.epoch);
 }
 
 Result<VerifyRequest> from_proto(const v1::VerifyRequest& in, const Limits& limits,
@@ -194,6 +195,7 @@ Result<VerifyRequest> from_proto(const v1::VerifyRequest& in, const Limits& limi
   r.pending.assign(in.pending().begin(), in.pending().end());
   r.drafts.assign(in.drafts().begin(), in.drafts().end());
   r.want_bonus = in.want_bonus();
+  if (in.has_epoch()) r.epoch = in.epoch();
   return r;
 }
 
@@ -203,11 +205,20 @@ void to_proto(const VerifyReply& r, v1::VerifyReply* out) {
   out->set_has_next(r.has_next);
   out->set_next(r.has_next ? r.next : -1);
   out->set_t_llm_s(r.t_llm_s);
+  out->set_stale(r.stale);
 }
 
 Result<VerifyReply> from_proto(const v1::VerifyReply& in, int n_drafts, int n_vocab,
                                bool want_bonus) {
   VerifyReply r;
+  if (in.stale()) {
+    if (in.n_accepted() != 0 || in.has_next()) {
+      return make_error("VerifyReply.stale: set with a verdict ({} accepted, has_next {})",
+                        in.n_accepted(), in.has_next());
+    }
+    r.stale = true;
+    return r;
+  }
   if (in.n_accepted() < 0 || in.n_accepted() > n_drafts) {
     return make_error("VerifyReply.n_accepted: {} outside [0, {}]", in.n_accepted(), n_drafts);
   }

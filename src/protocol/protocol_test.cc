@@ -110,6 +110,18 @@ TEST(ProtocolVerify, RoundTripInEveryEncoding) {
     ASSERT_EQ(back->p_hat.size(), r.p_hat.size());
     for (size_t i = 0; i < r.p_hat.size(); ++i)
       EXPECT_EQ(decode(back->p_hat[i]), decode(r.p_hat[i]));
+    EXPECT_FALSE(back->epoch) << "no epoch: the device waits for every reply";
+  }
+  // A pipelining device's epoch travels as set, 0 included.
+  for (uint64_t epoch : {0u, 7u}) {
+    VerifyRequest r = request(Encoding::kFull, 1);
+    r.epoch = epoch;
+    v1::VerifyRequest m;
+    to_proto(r, 0, &m);
+    auto back = from_proto(m, kLimits, Encoding::kFull);
+    ASSERT_TRUE(back.ok()) << back.error().message;
+    ASSERT_TRUE(back->epoch);
+    EXPECT_EQ(*back->epoch, epoch);
   }
 }
 
@@ -182,6 +194,16 @@ TEST(ProtocolReply, ChecksCountsAndTokens) {
   expect_error(from_proto(m, 1, 300, true), "has_next");  // a bonus was asked for
   to_proto(VerifyReply{1, true, 3, -1}, &m);
   expect_error(from_proto(m, 1, 300, true), "t_llm");
+  // A stale reply carries no verdict, and one that does is refused.
+  VerifyReply stale;
+  stale.stale = true;
+  to_proto(stale, &m);
+  auto s = from_proto(m, 1, 300, false);
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_TRUE(s->stale);
+  m.set_has_next(true);
+  m.set_next(5);
+  expect_error(from_proto(m, 1, 300, false), "VerifyReply.stale");
 }
 
 TEST(ProtocolGenerate, RoundTripAndEveryFieldChecked) {

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <future>
 #include <thread>
 
 #include "protocol/convert.h"
@@ -121,11 +122,15 @@ struct RemoteVerifier::Impl {
 
 namespace {
 
-// One metered call: sleeps the emulated uplink time, calls, sleeps the downlink time on
-// success, and books bytes and emulated time into `stats` under `mu`.
+// One metered call: waits out the emulated uplink time, calls, sleeps the downlink time on
+// success, and books bytes and emulated time into `stats` under `mu`. The uplink is one radio:
+// concurrent calls (pipelined drafting) transmit one after another, tracked by `uplink_free`,
+// while their propagation delays overlap.
 template <class Req, class Reply, class Rpc>
 grpc::Status metered_call(const RemoteOptions& o, std::mutex& mu, RemoteStats& stats,
-                          const Req& req, Reply* reply, double timeout_s, Rpc rpc) {
+                          std::chrono::steady_clock::time_point& uplink_free, const Req& req,
+                          Reply* reply, double timeout_s, Rpc rpc) {
+  using Steady = std::chrono::steady_clock;
   grpc::ClientContext ctx;
   prepare(ctx, o, timeout_s);
   const auto link_bits = [&](size_t bytes) {
@@ -133,8 +138,20 @@ grpc::Status metered_call(const RemoteOptions& o, std::mutex& mu, RemoteStats& s
   };
   double emulated = 0;
   if (o.emulate) {
-    emulated = uplink_time_s(*o.emulate, link_bits(req.ByteSizeLong()));
-    sleep_s(emulated);
+    const uint64_t bits = link_bits(req.ByteSizeLong());
+    const double tx = double(bits) / uplink_rate_bps(*o.emulate);
+    Steady::time_point sent;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const auto start = std::max(Steady::now(), uplink_free);
+      uplink_free =
+          start + std::chrono::duration_cast<Steady::duration>(std::chrono::duration<double>(tx));
+      sent = uplink_free;
+    }
+    const auto arrive = sent + std::chrono::duration_cast<Steady::duration>(
+                                   std::chrono::duration<double>(o.emulate->rtt_s / 2));
+    emulated = uplink_time_s(*o.emulate, bits);
+    std::this_thread::sleep_until(arrive);
   }
   const grpc::Status s = rpc(&ctx, req, reply);
   if (s.ok() && o.emulate) {
@@ -211,7 +228,7 @@ Result<SessionId> RemoteVerifier::open(const SessionParams& params) {
   v1::OpenReply reply;
   auto stub = impl_->get();
   const grpc::Status s =
-      metered_call(options_, mu_, stats_, req, &reply, options_.open_timeout_s,
+      metered_call(options_, mu_, stats_, uplink_free_, req, &reply, options_.open_timeout_s,
                    [&](auto* ctx, const auto& rq, auto* rp) { return stub->Open(ctx, rq, rp); });
   impl_->check(s);
   if (!s.ok()) return to_error(s, "open", options_.target);
@@ -224,35 +241,71 @@ Result<SessionId> RemoteVerifier::open(const SessionParams& params) {
 }
 
 Result<VerifyReply> RemoteVerifier::verify(const VerifyRequest& request) {
-  ClientSession cs;
+  return submit_step(request,
+                     [&](uint64_t step, int n_vocab) {
+                       std::promise<Result<VerifyReply>> reply;
+                       reply.set_value(call_verify(request, step, n_vocab));
+                       return reply.get_future();
+                     })
+      .get();
+}
+
+std::future<Result<VerifyReply>> RemoteVerifier::submit(const VerifyRequest& request) {
+  return submit_step(request, [&](uint64_t step, int n_vocab) {
+    return std::async(std::launch::async, [this, request, step, n_vocab] {
+      return call_verify(request, step, n_vocab);
+    });
+  });
+}
+
+// Numbers the request in submission order (the server serves a session's steps in order).
+template <class Send>
+std::future<Result<VerifyReply>> RemoteVerifier::submit_step(const VerifyRequest& request,
+                                                             Send send) {
+  uint64_t step = 0;
+  int n_vocab = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = sessions_.find(request.session);
     if (it == sessions_.end()) {
-      return make_error("verify: session {} was not opened by this client", request.session);
+      std::promise<Result<VerifyReply>> refused;
+      Error e = make_error("verify: session {} was not opened by this client", request.session);
+      if (lost_.count(request.session)) {
+        // An earlier call of this session failed while this one was being built (pipelining).
+        e = make_error("cloud verify ({}): session {} was lost in an earlier call; reopen it",
+                       options_.target, request.session);
+        e.code = ErrorCode::kUnavailable;
+      }
+      refused.set_value(std::move(e));
+      return refused.get_future();
     }
-    cs = it->second;
+    step = it->second.step++;
+    n_vocab = it->second.n_vocab;
   }
+  return send(step, n_vocab);
+}
+
+Result<VerifyReply> RemoteVerifier::call_verify(const VerifyRequest& request, uint64_t step,
+                                                int n_vocab) {
   v1::VerifyRequest req;
-  protocol::to_proto(request, cs.step, &req);
+  protocol::to_proto(request, step, &req);
   v1::VerifyReply reply;
   auto stub = impl_->get();
   const grpc::Status s =
-      metered_call(options_, mu_, stats_, req, &reply, options_.timeout_s,
+      metered_call(options_, mu_, stats_, uplink_free_, req, &reply, options_.timeout_s,
                    [&](auto* ctx, const auto& rq, auto* rp) { return stub->Verify(ctx, rq, rp); });
   impl_->check(s);
   std::lock_guard<std::mutex> lock(mu_);
   if (!s.ok()) {
     // The session may or may not have advanced on the server: it cannot be used again.
-    sessions_.erase(request.session);
+    if (sessions_.erase(request.session)) lost_.insert(request.session);
     return to_error(s, "verify", options_.target);
   }
-  auto r = protocol::from_proto(reply, int(request.drafts.size()), cs.n_vocab, request.want_bonus);
+  auto r = protocol::from_proto(reply, int(request.drafts.size()), n_vocab, request.want_bonus);
   if (!r) {
     sessions_.erase(request.session);
     return make_error("cloud verify ({}): bad reply: {}", options_.target, r.error().message);
   }
-  if (auto it = sessions_.find(request.session); it != sessions_.end()) it->second.step++;
   return r;
 }
 

@@ -8,10 +8,13 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "cloud/verifier.h"
@@ -61,6 +64,9 @@ class RemoteVerifier : public Verifier {
 
   Result<SessionId> open(const SessionParams& params) override;
   Result<VerifyReply> verify(const VerifyRequest& request) override;
+  // Calls on a thread of its own; the emulated uplink still sends one request at a time.
+  std::future<Result<VerifyReply>> submit(const VerifyRequest& request) override;
+  bool asynchronous() const override { return true; }
   Status close(SessionId session) override;
   // One Generate stream; its deadline allows open_timeout_s plus timeout_s per token.
   Status generate(const GenerateRequest& request, const TokenSink& sink) override;
@@ -72,14 +78,19 @@ class RemoteVerifier : public Verifier {
  private:
   struct Impl;
   struct ClientSession {
-    uint64_t step = 0;
+    uint64_t step = 0;  // VerifyRequest.step of the next request submitted
     int n_vocab = 0;
   };
+  template <class Send>
+  std::future<Result<VerifyReply>> submit_step(const VerifyRequest& request, Send send);
+  Result<VerifyReply> call_verify(const VerifyRequest& request, uint64_t step, int n_vocab);
   RemoteOptions options_;
   std::unique_ptr<Impl> impl_;
   mutable std::mutex mu_;
   std::map<SessionId, ClientSession> sessions_;
+  std::set<SessionId> lost_;  // sessions given up after a failed call
   RemoteStats stats_;
+  std::chrono::steady_clock::time_point uplink_free_{};  // the emulated radio is busy until then
 };
 
 // "grpc://host:port", "host:port" (plaintext) or "grpcs://host:port" (TLS) to a gRPC target.

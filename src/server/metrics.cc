@@ -80,6 +80,10 @@ std::string Metrics::render() const {
   counter("hlm_verifications_total", "Verify calls answered successfully.", verifications.load());
   counter("hlm_generations_total", "Generate streams started (cloud-only generation).",
           generations.load());
+  counter("hlm_stale_verifications_total",
+          "Verify calls answered stale: sent by a pipelining device past a draft an earlier reply "
+          "replaced; nothing was evaluated.",
+          stale.load());
   counter("hlm_batches_total", "Batched engine forwards run for Verify calls and streams.",
           batches.load());
   counter("hlm_drafts_total", "Drafted tokens received for verification.", drafts.load());

@@ -43,6 +43,7 @@ class Metrics {
   std::atomic<uint64_t> sessions_opened{0}, sessions_expired{0};
   std::atomic<uint64_t> verifications{0};  // successful Verify calls
   std::atomic<uint64_t> generations{0};    // Generate streams started
+  std::atomic<uint64_t> stale{0};  // Verify calls answered stale (sent past a replaced draft)
   std::atomic<uint64_t> batches{0};
   std::atomic<uint64_t> drafts{0}, accepted{0};
   std::atomic<uint64_t> errors_invalid{0}, errors_not_found{0}, errors_precondition{0},

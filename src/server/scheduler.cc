@@ -198,11 +198,16 @@ void BatchScheduler::loop() {
       }
     }
     stepping.clear();
-    metrics_.batches++;
-    metrics_.batch_size.observe(double(requests.size()));
-    metrics_.forward_time.observe(std::chrono::duration<double>(done - t_forward).count());
+    // Stale requests (pipelined past a replaced draft) were answered without a forward.
+    size_t stale = 0;
+    for (const auto& r : results) stale += r.ok() && r->stale;
+    if (stale < requests.size()) {
+      metrics_.batches++;
+      metrics_.batch_size.observe(double(requests.size() - stale));
+      metrics_.forward_time.observe(std::chrono::duration<double>(done - t_forward).count());
+    }
     for (size_t i = 0; i < batch.size(); ++i) {
-      if (results[i].ok()) {
+      if (results[i].ok() && !results[i]->stale) {
         const VerifyReply& r = results[i].value();
         tokens += requests[i].pending.size() + size_t(r.n_accepted) + (r.has_next ? 1 : 0);
         metrics_.drafts += requests[i].drafts.size();

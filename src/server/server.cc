@@ -34,9 +34,14 @@ struct Session {
   std::string client;      // host of the peer that opened it: only it may use the session
   uint64_t next_step = 0;  // VerifyRequest.step expected next
   int64_t n_tokens = 0;    // context length
-  bool busy = false;       // a Verify is in flight
+  bool busy = false;       // a Verify is being served (later steps wait for it)
   Clock::time_point last_used;
 };
+
+// Pipelined Verify requests of one session: at most this many steps ahead of the one being
+// served, and how long a request waits for a predecessor that has not arrived.
+constexpr uint64_t kMaxAhead = 64;
+constexpr std::chrono::milliseconds kReorderGrace{500};
 
 uint64_t random_id() {
   uint64_t id = 0;
@@ -66,6 +71,7 @@ struct Server::Impl final : public v1::VerifierService::Service {
   std::string host;
 
   std::mutex mu;
+  std::condition_variable step_cv;  // a session's next_step moved on
   std::map<uint64_t, Session> sessions;
   int opening = 0;    // sessions reserved by Open calls in progress
   int streaming = 0;  // sessions held by Generate streams
@@ -175,24 +181,34 @@ struct Server::Impl final : public v1::VerifierService::Service {
     SessionId inner;
     int64_t n_tokens;
     {
-      std::lock_guard<std::mutex> lock(mu);
-      auto it = sessions.find(id);
-      if (it == sessions.end() || it->second.client != host_of(ctx->peer())) {
-        return unknown_session(id);
+      // A pipelined device sends a session's requests before the earlier replies are back, and
+      // handler threads may pick them up out of order: each waits until its predecessor is
+      // served. One whose predecessor does not turn up within kReorderGrace is out of order.
+      std::unique_lock<std::mutex> lock(mu);
+      uint64_t seen_step = UINT64_MAX;
+      auto give_up = Clock::now() + kReorderGrace;
+      for (;;) {
+        auto it = sessions.find(id);
+        if (it == sessions.end() || it->second.client != host_of(ctx->peer())) {
+          return unknown_session(id);
+        }
+        Session& s = it->second;
+        if (s.next_step != seen_step || s.busy) {  // the session moves: keep waiting
+          seen_step = s.next_step;
+          give_up = Clock::now() + kReorderGrace;
+        }
+        if (req->step() < s.next_step || req->step() >= s.next_step + kMaxAhead ||
+            Clock::now() >= give_up) {
+          return refuse(StatusCode::FAILED_PRECONDITION,
+                        fmt::format("VerifyRequest.step: expected {}, got {} (a message out of "
+                                    "order or repeated); reopen the session to resynchronise",
+                                    s.next_step, req->step()));
+        }
+        if (!s.busy && req->step() == s.next_step) break;
+        if (ctx->IsCancelled()) return Status(StatusCode::CANCELLED, "the client went away");
+        step_cv.wait_until(lock, give_up);
       }
-      Session& s = it->second;
-      if (s.busy) {
-        return refuse(StatusCode::FAILED_PRECONDITION,
-                      fmt::format("session {:016x} already has a Verify in flight; send one "
-                                  "request at a time and wait for its reply",
-                                  id));
-      }
-      if (req->step() != s.next_step) {
-        return refuse(StatusCode::FAILED_PRECONDITION,
-                      fmt::format("VerifyRequest.step: expected {}, got {} (a message out of "
-                                  "order or repeated); reopen the session to resynchronise",
-                                  s.next_step, req->step()));
-      }
+      Session& s = sessions.at(id);
       encoding = s.encoding;
       inner = s.inner;
       n_tokens = s.n_tokens;
@@ -206,8 +222,11 @@ struct Server::Impl final : public v1::VerifierService::Service {
       it->second.last_used = Clock::now();
       if (r) {
         it->second.next_step++;
-        it->second.n_tokens += int64_t(n_pending) + r->n_accepted + (r->has_next ? 1 : 0);
+        if (!r->stale) {
+          it->second.n_tokens += int64_t(n_pending) + r->n_accepted + (r->has_next ? 1 : 0);
+        }
       }
+      step_cv.notify_all();
     };
     auto request = protocol::from_proto(*req, limits, encoding);
     if (!request) {
@@ -231,7 +250,7 @@ struct Server::Impl final : public v1::VerifierService::Service {
                     "verify: " + result.error().message);
     }
     release(&result.value(), n_pending);
-    metrics.verifications++;
+    (result->stale ? metrics.stale : metrics.verifications)++;
     protocol::to_proto(*result, reply);
     return Status::OK;
   }
@@ -466,7 +485,8 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<const Model> llm, 
   builder.RegisterService(impl.get());
   builder.SetMaxReceiveMessageSize(int(std::min<size_t>(max_msg, size_t(INT32_MAX))));
   grpc::ResourceQuota quota("hlm-serve");
-  quota.SetMaxThreads(2 * o.max_sessions + 16);
+  // Pipelining devices keep several Verify calls of a session waiting in handler threads.
+  quota.SetMaxThreads(int(kMaxAhead + 2) * o.max_sessions + 16);
   builder.SetResourceQuota(quota);
   // Every session may have a Verify blocked in a handler thread until its batch is served. The
   // sync server lets at most MAX_POLLERS idle threads live (default 2), so with more sessions it

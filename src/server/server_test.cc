@@ -1,5 +1,6 @@
 // The server in-process on 127.0.0.1 (port 0) with tiny models: network output equals
-// in-process output; malformed, oversized, out-of-order and unknown-session messages get clear
+// in-process output, pipelined or not, and a pipelined device's rollbacks leave the server's
+// context the device's; malformed, oversized, out-of-order and unknown-session messages get clear
 // errors while another client keeps being served; API keys, rate and session limits, idle
 // expiry, batching across sessions, metrics; and the device riding out a server restart.
 #include "server/server.h"
@@ -12,8 +13,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <future>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "cloud/cloud_verifier.h"
@@ -159,6 +164,11 @@ TEST(ServerEquivalence, NetworkOutputEqualsInProcessOutput) {
     const RunResult local = run_local(cfg);
     const RunResult remote = run_remote(cfg, srv->address());
     EXPECT_EQ(local.tokens, remote.tokens) << c.policy << " T=" << c.temp << " " << c.encoding;
+    // Pipelined over the network (the default), with replies arriving on their own time, the
+    // output is still the one the device gets waiting for every reply.
+    RunConfig waiting = cfg;
+    waiting.pipeline = false;
+    EXPECT_EQ(run_local(waiting).tokens, remote.tokens) << c.policy << " T=" << c.temp;
     EXPECT_EQ(local.uploads, remote.uploads) << c.policy;
     EXPECT_EQ(local.resampled, remote.resampled) << c.policy;
     EXPECT_EQ(remote.slm_only, 0) << c.policy;
@@ -166,6 +176,92 @@ TEST(ServerEquivalence, NetworkOutputEqualsInProcessOutput) {
   }
   EXPECT_GT(srv->metrics().verifications.load(), 0u);
   EXPECT_EQ(srv->metrics().sessions.load(), 0) << "clients close their sessions on the way out";
+}
+
+// The network client, recorded: every request the device submits, numbered in submission
+// order, with the reply it got.
+class RecordingVerifier : public Verifier {
+ public:
+  explicit RecordingVerifier(RemoteVerifier& inner) : inner_(inner) {}
+  Result<SessionId> open(const SessionParams& p) override {
+    params = p;
+    return inner_.open(p);
+  }
+  Result<VerifyReply> verify(const VerifyRequest& r) override { return submit(r).get(); }
+  std::future<Result<VerifyReply>> submit(const VerifyRequest& r) override {
+    Exchange* e;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      e = &exchanges.emplace_back(Exchange{r, std::nullopt});
+    }
+    return std::async(std::launch::async, [this, e, f = inner_.submit(r)]() mutable {
+      auto reply = f.get();
+      std::lock_guard<std::mutex> lock(mu);
+      if (reply.ok()) e->reply = *reply;
+      return reply;
+    });
+  }
+  bool asynchronous() const override { return true; }
+  Status close(SessionId s) override { return inner_.close(s); }
+  Status generate(const GenerateRequest& r, const TokenSink& sink) override {
+    return inner_.generate(r, sink);
+  }
+
+  struct Exchange {
+    VerifyRequest request;
+    std::optional<VerifyReply> reply;
+  };
+  SessionParams params;
+  std::deque<Exchange> exchanges;  // a deque: appending keeps the others where they are
+  std::mutex mu;
+
+ private:
+  RemoteVerifier& inner_;
+};
+
+// Rollback over the network: the server applied exactly the requests that were not stale, in
+// order. Replaying those into an in-process cloud with the same session parameters gives the
+// same replies (a stale request applied by the server would have moved its context and its
+// random draws), and after each of them the cloud's context is a prefix of the device's output.
+TEST(ServerEquivalence, PipelinedRollbackKeepsTheServersContextTheDevices) {
+  auto srv = start();
+  ASSERT_TRUE(srv);
+  for (uint64_t seed : {3, 4}) {
+    ThreadPool pool(1);
+    RemoteOptions ro;
+    ro.target = srv->address();
+    RemoteVerifier remote(ro);
+    RecordingVerifier recording(remote);
+    Device dev(tiny_pair().slm, pool, config("hlm", 0.8f, seed));
+    auto r = dev.generate(kPrompt, &recording);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_GT(r->resampled, 0);
+    ASSERT_GT(r->discarded, 0) << "requests were sent past a replaced draft";
+
+    CloudVerifier shadow(tiny_pair().llm, pool, {1, 256});
+    const SessionId s = shadow.open(recording.params).value();
+    const std::vector<int32_t> device = r->context();
+    int served = 0, stale = 0;
+    for (const auto& [request, reply] : recording.exchanges) {
+      ASSERT_TRUE(reply) << "every request was answered";
+      if (reply->stale) {
+        stale++;
+        continue;
+      }
+      VerifyRequest again = request;
+      again.session = s;
+      auto want = shadow.verify(again);
+      ASSERT_TRUE(want.ok()) << want.error().message;
+      EXPECT_EQ(reply->n_accepted, want->n_accepted) << "request " << served;
+      EXPECT_EQ(reply->next, want->next) << "request " << served;
+      const std::vector<int32_t> c = shadow.context(s).value();
+      ASSERT_LE(c.size(), device.size());
+      EXPECT_TRUE(std::equal(c.begin(), c.end(), device.begin())) << "request " << served;
+      served++;
+    }
+    EXPECT_EQ(served, r->uploads);
+    EXPECT_EQ(stale, r->discarded);
+  }
 }
 
 // --- refusals ---------------------------------------------------------------------------------
@@ -665,7 +761,14 @@ TEST(ServerGenerate, HangUpsAndDeadlinesStopTheGenerationAndFreeTheSession) {
   ASSERT_EQ(got.size(), 5u);
   EXPECT_TRUE(std::equal(first.begin(), first.end(), got.begin())) << "same seed, same tokens";
   EXPECT_EQ(sessions_after_settling(*s), 0);
-  ro.open_timeout_s = 0.05;
+  // A deadline a quarter of what the whole generation takes here, so that it passes mid-stream
+  // however fast this machine decodes (the client reads ahead of its slow sink).
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<int32_t> all;
+  ASSERT_EQ(generate(*s, generate_request(1990), &all).code, grpc::StatusCode::OK);
+  ASSERT_EQ(sessions_after_settling(*s), 0);
+  ro.open_timeout_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 4;
   ro.timeout_s = 0;
   RemoteVerifier hasty(ro);
   st = hasty.generate(g, [&](const GeneratedToken&) {
@@ -729,7 +832,9 @@ TEST(ServerBatching, ConcurrentDevicesShareForwardsAndMetricsShowIt) {
     uploads += uint64_t(r.uploads);
   }
   const Metrics& m = srv->metrics();
-  EXPECT_EQ(m.verifications.load(), uploads);
+  EXPECT_EQ(m.verifications.load(), uploads) << "pipelined requests past a replaced draft count "
+                                                "as stale, not as verifications";
+  EXPECT_GT(m.stale.load(), 0u);
   EXPECT_LT(m.batches.load(), m.verifications.load()) << "some forwards should serve several";
   EXPECT_GT(m.batch_size.sum() / double(m.batch_size.count()), 1.0);
 
