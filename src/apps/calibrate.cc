@@ -95,13 +95,6 @@ int run_calibrate(const CalibrateOptions& o) {
   if (o.output.json) {
     nlohmann::json j = {{"n_tokens", f.n},
                         {"n_prompts", prompts.size()},
-                        {"a", f.a},
-                        {"b", f.b},
-                        {"correlation", f.correlation},
-                        {"delta", f.delta},
-                        {"mean_beta", f.mean_beta},
-                        {"u_th_risk_averse", f.u_th_averse},
-                        {"u_th_risk_prone", f.u_th_prone},
                         {"u_th", choice.u_th},
                         {"max_risk", choice.max_risk},
                         {"skip_share", choice.skip_share},
@@ -111,6 +104,7 @@ int run_calibrate(const CalibrateOptions& o) {
                         {"slm", pair->slm->path()},
                         {"llm", pair->llm->path()},
                         {"temperature", cfg->sampling.temperature}};
+    for_each_fit_value(f, [&](const char* name, double v) { j[name] = v; });
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("calibration over %zu prompts, %lld drafted tokens (T = %.2f)\n", prompts.size(),

@@ -28,6 +28,19 @@ struct CalibrationFit {
   double mean_beta = 0;
 };
 
+// Calls add(name, value) for each fitted quantity, in one order and with the names that
+// `hlm calibrate --json` and pair profiles print.
+template <class Add>
+void for_each_fit_value(const CalibrationFit& f, Add&& add) {
+  add("a", f.a);
+  add("b", f.b);
+  add("correlation", f.correlation);
+  add("delta", f.delta);
+  add("mean_beta", f.mean_beta);
+  add("u_th_risk_averse", f.u_th_averse);
+  add("u_th_risk_prone", f.u_th_prone);
+}
+
 // Least-squares fit and thresholds from recorded points.
 CalibrationFit fit_calibration(const std::vector<CalibrationPoint>& points);
 

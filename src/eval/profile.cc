@@ -109,14 +109,8 @@ std::string profile_to_json(const PairProfile& p) {
                       {"max_tokens", p.max_tokens},
                       {"temperature", decimal(p.temperature)},
                       {"unc_samples", p.unc_samples},
-                      {"theta_max", decimal(p.theta_max)},
-                      {"a", f.a},
-                      {"b", f.b},
-                      {"correlation", f.correlation},
-                      {"delta", f.delta},
-                      {"mean_beta", f.mean_beta},
-                      {"u_th_risk_averse", f.u_th_averse},
-                      {"u_th_risk_prone", f.u_th_prone}};
+                      {"theta_max", decimal(p.theta_max)}};
+  for_each_fit_value(f, [&](const char* name, double v) { j["calibration"][name] = v; });
   return j.dump(2) + "\n";
 }
 
