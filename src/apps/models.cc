@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -108,7 +109,14 @@ int run_list(const ModelsListOptions& o) {
     return 0;
   }
   std::printf("model cache: %s\n", models_dir().c_str());
-  std::printf("%-6s %-34s %10s  %-8s %s\n", "NAME", "FILE", "SIZE", "PRESENT", "SHA256");
+  // Columns as wide as their longest entry, so longer registry names stay aligned.
+  int name_w = 4, file_w = 4;
+  for (const auto& s : rows) {
+    name_w = std::max(name_w, int(s.entry->name.size()));
+    file_w = std::max(file_w, int(s.entry->file.size()));
+  }
+  std::printf("%-*s %-*s %10s  %-8s %s\n", name_w, "NAME", file_w, "FILE", "SIZE", "PRESENT",
+              "SHA256");
   for (const auto& s : rows) {
     const char* sha = !s.present         ? "-"
                       : !s.size_ok       ? "bad size"
@@ -116,8 +124,9 @@ int run_list(const ModelsListOptions& o) {
                       : !s.error.empty() ? "unreadable"
                       : s.sha_ok         ? "ok"
                                          : "MISMATCH";
-    std::printf("%-6s %-34s %10s  %-8s %s\n", s.entry->name.c_str(), s.entry->file.c_str(),
-                human_size(s.entry->size).c_str(), s.present ? "yes" : "no", sha);
+    std::printf("%-*s %-*s %10s  %-8s %s\n", name_w, s.entry->name.c_str(), file_w,
+                s.entry->file.c_str(), human_size(s.entry->size).c_str(), s.present ? "yes" : "no",
+                sha);
   }
   return 0;
 }
