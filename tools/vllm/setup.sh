@@ -63,7 +63,7 @@ EOF
 missing=$(unmet)
 if [[ -n "$missing" ]]; then
   n=$(wc -l <<<"$missing")
-  say "installing $n of $(grep -c '==' "$req") pinned packages into $venv (a fresh venv: ~6 GB," \
+  say "installing $n of $(sed 's/#.*//' "$req" | grep -c '==') pinned packages into $venv (a fresh venv: ~6 GB," \
     "a few minutes)"
   pip_args=(install --no-deps --disable-pip-version-check -r "$req")
   [[ -n "${CI:-}" ]] && pip_args+=(--progress-bar off)
