@@ -23,6 +23,7 @@ struct ApiCommandOptions {
   PairOptions models;
   MethodOptions method;
   ProfileOptions profile;
+  CostOptions cost;
   ThreadOptions threads;
   CloudLinkOptions link;
   api::ApiOptions api;
@@ -39,6 +40,9 @@ int serve_api(const ApiCommandOptions& o) {
   if (!profile) return fail(profile.error());
   auto cfg = o.method.config(o.api.default_max_tokens, o.models.ctx, profile->policy);
   if (!cfg) return fail(cfg.error());
+  auto cost = o.cost.resolve(*pair);
+  if (!cost) return fail(cost.error());
+  cfg->cost = *cost;
   ThreadPool pool(o.threads.threads);
   std::unique_ptr<CloudVerifier> local;
   std::unique_ptr<Verifier> cloud;
@@ -69,11 +73,12 @@ int serve_api(const ApiCommandOptions& o) {
   const std::string host = server::host_of(o.listen);
   std::fprintf(stderr,
                "hlm api: listening on http://%s:%d/v1 (slm %s, cloud %s, policy %s from %s, "
-               "encoding %s, up to %d requests at once)\n",
+               "encoding %s, device cost %s, cloud cost %s, up to %d requests at once)\n",
                host.c_str(), (*srv)->port(), pair->slm->path().c_str(), cloud_name.c_str(),
                to_string(cfg->policy).c_str(),
                profile->path.empty() ? "U-HLM's defaults" : profile->path.c_str(),
-               to_string(cfg->encoding).c_str(), ao.max_concurrent);
+               to_string(cfg->encoding).c_str(), cfg->cost.device_name.c_str(),
+               cfg->cost.cloud_name.c_str(), ao.max_concurrent);
   if (!server::is_loopback(o.listen)) {
     std::fprintf(stderr, "hlm api: warning: %s is reachable from other machines and has no key\n",
                  o.listen.c_str());
@@ -95,6 +100,7 @@ void add_api_command(CLI::App& app, Commands& commands) {
   o->models.add(sub);
   o->method.add(sub);
   o->profile.add(sub);
+  o->cost.add(sub);
   o->threads.add(sub);
   o->link.add(sub);
   sub->add_option("--max-concurrent", o->api.max_concurrent,

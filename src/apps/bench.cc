@@ -2,7 +2,9 @@
 // attention capture off and on, side by side with llama.cpp on the same file and threads (run
 // from the PyPI oracle through tools/reference/bench_llamacpp.py when it is installed); in the
 // same run, the machine's memory bandwidth, the share of it decode streams as weights, and the
-// process's resident memory against the file's size.
+// process's resident memory against the file's size. With --save-cost it measures instead the
+// forward's time over a grid of sizes and contexts (and the device's filter), fits the lines of a
+// cost profile (eval/cost_profile.h, docs/energy.md) and saves it.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -17,6 +19,9 @@
 #include "apps/command.h"
 #include "apps/options.h"
 #include "engine/context.h"
+#include "eval/cost_profile.h"
+#include "method/importance.h"
+#include "method/uncertainty.h"
 #include "models/registry.h"
 #include "models/subprocess.h"
 #include "ops/ops.h"
@@ -37,6 +42,10 @@ struct BenchOptions {
   bool reference = true;
   std::string python = "python3";
   std::string script = HLM_SOURCE_DIR "/tools/reference/bench_llamacpp.py";
+  std::string save_cost;  // --save-cost FILE
+  std::string cost_role = "device";
+  std::string cost_name;  // default: the file's stem
+  std::string hardware;   // default: the CPU's model name
 };
 
 using Clock = std::chrono::steady_clock;
@@ -154,9 +163,187 @@ double decode_weight_bytes(const Model& m) {
                : static_cast<double>(e.rows) * static_cast<double>(row_bytes(e.type, e.cols)));
 }
 
+// ------------------------------------------------------------------------------ cost profiles
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// The median time of `reps` calls of f after one warm-up call.
+template <class F>
+double median_time(int reps, F&& f) {
+  std::vector<double> t;
+  for (int rep = -1; rep < reps; ++rep) {
+    const auto t0 = Clock::now();
+    f();
+    if (rep >= 0) t.push_back(seconds_since(t0));
+  }
+  return median(t);
+}
+
+std::string cpu_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  }
+  return "unknown CPU";
+}
+
+Result<CostLine> fit_or_explain(const std::vector<CostSample>& samples, unsigned terms,
+                                const char* what) {
+  auto line = fit_cost_line(samples, terms);
+  if (!line) return make_error("--save-cost: fitting {}: {}", what, line.error().message);
+  return line;
+}
+
+// The forward's time for n positions after `context` cached ones, over a grid of both; with
+// `batch`, also batches of single positions (one per sequence) after `context`.
+Result<CostLine> measure_forward(std::shared_ptr<const Model> model, ThreadPool& pool,
+                                 const BenchOptions& o, bool capture, bool batch) {
+  const int V = model->config().n_vocab;
+  const int n_seq = batch ? 4 : 1;
+  Context ctx(model, n_seq, o.model.ctx, pool);
+  AttentionRequest all = AttentionRequest::all(model->config().n_layer);
+  std::vector<int32_t> tokens(size_t(o.model.ctx));
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7919 + 13) % size_t(V));
+  const std::span<const int32_t> toks(tokens);
+  std::vector<CostSample> samples;
+  for (int context : {32, 128, 384}) {
+    for (int n : {1, 2, 4, 8, 16, 32}) {
+      if (context + n > o.model.ctx) continue;
+      for (int s = 0; s < n_seq; ++s) {
+        ctx.clear(s);
+        (void)ctx.eval_last(s, toks.first(size_t(context)));
+      }
+      const double t = median_time(o.reps, [&] {
+        ctx.truncate(0, context);
+        AttentionRows rows;
+        (void)ctx.eval_last(0, toks.subspan(size_t(context), size_t(n)), capture ? &all : nullptr,
+                            &rows);
+      });
+      samples.push_back({{double(n), double(context), 1}, t});
+      if (!batch || n != 1) continue;
+      for (int b : {2, 4}) {
+        const double tb = median_time(o.reps, [&] {
+          std::vector<SeqInput> in;
+          for (int s = 0; s < b; ++s) {
+            ctx.truncate(s, context);
+            in.push_back({s, toks.subspan(size_t(context), 1), {0}, nullptr});
+          }
+          (void)ctx.eval(in);
+        });
+        samples.push_back({{double(b), double(context), double(b)}, tb});
+      }
+    }
+  }
+  const unsigned terms =
+      kTermUnits | kTermContext | kTermUnitsContext | (batch ? unsigned(kTermBatch) : 0u);
+  return fit_or_explain(samples, terms, capture ? "the forward with capture" : "the forward");
+}
+
+// The device's filter: uncertainty over K samples of real logits, importance over the
+// attention rows of real queries at several contexts (ImportanceConfig's default estimator).
+Status measure_filter(std::shared_ptr<const Model> model, ThreadPool& pool, const BenchOptions& o,
+                      CostProfile& p) {
+  const int V = model->config().n_vocab;
+  Context ctx(model, 1, o.model.ctx, pool);
+  AttentionRequest all = AttentionRequest::all(model->config().n_layer);
+  std::vector<int32_t> tokens(size_t(o.model.ctx));
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7919 + 13) % size_t(V));
+  std::vector<CostSample> unc, imp;
+  const ImportanceConfig icfg;
+  for (int context : {32, 128, 384}) {
+    if (context + 1 > o.model.ctx) continue;
+    ctx.clear(0);
+    AttentionRows rows;
+    auto z = ctx.eval_last(0, std::span<const int32_t>(tokens).first(size_t(context)), &all, &rows);
+    if (!z) return z.error();
+    const int32_t d = int32_t(std::max_element(z->begin(), z->end()) - z->begin());
+    constexpr int kCalls = 20;  // per timing: one call is too short for the clock
+    volatile float sink = 0;
+    imp.push_back({{1, double(context), 1}, median_time(o.reps, [&] {
+                                              for (int i = 0; i < kCalls; ++i)
+                                                sink = sink + importance(rows, icfg).value;
+                                            }) / kCalls});
+    if (context != 128) continue;
+    for (int k : {5, 10, 20, 40}) {
+      UncertaintyEstimator est({k, UncertaintyConfig{}.theta_max});
+      dist::Rng rng(7);
+      unc.push_back({{double(k), 0, 1}, median_time(o.reps, [&] {
+                                          for (int i = 0; i < kCalls; ++i)
+                                            sink = sink + est(*z, d, rng);
+                                        }) / kCalls});
+    }
+  }
+  auto u = fit_or_explain(unc, kTermUnits, "uncertainty");
+  if (!u) return u.error();
+  auto i = fit_or_explain(imp, kTermContext, "importance");
+  if (!i) return i.error();
+  p.uncertainty = *u;
+  p.importance = *i;
+  return ok_status();
+}
+
+int run_save_cost(const BenchOptions& o) {
+  if (o.threads.size() != 1) {
+    return fail("--save-cost measures one thread count: give --threads N (the runs' --threads)");
+  }
+  if (o.cost_role != "device" && o.cost_role != "cloud") {
+    return fail(fmt::format("--cost-role {}: expected device or cloud", o.cost_role));
+  }
+  if (o.model.ctx < 416)
+    return fail("--save-cost measures contexts up to 384 + 32: use --ctx 416 or more");
+  auto path = resolve_model(o.model.model);
+  if (!path) return fail(path.error());
+  auto model = Model::load(*path);
+  if (!model) return fail(model.error());
+  const bool device = o.cost_role == "device";
+  const int threads = o.threads.front();
+  ThreadPool pool(threads);
+  CostProfile p;
+  p.name = o.cost_name.empty() ? std::filesystem::path(o.save_cost).stem().string() : o.cost_name;
+  p.role = device ? CostRole::kDevice : CostRole::kCloud;
+  p.model = model_shape(**model);
+  p.model_file = std::filesystem::path(*path).filename().string();
+  p.hardware = o.hardware.empty() ? cpu_name() : o.hardware;
+  p.threads = threads;
+  p.hlm_version = HLM_VERSION;
+  p.command = fmt::format(
+      "hlm bench engine --model {} --threads {} --ctx {} --reps {} --save-cost {} --cost-role {}{}",
+      o.model.model, threads, o.model.ctx, o.reps, o.save_cost, o.cost_role,
+      o.cost_name.empty() ? "" : " --cost-name " + o.cost_name);
+  p.method = fmt::format(
+      "median of {} timed forwards (after a warm-up) of n = 1..32 positions after 32, 128 and "
+      "384 cached ones{}, least-squares fit; {}",
+      o.reps, device ? "" : ", and of batches of 2 and 4 single-position sequences",
+      device ? "with and without attention capture; uncertainty at K = 5..40 samples and "
+               "importance (default estimator) at the same contexts, 20 calls a timing"
+             : "one logit row per sequence, as a per-token verification asks for");
+  std::fprintf(stderr, "bench: measuring the forward of %s at %d thread(s)...\n", path->c_str(),
+               threads);
+  auto forward = measure_forward(*model, pool, o, false, !device);
+  if (!forward) return fail(forward.error());
+  p.forward = *forward;
+  if (device) {
+    auto capture = measure_forward(*model, pool, o, true, false);
+    if (!capture) return fail(capture.error());
+    p.forward_capture = *capture;
+    if (auto st = measure_filter(*model, pool, o, p); !st) return fail(st.error());
+  }
+  if (auto st = save_cost_profile(p, o.save_cost); !st) return fail(st.error());
+  std::printf("%s", cost_profile_to_json(p).c_str());
+  std::fprintf(stderr, "bench: wrote %s (forward R² %.3f)\n", o.save_cost.c_str(), p.forward.r2);
+  return 0;
+}
+
 std::string gb(double bytes) { return fmt::format("{:.2f} GB", bytes / 1e9); }
 
 int run_bench(const BenchOptions& o) {
+  if (!o.save_cost.empty()) return run_save_cost(o);
   auto path = resolve_model(o.model.model);
   if (!path) return fail(path.error());
   const int need = o.depth + std::max(o.n_prompt, o.n_gen);
@@ -296,6 +483,19 @@ void add_bench_command(CLI::App& app, Commands& commands) {
   sub->add_flag("!--no-reference", o->reference, "Skip the llama.cpp comparison");
   sub->add_option("--python", o->python, "Python interpreter with llama-cpp-python")
       ->capture_default_str();
+  sub->add_option("--save-cost", o->save_cost,
+                  "Instead of the speed table: time the forward over a grid of sizes and contexts "
+                  "(and a device's filter), fit the lines and save them as a cost profile "
+                  "(docs/energy.md)");
+  sub->add_option("--cost-role", o->cost_role,
+                  "With --save-cost: device (the SLM: forward, capture, filter) or cloud (the "
+                  "LLM's verification forward, with a batch term)")
+      ->capture_default_str();
+  sub->add_option("--cost-name", o->cost_name,
+                  "With --save-cost: the profile's name (default: "
+                  "the file's stem)");
+  sub->add_option("--hardware", o->hardware,
+                  "With --save-cost: the hardware recorded (default: the CPU's model name)");
   o->output.add(sub);
   commands.on(sub, [o] { return run_bench(*o); });
 }

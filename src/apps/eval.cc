@@ -29,6 +29,7 @@ struct EvalOptions {
   PairOptions models;
   MethodOptions method;
   ProfileOptions profile;
+  CostOptions cost;
   ThreadOptions threads;
   std::string methods = "slm,llm,hlm,rand,uhlm,iuhlm,spec";
   std::string prompts = "test";
@@ -138,6 +139,9 @@ int run_eval_command(EvalOptions o) {
   if (!profile) return fail(profile.error());
   auto base = o.method.config(o.max_tokens, o.models.ctx, profile->policy);
   if (!base) return fail(base.error());
+  auto cost = o.cost.resolve(*pair);
+  if (!cost) return fail(cost.error());
+  base->cost = *cost;
   auto settings = expand_settings(*methods, *sweep, base->policy);
   if (!settings) return fail(settings.error());
 
@@ -172,6 +176,7 @@ int run_eval_command(EvalOptions o) {
                      {"unc_samples", o.method.unc_samples},
                      {"theta_max", o.method.theta_max},
                      {"profile", profile_json(*profile)},
+                     {"cost", cost_json(base->cost)},
                      {"u_hi", pol.u_hi},
                      {"sinks", pol.importance.sinks},
                      {"lookahead", pol.importance.lookahead}};
@@ -247,6 +252,7 @@ void add_eval_command(CLI::App& app, Commands& commands) {
   o->models.add(sub);
   o->method.add(sub);
   o->profile.add(sub);
+  o->cost.add(sub);
   o->threads.add(sub);
   sub->add_option("--methods", o->methods, "Comma-separated: slm,llm,hlm,rand,uhlm,iuhlm,spec")
       ->capture_default_str();

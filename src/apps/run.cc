@@ -47,6 +47,7 @@ struct RunOptions {
   PairOptions models;
   MethodOptions method;
   ProfileOptions profile;
+  CostOptions cost;
   ThreadOptions threads;
   PromptOptions prompt;
   OutputOptions output;
@@ -61,6 +62,9 @@ int run_hybrid(const RunOptions& o) {
   if (!profile) return fail(profile.error());
   auto cfg = o.method.config(o.prompt.max_tokens, o.models.ctx, profile->policy);
   if (!cfg) return fail(cfg.error());
+  auto cost = o.cost.resolve(*pair);
+  if (!cost) return fail(cost.error());
+  cfg->cost = *cost;
   auto prompt = prepare_prompt(*pair->slm, o.prompt, o.models.ctx);
   if (!prompt) return fail(prompt.error());
 
@@ -95,6 +99,7 @@ int run_hybrid(const RunOptions& o) {
     auto j = summary_json(*result);
     j["policy"] = to_string(cfg->policy);
     j["profile"] = profile_json(*profile);
+    j["cost"] = cost_json(cfg->cost);
     j["encoding"] = to_string(cfg->encoding);
     j["channel"] = cfg->channel.name;
     j["slm"] = pair->slm->path();
@@ -134,6 +139,7 @@ void add_run_command(CLI::App& app, Commands& commands) {
   o->models.add(sub);
   o->method.add(sub);
   o->profile.add(sub);
+  o->cost.add(sub);
   o->prompt.add(sub);
   o->threads.add(sub);
   sub->add_option("--trace", o->trace_file, "Write one JSON line per token to this file");

@@ -204,4 +204,34 @@ nlohmann::json profile_json(const ProfileChoice& c) {
           {"rule", fmt::format("skip-risk(max_risk={:g})", c.profile.choice.max_risk)}};
 }
 
+void CostOptions::add(CLI::App* app) {
+  app->add_option("--device-cost", device,
+                  "Device compute times (SLM forward, filter) for the energy and latency model: "
+                  "auto (the cost profile matching the device model, else measured), measured "
+                  "(this machine's clock), a profile name (costs/device/NAME.json) or a file")
+      ->capture_default_str();
+  app->add_option("--cloud-cost", cloud,
+                  "Cloud compute times (LLM forward): auto (the profile matching the cloud model, "
+                  "else measured; with --cloud: measured, as the server reports), measured, a "
+                  "profile name (costs/cloud/NAME.json, e.g. a100-llama-2-7b-fp16) or a file")
+      ->capture_default_str();
+}
+
+Result<CostConfig> CostOptions::resolve(const ModelPair& pair) const {
+  auto d = find_cost_profile(device, CostRole::kDevice, model_shape(*pair.slm));
+  if (!d) return d.error();
+  auto c = find_cost_profile(cloud, CostRole::kCloud,
+                             pair.llm ? std::optional(model_shape(*pair.llm)) : std::nullopt);
+  if (!c) return c.error();
+  for (const std::string* note : {&d->note, &c->note}) {
+    if (!note->empty()) std::fprintf(stderr, "%s\n", note->c_str());
+  }
+  std::fflush(stderr);
+  return cost_config(*d, *c);
+}
+
+nlohmann::json cost_json(const CostConfig& cost) {
+  return {{"device", cost.device_name}, {"cloud", cost.cloud_name}};
+}
+
 }  // namespace hlm::apps

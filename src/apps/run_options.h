@@ -10,6 +10,7 @@
 
 #include "device/device.h"
 #include "engine/model.h"
+#include "eval/cost_profile.h"
 #include "eval/profile.h"
 #include "protocol/remote_verifier.h"
 
@@ -62,6 +63,19 @@ struct ProfileOptions {
 
 // What --json outputs record about the profile in use: its file and values, or the fallback.
 nlohmann::json profile_json(const ProfileChoice& choice);
+
+// --device-cost, --cloud-cost: where the modelled compute times come from (docs/energy.md).
+struct CostOptions {
+  std::string device = "auto";
+  std::string cloud = "auto";
+  void add(CLI::App* app);
+  // The profiles for the loaded pair (with --cloud, `pair.llm` is null: the cloud's auto is
+  // measured, as the remote reports it). Prints fallback and mismatch notes on stderr.
+  Result<CostConfig> resolve(const ModelPair& pair) const;
+};
+
+// What --json outputs and eval's config record about the cost profiles in use.
+nlohmann::json cost_json(const CostConfig& cost);
 
 // --cloud and how to reach it: TLS roots, API key, deadline, channel emulation.
 struct CloudLinkOptions {

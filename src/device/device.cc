@@ -74,21 +74,25 @@ Result<RunResult> Device::generate(const std::vector<int32_t>& prompt, Verifier*
 namespace {
 
 // The SLM side of the loop: one sequence, the newest logits and attention, and the SLM time
-// not yet charged to a step.
+// not yet charged to a step (modelled by the device's cost profile when there is one).
 struct SlmState {
   Context ctx;
+  const DeviceCost* cost;
   AttentionRequest request;
   std::vector<float> z;
   AttentionRows rows;
   double unbilled_s = 0;
 
-  SlmState(std::shared_ptr<const Model> m, ThreadPool& pool, int n_ctx)
-      : ctx(std::move(m), 1, n_ctx, pool) {}
+  SlmState(std::shared_ptr<const Model> m, ThreadPool& pool, const RunConfig& cfg)
+      : ctx(std::move(m), 1, cfg.n_ctx, pool),
+        cost(cfg.cost.device ? &*cfg.cost.device : nullptr) {}
 
   Status eval(std::span<const int32_t> tokens) {
     const auto t = Clock::now();
-    auto r = ctx.eval_last(0, tokens, request.layers.empty() ? nullptr : &request, &rows);
-    unbilled_s += seconds_since(t);
+    const int64_t context = ctx.n_past(0);
+    const bool capture = !request.layers.empty();
+    auto r = ctx.eval_last(0, tokens, capture ? &request : nullptr, &rows);
+    unbilled_s += cost ? cost->slm_s(int64_t(tokens.size()), context, capture) : seconds_since(t);
     if (!r) return r.error();
     z = std::move(r).value();
     return ok_status();
@@ -122,7 +126,8 @@ Result<SessionId> open_session(Verifier& v, const Model& m, const RunConfig& cfg
   priced.uplink = priced.downlink = true;
   priced.ul_bits = uplink_bits(cfg.channel, int64_t(prompt.size()), 0, 0);
   priced.dl_bits = downlink_bits(cfg.channel);
-  priced.t_llm = seconds_since(t);
+  // The cloud evaluates all of the prompt but its last token (Verifier::open).
+  priced.t_llm = cfg.cost.cloud_s(seconds_since(t), int64_t(prompt.size()) - 1, 0);
   priced.tokens = 0;
   return id;
 }
@@ -185,7 +190,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
   const size_t ahead_max = size_t(cfg.pipeline_ahead);
   const bool async = verifier && verifier->asynchronous();
 
-  SlmState slm(slm_, pool_, cfg.n_ctx);
+  SlmState slm(slm_, pool_, cfg);
   if (uses_importance) {
     slm.request = cfg.policy.importance.layers.empty()
                       ? AttentionRequest::all(m.config().n_layer)
@@ -255,6 +260,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     VerifyRequest request;
     std::future<Result<VerifyReply>> future;
     std::optional<Result<VerifyReply>> reply;  // taken from the future
+    double t_llm = 0;                          // the cloud's compute for it (CostConfig)
     int sent = 0;                              // the Timeline's request index
     double arrives = 0;                        // modelled time the reply is in
     Generators after;                          // the generators after this token's draws
@@ -284,7 +290,11 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
       timeline.received_dropped(downlink_bits(cfg.channel));
       f.arrives = timeline.now();
     } else {
-      f.arrives = timeline.reply(f.sent, (*f.reply)->t_llm_s, downlink_bits(cfg.channel));
+      // The cloud evaluates the last token it has, the pending ones and none of the draft.
+      const int64_t n_pending = int64_t(f.request.pending.size());
+      const int64_t first = int64_t(prompt.size() + f.index) - n_pending - 1;
+      f.t_llm = cfg.cost.cloud_s((*f.reply)->t_llm_s, n_pending + 1, first);
+      f.arrives = timeline.reply(f.sent, f.t_llm, downlink_bits(cfg.channel));
     }
   };
   const auto drop_flight = [&] {
@@ -355,7 +365,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     res.resampled += tr.resampled;
     step.uplink = step.downlink = true;
     step.dl_bits = downlink_bits(cfg.channel);
-    step.t_llm = reply.t_llm_s;
+    step.t_llm = f.t_llm;
     if (replaces_draft(f.request, reply)) {
       // The device learns of it when the reply is in; everything drafted after d goes.
       timeline.wait_until(f.arrives);
@@ -447,7 +457,12 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
       }
     }
     const bool upload = decide_upload(cfg.policy, u, imp ? &*imp : nullptr, rng.policy);
-    const double t_filter = seconds_since(tf) - lookahead_s;
+    double t_filter = seconds_since(tf) - lookahead_s;
+    if (cfg.cost.device) {
+      const DeviceCost& dc = *cfg.cost.device;
+      t_filter = (u >= 0 ? dc.uncertainty.seconds({double(cfg.uncertainty.samples), 0, 1}) : 0) +
+                 (imp ? dc.importance.seconds({1, double(position), 1}) : 0);
+    }
     tr.u = u;
     if (imp) {
       tr.importance = imp->value;
@@ -531,7 +546,7 @@ Result<RunResult> Device::run_spec(const std::vector<int32_t>& prompt, Verifier&
   const RunConfig& cfg = config_;
   const Model& m = *slm_;
   const int V = m.config().n_vocab;
-  SlmState slm(slm_, pool_, cfg.n_ctx);
+  SlmState slm(slm_, pool_, cfg);
   Sampler sampler(cfg.sampling);
   dist::Rng draft_rng(cfg.sampling.seed);
   Ledger ledger(cfg.channel, false);
@@ -578,7 +593,10 @@ Result<RunResult> Device::run_spec(const std::vector<int32_t>& prompt, Verifier&
     step.uplink = step.downlink = true;
     step.ul_bits = uplink_bits(cfg.channel, 0, payload_bits(cfg.encoding, V), k);
     step.dl_bits = downlink_bits(cfg.channel);
-    step.t_llm = reply->t_llm_s;
+    // The cloud evaluates the last token it has and every draft but the last (all of them
+    // when it returns a bonus): one query per draft, plus the bonus's.
+    const int n_q = k + (req.want_bonus ? 1 : 0);
+    step.t_llm = cfg.cost.cloud_s(reply->t_llm_s, n_q, base - 1);
     step.tokens = j + (reply->has_next ? 1 : 0);
     res.t_slm_s += step.t_slm;
     const StepRecord& rec = ledger.add(step);
@@ -640,7 +658,13 @@ Result<RunResult> Device::run_llm(const std::vector<int32_t>& prompt, Verifier& 
     tr.token = g.token;
     tr.from_cloud = true;
     tr.piece = m.tokenizer().token_to_piece(g.token);
-    fill_trace(tr, ledger.add(timeline.token(g.t_llm_s, dl_bits)));
+    // Each token is one position after the ones before; the first also pays for the prompt.
+    const int64_t context = int64_t(prompt.size()) - 1 + int64_t(res.tokens.size());
+    const double t_llm = cfg.cost.cloud
+                             ? cfg.cost.cloud_s(0, 1, context) +
+                                   (res.tokens.empty() ? cfg.cost.cloud_s(0, context, 0) : 0.0)
+                             : g.t_llm_s;
+    fill_trace(tr, ledger.add(timeline.token(t_llm, dl_bits)));
     res.tokens.push_back(g.token);
     if (cfg.keep_trace) res.trace.push_back(tr);
     return !on_token || on_token(tr);

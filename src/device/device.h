@@ -14,6 +14,7 @@
 #include "engine/context.h"
 #include "engine/sampler.h"
 #include "method/channel.h"
+#include "method/cost.h"
 #include "method/policy.h"
 #include "method/uncertainty.h"
 #include "method/upload.h"
@@ -27,6 +28,8 @@ struct RunConfig {
   // The method samples from p = softmax(z/T) (SPEC §2): top-k and top-p off by default.
   SamplingParams sampling{0.8f, 0, 1.0f, 42};
   ChannelConfig channel;
+  // Where t_slm, t_filter and t_llm come from: cost profiles, or this machine's clock.
+  CostConfig cost;
   int max_tokens = 128;
   int n_ctx = 2048;
   bool keep_trace = true;

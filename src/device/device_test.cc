@@ -251,6 +251,61 @@ TEST(DeviceAccounting, TotalsAddUp) {
   EXPECT_GE(t.ul_bits / 8 + 1, ul);
 }
 
+// Modelled compute (cost profiles): the energy and latency follow the lines, not the clock.
+CostConfig line_costs() {
+  CostConfig c;
+  c.device =
+      DeviceCost{{2e-3, 1e-3, 1e-6, 1e-8, 0}, CostLine{3e-3, 1e-3}, {1e-5, 1e-6}, {1e-6, 0, 1e-8}};
+  c.cloud = CostLine{1e-2, 4e-3, 2e-6};
+  c.device_name = "test-device";
+  c.cloud_name = "test-cloud";
+  return c;
+}
+
+TEST(DeviceCost, ModelledFiguresAreTheSameRunAfterRun) {
+  for (const char* policy : {"slm", "hlm", "uhlm(0.1)", "iuhlm(0.1)", "spec", "llm"}) {
+    RunConfig cfg = config(policy);
+    cfg.cost = line_costs();
+    const RunResult a = run(cfg).result, b = run(cfg).result;
+    ASSERT_EQ(a.tokens, b.tokens) << policy;
+    EXPECT_EQ(a.totals.e_device_j, b.totals.e_device_j) << policy;
+    EXPECT_EQ(a.totals.e_cloud_j, b.totals.e_cloud_j) << policy;
+    EXPECT_EQ(a.totals.latency_s, b.totals.latency_s) << policy;
+    EXPECT_EQ(a.t_slm_s, b.t_slm_s) << policy;
+    EXPECT_EQ(a.t_filter_s, b.t_filter_s) << policy;
+    ASSERT_EQ(a.trace.size(), b.trace.size());
+    for (size_t i = 0; i < a.trace.size(); ++i) {
+      EXPECT_EQ(a.trace[i].t_llm, b.trace[i].t_llm) << policy << " token " << i;
+      EXPECT_EQ(a.trace[i].e_device, b.trace[i].e_device) << policy << " token " << i;
+    }
+    EXPECT_GT(a.totals.e_total_j(), 0) << policy;
+  }
+}
+
+TEST(DeviceCost, SlmComputeIsTheForwardLineSummed) {
+  // slm: the prompt's forward, then one position per token but the last; no filter, no radio.
+  RunConfig cfg = config("slm");
+  cfg.cost = line_costs();
+  const RunResult r = run(cfg).result;
+  const DeviceCost& d = *cfg.cost.device;
+  const int64_t n_prompt = int64_t(kPrompt.size());
+  double t = d.slm_s(n_prompt, 0, false);
+  for (int64_t i = 0; i + 1 < int64_t(r.tokens.size()); ++i) t += d.slm_s(1, n_prompt + i, false);
+  EXPECT_NEAR(r.t_slm_s, t, 1e-15);
+  EXPECT_EQ(r.t_filter_s, 0.0);
+  EXPECT_NEAR(r.totals.e_device_j, cfg.channel.p_comp_w * t, 1e-12);
+}
+
+TEST(DeviceCost, HlmCloudComputeIsOneForwardPerUploadPlusTheOpen) {
+  // hlm uploads every token with nothing pending: each verification forwards one position.
+  RunConfig cfg = config("hlm");
+  cfg.cost = line_costs();
+  cfg.cost.cloud = CostLine{1e-2};  // a constant 10 ms per forward
+  const RunResult r = run(cfg).result;
+  EXPECT_NEAR(r.totals.e_cloud_j, cfg.channel.p_cloud_w * 1e-2 * double(1 + r.uploads), 1e-9);
+  for (const auto& t : r.trace) EXPECT_EQ(t.t_llm, 1e-2);
+}
+
 TEST(CloudVerifier, RefusesMismatchedVocabularyAndUnknownSessions) {
   ThreadPool pool(1);
   CloudVerifier cloud(tiny_pair().llm, pool, {2, 64});

@@ -6,12 +6,11 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 
 #include "eval/harness.h"
+#include "eval/json_fields.h"
 #include "models/registry.h"
 
 namespace hlm {
@@ -21,66 +20,9 @@ namespace fs = std::filesystem;
 using ojson = nlohmann::ordered_json;
 using json = nlohmann::json;
 
-// Reads fields of one JSON document, naming the file and the dotted field in every error.
-class FieldReader {
- public:
-  explicit FieldReader(const std::string& source) : source_(source) {}
-
-  Result<const json*> object(const json& parent, const std::string& path, const char* key) {
-    auto v = get(parent, path, key);
-    if (!v) return v.error();
-    if (!(*v)->is_object()) return expected(path, key, "an object", **v);
-    return *v;
-  }
-  Result<std::string> string(const json& parent, const std::string& path, const char* key) {
-    auto v = get(parent, path, key);
-    if (!v) return v.error();
-    if (!(*v)->is_string()) return expected(path, key, "a string", **v);
-    return (*v)->get<std::string>();
-  }
-  // A finite number within [lo, hi].
-  Result<double> number(const json& parent, const std::string& path, const char* key,
-                        double lo = -1e300, double hi = 1e300) {
-    auto v = get(parent, path, key);
-    if (!v) return v.error();
-    if (!(*v)->is_number()) return expected(path, key, "a number", **v);
-    const double x = (*v)->get<double>();
-    if (!(x >= lo && x <= hi)) {
-      return make_error("{}: field '{}' is {}, expected a number in [{}, {}]", source_,
-                        name(path, key), x, lo, hi);
-    }
-    return x;
-  }
-
- private:
-  static std::string name(const std::string& path, const char* key) {
-    return path.empty() ? std::string(key) : path + "." + key;
-  }
-  Result<const json*> get(const json& parent, const std::string& path, const char* key) {
-    if (!parent.contains(key)) {
-      return make_error("{}: field '{}' is missing", source_, name(path, key));
-    }
-    return &parent[key];
-  }
-  Error expected(const std::string& path, const char* key, const char* what, const json& got) {
-    return make_error("{}: field '{}' must be {}, got {}", source_, name(path, key), what,
-                      got.type_name());
-  }
-  const std::string& source_;
-};
-
 // A float as the double of its shortest decimal form, so the file says 0.8 rather than
 // 0.800000011920929 and reading it back gives the same float.
 double decimal(float x) { return std::stod(fmt::format("{}", x)); }
-
-// Reads a whole file; the error names it.
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error("{}: cannot read the pair profile", path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 }  // namespace
 
@@ -205,7 +147,7 @@ Result<PairProfile> parse_profile(const std::string& text, const std::string& so
 }
 
 Result<PairProfile> load_profile(const std::string& path) {
-  auto text = read_file(path);
+  auto text = read_text_file(path, "the pair profile");
   if (!text) return text.error();
   return parse_profile(*text, path);
 }
@@ -226,17 +168,19 @@ PolicyConfig profile_policy(const PairProfile& p) {
   return c;
 }
 
-std::vector<std::string> profile_dirs() {
+std::vector<std::string> search_dirs(const char* env_var, const std::string& relative) {
   std::vector<std::string> dirs;
-  if (const char* env = std::getenv("HLM_PROFILES_DIR"); env && *env) dirs.emplace_back(env);
-  dirs.push_back((fs::path(models_dir()) / "profiles").string());
+  if (const char* env = std::getenv(env_var); env && *env) dirs.emplace_back(env);
+  dirs.push_back((fs::path(models_dir()) / relative).string());
   std::error_code ec;
   for (const auto& root : source_roots()) {
-    const fs::path d = fs::path(root) / "profiles";
+    const fs::path d = fs::path(root) / relative;
     if (fs::is_directory(d, ec)) dirs.push_back(d.string());
   }
   return dirs;
 }
+
+std::vector<std::string> profile_dirs() { return search_dirs("HLM_PROFILES_DIR", "profiles"); }
 
 std::string default_profile_path(const PairProfile& p) {
   return (fs::path(models_dir()) / "profiles" /

@@ -49,6 +49,10 @@ Status save_profile(const PairProfile& p, const std::string& path);
 // that estimator is in use; see ImportanceConfig::pair_lambda).
 PolicyConfig profile_policy(const PairProfile& p);
 
+// Where saved files of one kind are searched, in order: the directory in $env_var, `relative` in
+// the models cache (models_dir()) and `relative` in the source tree (the shipped ones;
+// $HLM_SOURCE_DIR or the build's source directory) when it exists.
+std::vector<std::string> search_dirs(const char* env_var, const std::string& relative);
 // Where profiles are searched, in order: $HLM_PROFILES_DIR, `profiles/` in the models cache
 // (models_dir(); where `hlm calibrate --save` writes by default), and `profiles/` in the source
 // tree (the shipped ones; $HLM_SOURCE_DIR or the build's source directory).
