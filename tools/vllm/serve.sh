@@ -90,6 +90,12 @@ case "$cmd" in
       </dev/null >"$log" 2>&1 &
     pid=$!
     echo "$pid" >"$pidfile"
+    # Return only once setsid has made the group (stop, kill and wait look for it).
+    for ((i = 0; i < 100; i++)); do
+      kill -0 -- "-$pid" 2>/dev/null && break
+      kill -0 "$pid" 2>/dev/null || { log_tail; die "the server on port $port exited at once"; }
+      sleep 0.05
+    done
     echo "vllm-serve: started on $url (pid $pid, log $log); '$0 wait $port' waits for /health"
     ;;
   wait)
