@@ -257,6 +257,7 @@ def main():
                     help="seed of the random prompts (default: fresh; a rerun with the same seed "
                          "against the same server finds its prompts cached, so 'cold' is not)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--json-out", metavar="FILE", help="also write the JSON to FILE")
     args = ap.parse_args()
     args.contexts = [int(x) for x in args.contexts.split(",")]
     if args.seed is None:
@@ -283,8 +284,11 @@ def main():
                 ratios[f"{name}: {hi} vs {lo} tokens of context"] = med(name, hi) / med(name, lo)
     out = {"url": args.url, "model": m.model, "vllm_version": version, "block_size": block,
            "machine": machine(),
-           "args": {k: v for k, v in vars(args).items() if k != "json"}, "seconds": round(took, 1),
+           "args": {k: v for k, v in vars(args).items() if k not in ("json", "json_out")}, "seconds": round(took, 1),
            "rows": rows, "context_ratios": ratios}
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(out, f, indent=1)
     if args.json:
         print(json.dumps(out, indent=1))
     else:

@@ -15,8 +15,10 @@
 # Files: $HLM_VLLM_RUN_DIR (/tmp/hlm-vllm)/PORT.log and PORT.pid. Environment:
 # HLM_VLLM_VENV (tools/vllm/setup.sh's venv), HLM_VLLM_MODEL (the folder tools/vllm/
 # convert_gguf.py writes), HLM_VLLM_NAME (served model name, smollm2-135m), HLM_VLLM_HOST
-# (127.0.0.1), HLM_VLLM_ARGS (extra flags, split on spaces), VLLM_CPU_KVCACHE_SPACE (GB of KV
-# cache, 2). Each server holds about 7.5 GB of memory on this model.
+# (127.0.0.1), HLM_VLLM_BLOCK_SIZE (prefix-cache block in tokens, 32: vLLM's CPU default of 128
+# makes a cached request recompute up to 127 tokens; its CPU attention needs a multiple of 32),
+# HLM_VLLM_ARGS (extra flags, split on spaces), VLLM_CPU_KVCACHE_SPACE (GB of KV cache, 2).
+# Each server holds about 7.5 GB of memory on this model.
 set -euo pipefail
 
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/hlm
@@ -84,10 +86,16 @@ case "$cmd" in
       "$venv/bin/python" -m vllm.entrypoints.openai.api_server \
       --model "$model" --served-model-name "$name" \
       --max-logprobs -1 --dtype float32 --enforce-eager --enable-prefix-caching \
-      --max-model-len 2048 --host "$host" --port "$port" ${HLM_VLLM_ARGS:-} \
+      --block-size "${HLM_VLLM_BLOCK_SIZE:-32}" --max-model-len 2048 --host "$host" --port "$port" ${HLM_VLLM_ARGS:-} \
       </dev/null >"$log" 2>&1 &
     pid=$!
     echo "$pid" >"$pidfile"
+    # Return only once setsid has made the group (stop, kill and wait look for it).
+    for ((i = 0; i < 100; i++)); do
+      kill -0 -- "-$pid" 2>/dev/null && break
+      kill -0 "$pid" 2>/dev/null || { log_tail; die "the server on port $port exited at once"; }
+      sleep 0.05
+    done
     echo "vllm-serve: started on $url (pid $pid, log $log); '$0 wait $port' waits for /health"
     ;;
   wait)
