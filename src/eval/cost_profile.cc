@@ -203,11 +203,7 @@ Result<CostProfile> load_cost_profile(const std::string& path) {
 }
 
 Status save_cost_profile(const CostProfile& p, const std::string& path) {
-  std::error_code ec;
-  const fs::path parent = fs::path(path).parent_path();
-  if (!parent.empty()) fs::create_directories(parent, ec);
-  if (ec) return make_error("{}: cannot create the directory: {}", parent.string(), ec.message());
-  return write_text(path, cost_profile_to_json(p));
+  return save_text_file(path, cost_profile_to_json(p));
 }
 
 std::vector<std::string> cost_dirs(CostRole role) {
@@ -239,15 +235,8 @@ Result<CostChoice> find_cost_profile(const std::string& setting, CostRole role,
     return c;
   };
   if (setting == "auto") {
-    std::error_code ec;
     for (const auto& dir : dirs) {
-      if (!fs::is_directory(dir, ec)) continue;
-      std::vector<std::string> files;
-      for (const auto& e : fs::directory_iterator(dir, ec)) {
-        if (e.path().extension() == ".json" && e.is_regular_file(ec)) files.push_back(e.path());
-      }
-      std::sort(files.begin(), files.end());
-      for (const auto& f : files) {
+      for (const auto& f : json_files_in(dir)) {
         auto p = load_cost_profile(f);
         if (!p) return p.error();
         if (p->role == role && p->model == *shape) return take(f, std::move(*p));

@@ -242,6 +242,49 @@ TEST(Harness, RefusesToMixConfigurations) {
   EXPECT_NE(r.error().message.find("max_tokens"), std::string::npos);
 }
 
+// With cost profiles the modelled figures depend on the work alone: two evaluations into two
+// directories record the same energy and modelled throughput for every run; the cost setting is
+// part of the configuration a resumed directory must match.
+TEST(Harness, ModelledFiguresWithCostProfilesAreTheSameRunAfterRun) {
+  TempDir a, b;
+  const auto& pair = tiny_pair();
+  ThreadPool pool(1);
+  CostConfig cost;
+  cost.device =
+      DeviceCost{{1e-3, 2e-4, 1e-7, 0, 0}, CostLine{2e-3, 2e-4}, {1e-5, 1e-6}, {1e-6, 0, 1e-8}};
+  cost.cloud = CostLine{5e-3, 1e-3, 1e-6};
+  cost.device_name = "d";
+  cost.cloud_name = "c";
+  std::vector<std::vector<nlohmann::json>> lines;
+  for (const TempDir* dir : {&a, &b}) {
+    EvalConfig cfg = config(dir->path.string(), "slm,llm,hlm,uhlm,iuhlm,spec", "u_th=0.3");
+    cfg.base.cost = cost;
+    cfg.fingerprint["cost"] = {{"device", "d"}, {"cloud", "c"}};
+    ASSERT_TRUE(run_eval(pair.slm, pair.llm, pool, cfg, prompts(2)).ok());
+    lines.push_back(read_jsonl((dir->path / "results.jsonl").string()).value());
+  }
+  ASSERT_EQ(lines[0].size(), lines[1].size());
+  ASSERT_FALSE(lines[0].empty());
+  for (size_t i = 0; i < lines[0].size(); ++i) {
+    const auto& x = lines[0][i];
+    const auto& y = lines[1][i];
+    ASSERT_EQ(x["key"], y["key"]);
+    for (const char* f : {"e_per_token_j", "e_device_per_token_j", "e_cloud_per_token_j",
+                          "latency_s", "tokens_per_s"}) {
+      EXPECT_EQ(x[f], y[f]) << x["key"] << " " << f;
+    }
+  }
+  EvalConfig other = config(a.path.string(), "slm", "");
+  other.fingerprint["cost"] = {{"device", "measured"}, {"cloud", "c"}};
+  auto r = run_eval(pair.slm, pair.llm, pool, other, prompts(1));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(
+      r.error().message.find(
+          R"(cost was {"cloud":"c","device":"d"} and is now {"cloud":"c","device":"measured"})"),
+      std::string::npos)
+      << r.error().message;
+}
+
 TEST(Summary, MeansAndIntervalsOverPromptsWithScoresAndSavings) {
   TempDir dir;
   const auto& pair = tiny_pair();

@@ -1,8 +1,12 @@
 // JSON field readers (see json_fields.h).
 #include "eval/json_fields.h"
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include "eval/harness.h"
 
 namespace hlm {
 
@@ -59,6 +63,27 @@ Result<std::string> read_text_file(const std::string& path, const char* what) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+Status save_text_file(const std::string& path, const std::string& text) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path parent = fs::path(path).parent_path();
+  if (!parent.empty()) fs::create_directories(parent, ec);
+  if (ec) return make_error("{}: cannot create the directory: {}", parent.string(), ec.message());
+  return write_text(path, text);
+}
+
+std::vector<std::string> json_files_in(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> files;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return files;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (e.path().extension() == ".json" && e.is_regular_file(ec)) files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
 }
 
 }  // namespace hlm

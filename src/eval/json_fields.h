@@ -1,9 +1,11 @@
-// JSON field readers for the files hlm saves and loads back (pair profiles, cost profiles): every
-// error names the file and the dotted field, with what was expected.
+// The JSON files hlm saves and loads back (pair profiles, cost profiles): field readers whose
+// every error names the file and the dotted field with what was expected, and the reading,
+// writing and listing of such files.
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "util/result.h"
 
@@ -31,5 +33,9 @@ class FieldReader {
 
 // A whole file as text; the error names it and what it was read as ("the pair profile").
 Result<std::string> read_text_file(const std::string& path, const char* what);
+// Writes a file whole or not at all, creating its directory first.
+Status save_text_file(const std::string& path, const std::string& text);
+// The regular *.json files directly in `dir`, sorted (none when it is not a directory).
+std::vector<std::string> json_files_in(const std::string& dir);
 
 }  // namespace hlm

@@ -153,11 +153,7 @@ Result<PairProfile> load_profile(const std::string& path) {
 }
 
 Status save_profile(const PairProfile& p, const std::string& path) {
-  std::error_code ec;
-  const fs::path parent = fs::path(path).parent_path();
-  if (!parent.empty()) fs::create_directories(parent, ec);
-  if (ec) return make_error("{}: cannot create the directory: {}", parent.string(), ec.message());
-  return write_text(path, profile_to_json(p));
+  return save_text_file(path, profile_to_json(p));
 }
 
 PolicyConfig profile_policy(const PairProfile& p) {
@@ -231,15 +227,8 @@ Result<ProfileChoice> find_profile(const std::string& explicit_path,
     return take(explicit_path, std::move(*p));
   }
   const std::vector<std::string> dirs = profile_dirs();
-  std::error_code ec;
   for (const auto& dir : dirs) {
-    if (!fs::is_directory(dir, ec)) continue;
-    std::vector<std::string> files;
-    for (const auto& e : fs::directory_iterator(dir, ec)) {
-      if (e.path().extension() == ".json" && e.is_regular_file(ec)) files.push_back(e.path());
-    }
-    std::sort(files.begin(), files.end());
-    for (const auto& f : files) {
+    for (const auto& f : json_files_in(dir)) {
       auto p = load_profile(f);
       if (!p) return p.error();
       if (fits(*p)) return take(f, std::move(*p));

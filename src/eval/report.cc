@@ -150,8 +150,11 @@ std::string summary_text(const RunResult& r, const RunConfig& cfg, int n_vocab, 
     s += "\n";
   }
   // The modelled cost.
-  s += fmt::format("  modelled on {}: {:.2f} tokens/s, {:.2f} J ({:.2f} J device, {:.2f} J cloud)",
-                   cfg.channel.name, t.throughput_tps(), t.e_total_j(), t.e_device_j, t.e_cloud_j);
+  s += fmt::format(
+      "  modelled on {} (compute times: device {}, cloud {}): {:.2f} tokens/s, {:.2f} J ({:.2f} J "
+      "device, {:.2f} J cloud)",
+      cfg.channel.name, cfg.cost.device_name, cfg.cost.cloud_name, t.throughput_tps(),
+      t.e_total_j(), t.e_device_j, t.e_cloud_j);
   if (r.t_filter_s > 0) {
     s += fmt::format("; the filter (uncertainty, importance) took {:.1f}% of the SLM's time",
                      100.0 * ratio(r.t_filter_s, r.t_slm_s));
