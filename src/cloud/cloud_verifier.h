@@ -1,8 +1,7 @@
 // CloudVerifier: the cloud side of hlm. Holds the LLM and one KV sequence per session; appends
 // each request's pending tokens and drafts in one forward, verifies the drafts against p̂ by
 // speculative sampling, and rolls its cache back past rejected drafts. verify_batch() serves
-// several sessions' requests in one batched forward (continuous batching). generate() streams a
-// cloud-only generation as a sequence of draft-less verifications of one session.
+// several sessions' requests in one batched forward (continuous batching).
 #pragma once
 
 #include <map>
@@ -10,9 +9,8 @@
 #include <mutex>
 #include <span>
 
-#include "cloud/verifier.h"
+#include "cloud/batch_verifier.h"
 #include "engine/context.h"
-#include "method/distribution.h"
 
 namespace hlm {
 
@@ -21,23 +19,16 @@ struct CloudOptions {
   int max_context = 2048;
 };
 
-class CloudVerifier : public Verifier {
+class CloudVerifier : public BatchVerifier {
  public:
   CloudVerifier(std::shared_ptr<const Model> llm, ThreadPool& pool, CloudOptions options = {});
 
   Result<SessionId> open(const SessionParams& params) override;
-  Result<VerifyReply> verify(const VerifyRequest& request) override;
   Status close(SessionId session) override;
-  // One session, one draft-less verify() per token; the sink runs on the caller's thread.
-  Status generate(const GenerateRequest& request, const TokenSink& sink) override;
-
-  // Opens the session a generation runs in, after checking max_tokens against the context.
-  // The caller closes it.
-  Result<SessionId> open_generation(const GenerateRequest& request);
-
-  // Serves several requests (distinct sessions) in one forward. Each result stands alone: a
-  // bad request gets its own error and does not disturb the others.
-  std::vector<Result<VerifyReply>> verify_batch(std::span<const VerifyRequest> requests);
+  // Serves several requests (distinct sessions) in one forward.
+  std::vector<Result<VerifyReply>> verify_batch(std::span<const VerifyRequest> requests) override;
+  const Tokenizer& tokenizer() const override { return context_.model().tokenizer(); }
+  int max_context() const override { return options_.max_context; }
 
   // The session's context as the cloud sees it (for synchronisation checks).
   Result<std::vector<int32_t>> context(SessionId session) const;
@@ -49,12 +40,8 @@ class CloudVerifier : public Verifier {
  private:
   struct Session {
     int slot = 0;
-    SessionParams params;
-    std::vector<int32_t> tokens;  // the whole context; the cache holds all but the last
-    dist::Rng rng;
-    uint64_t epoch = 0;  // replies that replaced a draft (VerifyRequest::epoch)
+    CloudSession state;  // the cache holds all its tokens but the last
   };
-  Status check(const VerifyRequest& r, const Session& s) const;
 
   Context context_;
   ThreadPool& pool_;

@@ -7,7 +7,7 @@
 
 namespace hlm::server {
 
-BatchScheduler::BatchScheduler(CloudVerifier& cloud, Metrics& metrics, SchedulerOptions options)
+BatchScheduler::BatchScheduler(BatchVerifier& cloud, Metrics& metrics, SchedulerOptions options)
     : cloud_(cloud), metrics_(metrics), options_(options) {
   if (options_.max_batch < 1) options_.max_batch = 1;
   thread_ = std::thread([this] { loop(); });
@@ -131,7 +131,7 @@ void BatchScheduler::loop() {
   std::vector<Job> batch;
   std::vector<VerifyRequest> requests;
   std::vector<std::shared_ptr<TokenStream>> stepping;  // streams in this forward
-  const Tokenizer& tok = cloud_.model().tokenizer();
+  const Tokenizer& tok = cloud_.tokenizer();
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -226,7 +226,7 @@ Status ScheduledVerifier::generate(const GenerateRequest& request, const TokenSi
   return stream_generate(cloud_, scheduler_, request, sink);
 }
 
-Status stream_generate(CloudVerifier& cloud, BatchScheduler& scheduler,
+Status stream_generate(BatchVerifier& cloud, BatchScheduler& scheduler,
                        const GenerateRequest& request, const TokenSink& sink,
                        const std::function<bool()>& cancelled) {
   using Clock = std::chrono::steady_clock;

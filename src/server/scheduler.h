@@ -1,6 +1,6 @@
 // BatchScheduler: continuous batching of Verify calls. Handlers submit requests from many
 // sessions; one thread takes what is queued (up to max_batch) and serves it with ONE
-// CloudVerifier::verify_batch() forward, then hands each caller its own result. A bad request
+// BatchVerifier::verify_batch() call, then hands each caller its own result. A bad request
 // fails alone and never holds up the others.
 //
 // Streamed generations (policy llm) join the same forwards: each active stream adds one
@@ -25,7 +25,7 @@
 #include <thread>
 #include <vector>
 
-#include "cloud/cloud_verifier.h"
+#include "cloud/batch_verifier.h"
 #include "server/metrics.h"
 
 namespace hlm::server {
@@ -88,7 +88,7 @@ class TokenStream {
 
 class BatchScheduler {
  public:
-  BatchScheduler(CloudVerifier& cloud, Metrics& metrics, SchedulerOptions options);
+  BatchScheduler(BatchVerifier& cloud, Metrics& metrics, SchedulerOptions options);
   ~BatchScheduler();  // stops: queued requests fail with "server shutting down"
 
   // Queues one request. The caller guarantees at most one request per session in flight.
@@ -111,7 +111,7 @@ class BatchScheduler {
   // gather_deadline() for the current queue.
   std::chrono::steady_clock::time_point deadline() const;
 
-  CloudVerifier& cloud_;
+  BatchVerifier& cloud_;
   Metrics& metrics_;
   SchedulerOptions options_;
   std::mutex mu_;
@@ -127,12 +127,12 @@ class BatchScheduler {
   std::thread thread_;
 };
 
-// The in-process cloud as a Verifier whose verify() calls from many threads share forwards
+// A cloud backend as a Verifier whose verify() calls from many threads share forwards
 // through a BatchScheduler (for `hlm api` with --llm: concurrent requests are verified in one
 // batched forward, as `hlm serve` does for devices).
 class ScheduledVerifier : public Verifier {
  public:
-  ScheduledVerifier(CloudVerifier& cloud, SchedulerOptions options = {})
+  ScheduledVerifier(BatchVerifier& cloud, SchedulerOptions options = {})
       : cloud_(cloud), scheduler_(cloud, metrics_, options) {}
   Result<SessionId> open(const SessionParams& params) override { return cloud_.open(params); }
   Result<VerifyReply> verify(const VerifyRequest& request) override {
@@ -143,7 +143,7 @@ class ScheduledVerifier : public Verifier {
   const Metrics& metrics() const { return metrics_; }
 
  private:
-  CloudVerifier& cloud_;
+  BatchVerifier& cloud_;
   Metrics metrics_;
   BatchScheduler scheduler_;
 };
@@ -152,7 +152,7 @@ class ScheduledVerifier : public Verifier {
 // `sink` (with the prompt's evaluation billed to the first), and closes the session however it
 // ends. `cancelled` is polled while waiting for tokens (a client hang-up, a deadline, shutdown);
 // it ends the generation with an error saying so.
-Status stream_generate(CloudVerifier& cloud, BatchScheduler& scheduler,
+Status stream_generate(BatchVerifier& cloud, BatchScheduler& scheduler,
                        const GenerateRequest& request, const TokenSink& sink,
                        const std::function<bool()>& cancelled = {});
 

@@ -7,6 +7,7 @@
 
 #include <thread>
 
+#include "cloud/cloud_verifier.h"
 #include "device/device.h"
 #include "engine/model_writer.h"
 #include "method/policy.h"

@@ -1,6 +1,6 @@
 // Server implementation: one handler per RPC (Open, Verify, Close, Generate, Health), a session
-// table in front of the CloudVerifier, the batch scheduler, the idle reaper and the metrics
-// endpoint.
+// table in front of the cloud backend (a BatchVerifier), the batch scheduler, the idle reaper and
+// the metrics endpoint.
 #include "server/server.h"
 
 #include <grpcpp/grpcpp.h>
@@ -27,9 +27,9 @@ using grpc::ServerContext;
 using grpc::Status;
 using grpc::StatusCode;
 
-// The server's view of one session; the KV sequence itself lives in the CloudVerifier.
+// The server's view of one session; its context lives in the backend.
 struct Session {
-  SessionId inner = 0;  // CloudVerifier's id
+  SessionId inner = 0;  // the backend's id
   Encoding encoding = Encoding::kFull;
   std::string client;      // host of the peer that opened it: only it may use the session
   uint64_t next_step = 0;  // VerifyRequest.step expected next
@@ -61,7 +61,7 @@ struct Server::Impl final : public v1::VerifierService::Service {
   std::shared_ptr<const Model> llm;
   protocol::Limits limits;
   std::unique_ptr<ThreadPool> pool;
-  std::unique_ptr<CloudVerifier> cloud;
+  std::unique_ptr<BatchVerifier> cloud;
   Metrics metrics;
   std::unique_ptr<BatchScheduler> scheduler;
   std::unique_ptr<RateLimiter> limiter;
@@ -246,8 +246,7 @@ struct Server::Impl final : public v1::VerifierService::Service {
     auto result = scheduler->submit(std::move(request).value()).get();
     if (!result) {
       release(nullptr, 0);
-      return refuse(stopped_flag() ? StatusCode::UNAVAILABLE : StatusCode::INTERNAL,
-                    "verify: " + result.error().message);
+      return refuse(failure_code(result.error()), "verify: " + result.error().message);
     }
     release(&result.value(), n_pending);
     (result->stale ? metrics.stale : metrics.verifications)++;
@@ -319,10 +318,7 @@ struct Server::Impl final : public v1::VerifierService::Service {
           },
           [&] { return ctx->IsCancelled() || stopped_flag(); });
       if (ctx->IsCancelled()) return Status(StatusCode::CANCELLED, "the client cancelled");
-      if (!st) {
-        return refuse(stopped_flag() ? StatusCode::UNAVAILABLE : StatusCode::INTERNAL,
-                      "generate: " + st.error().message);
-      }
+      if (!st) return refuse(failure_code(st.error()), "generate: " + st.error().message);
       return Status::OK;
     }();
     std::lock_guard<std::mutex> lock(mu);
@@ -345,6 +341,15 @@ struct Server::Impl final : public v1::VerifierService::Service {
     std::lock_guard<std::mutex> lock(mu);
     reply->set_sessions(int(sessions.size()) + streaming);
     return Status::OK;
+  }
+
+  // A backend's failure as devices must see it: a backend that cannot be reached, or did not
+  // answer in time, is transient (the device continues on its SLM and comes back), as is a
+  // server shutting down; anything else is the server's own fault.
+  StatusCode failure_code(const Error& e) {
+    if (stopped_flag() || e.code == ErrorCode::kUnavailable) return StatusCode::UNAVAILABLE;
+    if (e.code == ErrorCode::kDeadlineExceeded) return StatusCode::DEADLINE_EXCEEDED;
+    return StatusCode::INTERNAL;
   }
 
   // --- lifecycle -------------------------------------------------------------------------------
@@ -431,7 +436,8 @@ void Server::wait() {
   impl_->stop_cv.wait(lock, [&] { return impl_->finished; });
 }
 
-Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<const Model> llm, ServerOptions o) {
+Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<const Model> llm, ServerOptions o,
+                                              std::unique_ptr<BatchVerifier> backend) {
   if (!llm) return make_error("serve: no model");
   if (o.max_sessions < 1) return make_error("--max-sessions must be at least 1");
   if (o.max_context < 16) return make_error("--max-context must be at least 16 tokens");
@@ -455,9 +461,13 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<const Model> llm, 
   impl->options = o;
   impl->llm = llm;
   impl->limits = {llm->config().n_vocab, o.max_context, o.max_drafts};
-  impl->pool = std::make_unique<ThreadPool>(o.threads);
-  impl->cloud = std::make_unique<CloudVerifier>(llm, *impl->pool,
-                                                CloudOptions{o.max_sessions, o.max_context});
+  if (backend) {
+    impl->cloud = std::move(backend);
+  } else {
+    impl->pool = std::make_unique<ThreadPool>(o.threads);
+    impl->cloud = std::make_unique<CloudVerifier>(llm, *impl->pool,
+                                                  CloudOptions{o.max_sessions, o.max_context});
+  }
   impl->scheduler = std::make_unique<BatchScheduler>(
       *impl->cloud, impl->metrics, SchedulerOptions{o.max_batch, o.batch_window_s, o.batch_gather});
   impl->limiter = std::make_unique<RateLimiter>(o.rate_limit, o.rate_burst);

@@ -1,4 +1,4 @@
-// Server: the hlm.v1 gRPC service in front of a CloudVerifier. One KV sequence per session,
+// Server: the hlm.v1 gRPC service in front of a cloud backend (the in-process engine or vLLM).
 // Verify calls batched across sessions by a BatchScheduler, idle sessions expired, API-key
 // authentication, per-client rate limits, bounded messages, and Prometheus metrics over HTTP.
 // Made by a factory from an options struct, as Triton's gRPC frontend is.
@@ -8,6 +8,7 @@
 #include <string>
 #include <thread>
 
+#include "cloud/batch_verifier.h"
 #include "engine/model.h"
 #include "server/metrics.h"
 #include "util/result.h"
@@ -37,9 +38,12 @@ struct ServerOptions {
 
 class Server {
  public:
-  // Loads nothing: takes the model, validates the options, binds, and starts serving.
+  // Loads nothing: takes the model, validates the options, binds, and starts serving. `backend`
+  // computes q; without one, the in-process engine runs `llm`. With one, `llm` gives only the
+  // vocabulary devices are checked against.
   static Result<std::unique_ptr<Server>> start(std::shared_ptr<const Model> llm,
-                                               ServerOptions options);
+                                               ServerOptions options,
+                                               std::unique_ptr<BatchVerifier> backend = nullptr);
   ~Server();
 
   int port() const;

@@ -10,8 +10,9 @@
 
 namespace hlm {
 
-// kUnavailable marks transient failures (a peer that cannot be reached): callers may retry.
-enum class ErrorCode { kFailed, kUnavailable };
+// kUnavailable and kDeadlineExceeded mark transient failures (a peer that cannot be reached, or
+// did not answer in time): callers may retry.
+enum class ErrorCode { kFailed, kUnavailable, kDeadlineExceeded };
 
 struct Error {
   std::string message;
