@@ -231,7 +231,10 @@ Result<CostConfig> CostOptions::resolve(const ModelPair& pair) const {
 }
 
 nlohmann::json cost_json(const CostConfig& cost) {
-  return {{"device", cost.device_name}, {"cloud", cost.cloud_name}};
+  nlohmann::json j = {{"device", cost.device_name}, {"cloud", cost.cloud_name}};
+  if (!cost.device_digest.empty()) j["device_sha256"] = cost.device_digest;
+  if (!cost.cloud_digest.empty()) j["cloud_sha256"] = cost.cloud_digest;
+  return j;
 }
 
 }  // namespace hlm::apps

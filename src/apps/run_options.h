@@ -74,7 +74,8 @@ struct CostOptions {
   Result<CostConfig> resolve(const ModelPair& pair) const;
 };
 
-// What --json outputs and eval's config record about the cost profiles in use.
+// What --json outputs and eval's config record about the cost profiles in use: each side's
+// profile name ("measured" without one) and the digest of its content.
 nlohmann::json cost_json(const CostConfig& cost);
 
 // --cloud and how to reach it: TLS roots, API key, deadline, channel emulation.
