@@ -15,12 +15,9 @@
 namespace hlm {
 namespace {
 
+using testing::contains;
 using testing::ScopedEnv;
 using testing::ScopedTempDir;
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 CostProfile device_profile(const ModelShape& shape) {
   CostProfile p;
