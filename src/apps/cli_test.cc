@@ -176,7 +176,7 @@ TEST(HlmCli, CostProfilesMadeByBenchAndPickedByShape) {
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   };
 
-  Outcome none = hlm(run, "2>" + (dir / "err.txt"));
+  Outcome none = hlm(run + "--threads 1", "2>" + (dir / "err.txt"));
   ASSERT_EQ(none.code, 0) << none.out;
   const std::string err = read(dir / "err.txt");
   EXPECT_TRUE(contains(err, "no device cost profile matches")) << err;
@@ -195,17 +195,23 @@ TEST(HlmCli, CostProfilesMadeByBenchAndPickedByShape) {
     EXPECT_TRUE(contains(p["command"].get<std::string>(), "--save-cost")) << p["command"];
     EXPECT_EQ(p["model"]["n_layer"], 2);
   }
-  Outcome found = hlm(run, "2>" + (dir / "err2.txt"));
+  Outcome found = hlm(run + "--threads 1", "2>" + (dir / "err2.txt"));
   ASSERT_EQ(found.code, 0) << found.out;
   EXPECT_FALSE(contains(read(dir / "err2.txt"), "cost profile")) << read(dir / "err2.txt");
   j = nlohmann::json::parse(found.out);
   EXPECT_EQ(j["cost"]["device"], "tiny-device");
   EXPECT_EQ(j["cost"]["cloud"], "tiny-cloud");
   EXPECT_EQ(j["cost"]["device_sha256"].get<std::string>().size(), 12u) << j["cost"];
-  j = nlohmann::json::parse(hlm(run + "--device-cost measured", "2>/dev/null").out);
+  // Profiles made at one thread, a run at two: the figures are the profile's, and a note says so.
+  Outcome two = hlm(run + "--threads 2", "2>&1 >/dev/null");
+  EXPECT_TRUE(contains(two.out,
+                       "cost profile tiny-device was measured at 1 thread(s); this run "
+                       "uses 2"))
+      << two.out;
+  j = nlohmann::json::parse(hlm(run + "--threads 1 --device-cost measured", "2>/dev/null").out);
   EXPECT_EQ(j["cost"]["device"], "measured");
   EXPECT_EQ(j["cost"]["cloud"], "tiny-cloud");
-  Outcome unknown = hlm(run + "--cloud-cost nope");
+  Outcome unknown = hlm(run + "--threads 1 --cloud-cost nope");
   EXPECT_EQ(unknown.code, 1);
   EXPECT_TRUE(contains(unknown.out, "--cloud-cost nope: no such cloud cost profile"))
       << unknown.out;
