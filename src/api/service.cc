@@ -240,6 +240,7 @@ void ApiService::run(Job& job, http::Exchange& ex) {
                   {"resampled", r.resampled},
                   {"slm_only", r.slm_only},
                   {"energy_j", s["energy_j"]},
+                  {"cost", {{"device", cfg->cost.device_name}, {"cloud", cfg->cost.cloud_name}}},
                   {"modelled_tokens_per_s", s["tokens_per_s"]},
                   {"wall_s", r.wall_s}}}};
   const std::string cloud = !backend_.cloud ? "none" : unverified ? "unreachable" : "verified";

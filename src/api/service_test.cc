@@ -192,6 +192,8 @@ TEST(ApiService, CompletionEqualsTheDeviceLoop) {
   EXPECT_EQ(r["usage"]["hlm"]["resampled"], want.resampled);
   EXPECT_EQ(r["usage"]["hlm"]["uplink_bytes"], (want.totals.ul_bits + 7) / 8);
   EXPECT_GT(r["usage"]["hlm"]["energy_j"]["total"].get<double>(), 0);
+  // Which compute times priced it: this service's RunConfig has no cost profiles.
+  EXPECT_EQ(r["usage"]["hlm"]["cost"], json({{"device", "measured"}, {"cloud", "measured"}}));
   EXPECT_EQ(r["hlm"]["cloud"], "verified");
   EXPECT_NE(raw.find("X-HLM-Cloud: verified"), std::string::npos);
   const bool eog = tiny_pair().slm->tokenizer().is_eog(want.tokens.back());

@@ -40,7 +40,7 @@ int serve_api(const ApiCommandOptions& o) {
   if (!profile) return fail(profile.error());
   auto cfg = o.method.config(o.api.default_max_tokens, o.models.ctx, profile->policy);
   if (!cfg) return fail(cfg.error());
-  auto cost = o.cost.resolve(*pair);
+  auto cost = o.cost.resolve(*pair, o.threads.threads);
   if (!cost) return fail(cost.error());
   cfg->cost = *cost;
   ThreadPool pool(o.threads.threads);

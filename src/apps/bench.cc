@@ -59,6 +59,14 @@ struct Speed {
   double pp = 0, tg = 0;
 };
 
+// n token ids spread over the model's vocabulary: text no tokenizer made, as llama-bench times.
+std::vector<int32_t> synthetic_tokens(const Model& model, int n, int salt) {
+  const int V = model.config().n_vocab;
+  std::vector<int32_t> t(size_t(std::max(n, 0)));
+  for (int i = 0; i < n; ++i) t[size_t(i)] = int32_t((int64_t(i) * 7919 + salt) % V);
+  return t;
+}
+
 // Same protocol as llama-bench: pp = one batch of n_prompt tokens after `depth` cached ones;
 // tg = n_gen single-token steps after `depth` cached ones; median over reps after a warm-up. The
 // context holds --ctx positions (the KV cache is allocated for all of them, as a server's is).
@@ -69,12 +77,8 @@ Speed measure(std::shared_ptr<const Model> model, int threads, bool capture,
   AttentionRequest all = AttentionRequest::all(model->config().n_layer);
   const AttentionRequest* req = capture ? &all : nullptr;
   const int V = model->config().n_vocab;
-  const auto tokens = [V](int n, int salt) {
-    std::vector<int32_t> t(n);
-    for (int i = 0; i < n; ++i) t[i] = (i * 7919 + salt) % V;
-    return t;
-  };
-  const std::vector<int32_t> prompt = tokens(o.n_prompt, 13), context = tokens(o.depth, 101);
+  const std::vector<int32_t> prompt = synthetic_tokens(*model, o.n_prompt, 13),
+                             context = synthetic_tokens(*model, o.depth, 101);
   for (int i = 0; i < o.depth; i += 512) {  // the cached tokens, once, in llama.cpp-sized batches
     const int n = std::min(512, o.depth - i);
     (void)ctx.eval_last(0, std::span<const int32_t>(context.data() + i, n));
@@ -206,12 +210,10 @@ Result<CostLine> fit_or_explain(const std::vector<CostSample>& samples, unsigned
 // `batch`, also batches of single positions (one per sequence) after `context`.
 Result<CostLine> measure_forward(std::shared_ptr<const Model> model, ThreadPool& pool,
                                  const BenchOptions& o, bool capture, bool batch) {
-  const int V = model->config().n_vocab;
   const int n_seq = batch ? 4 : 1;
   Context ctx(model, n_seq, o.model.ctx, pool);
   AttentionRequest all = AttentionRequest::all(model->config().n_layer);
-  std::vector<int32_t> tokens(size_t(o.model.ctx));
-  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7919 + 13) % size_t(V));
+  const std::vector<int32_t> tokens = synthetic_tokens(*model, o.model.ctx, 13);
   const std::span<const int32_t> toks(tokens);
   std::vector<CostSample> samples;
   for (int context : {32, 128, 384}) {
@@ -247,15 +249,14 @@ Result<CostLine> measure_forward(std::shared_ptr<const Model> model, ThreadPool&
   return fit_or_explain(samples, terms, capture ? "the forward with capture" : "the forward");
 }
 
-// The device's filter: uncertainty over K samples of real logits, importance over the
-// attention rows of real queries at several contexts (ImportanceConfig's default estimator).
+// The device's filter: uncertainty with K samples over the model's logits, importance over its
+// attention rows, after synthetic contexts of several lengths (ImportanceConfig's default
+// estimator).
 Status measure_filter(std::shared_ptr<const Model> model, ThreadPool& pool, const BenchOptions& o,
                       CostProfile& p) {
-  const int V = model->config().n_vocab;
   Context ctx(model, 1, o.model.ctx, pool);
   AttentionRequest all = AttentionRequest::all(model->config().n_layer);
-  std::vector<int32_t> tokens(size_t(o.model.ctx));
-  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = int32_t((i * 7919 + 13) % size_t(V));
+  const std::vector<int32_t> tokens = synthetic_tokens(*model, o.model.ctx, 13);
   std::vector<CostSample> unc, imp;
   const ImportanceConfig icfg;
   for (int context : {32, 128, 384}) {
@@ -297,8 +298,9 @@ int run_save_cost(const BenchOptions& o) {
   if (o.cost_role != "device" && o.cost_role != "cloud") {
     return fail(fmt::format("--cost-role {}: expected device or cloud", o.cost_role));
   }
-  if (o.model.ctx < 416)
+  if (o.model.ctx < 416) {
     return fail("--save-cost measures contexts up to 384 + 32: use --ctx 416 or more");
+  }
   auto path = resolve_model(o.model.model);
   if (!path) return fail(path.error());
   auto model = Model::load(*path);

@@ -161,6 +161,62 @@ TEST(HlmCli, RunEndsTheTextBeforeTheSummary) {
 // Pair profiles as a user meets them: without one the run falls back to U-HLM's values and says
 // so once on stderr (never in --json stdout); `calibrate --save` writes one the next run finds;
 // explicit flags override it; a profile of other models or a malformed one is refused by name.
+// Cost profiles: none matches a new model (measured, said once per side), `hlm bench engine
+// --save-cost` makes one per side, and then `auto` picks them; --json names what was used.
+TEST(HlmCli, CostProfilesMadeByBenchAndPickedByShape) {
+  ScopedTempDir dir;
+  ScopedEnv cache("HLM_MODELS_DIR", dir.path());
+  ScopedEnv costs("HLM_COSTS_DIR", dir / "costs");
+  const std::string model = dir / "tiny.gguf";
+  ASSERT_TRUE(hlm::write_tiny_model(model, {}).ok());
+  const std::string run =
+      "run --slm '" + model + "' --llm '" + model + "' --prompt hi --max-tokens 4 --json ";
+  const auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+
+  Outcome none = hlm(run + "--threads 1", "2>" + (dir / "err.txt"));
+  ASSERT_EQ(none.code, 0) << none.out;
+  const std::string err = read(dir / "err.txt");
+  EXPECT_TRUE(contains(err, "no device cost profile matches")) << err;
+  EXPECT_TRUE(contains(err, "no cloud cost profile matches")) << err;
+  auto j = nlohmann::json::parse(none.out);
+  EXPECT_EQ(j["cost"], nlohmann::json({{"device", "measured"}, {"cloud", "measured"}}));
+
+  for (const char* role : {"device", "cloud"}) {
+    const std::string file = dir / (std::string("costs/") + role + "/tiny-" + role + ".json");
+    Outcome made = hlm("bench engine --model '" + model + "' --threads 1 --reps 1 --save-cost '" +
+                           file + "' --cost-role " + role,
+                       "2>/dev/null");
+    ASSERT_EQ(made.code, 0) << made.out;
+    const auto p = nlohmann::json::parse(read(file));
+    EXPECT_EQ(p["role"], role);
+    EXPECT_TRUE(contains(p["command"].get<std::string>(), "--save-cost")) << p["command"];
+    EXPECT_EQ(p["model"]["n_layer"], 2);
+  }
+  Outcome found = hlm(run + "--threads 1", "2>" + (dir / "err2.txt"));
+  ASSERT_EQ(found.code, 0) << found.out;
+  EXPECT_FALSE(contains(read(dir / "err2.txt"), "cost profile")) << read(dir / "err2.txt");
+  j = nlohmann::json::parse(found.out);
+  EXPECT_EQ(j["cost"]["device"], "tiny-device");
+  EXPECT_EQ(j["cost"]["cloud"], "tiny-cloud");
+  EXPECT_EQ(j["cost"]["device_sha256"].get<std::string>().size(), 12u) << j["cost"];
+  // Profiles made at one thread, a run at two: the figures are the profile's, and a note says so.
+  Outcome two = hlm(run + "--threads 2", "2>&1 >/dev/null");
+  EXPECT_TRUE(contains(two.out,
+                       "cost profile tiny-device was measured at 1 thread(s); this run "
+                       "uses 2"))
+      << two.out;
+  j = nlohmann::json::parse(hlm(run + "--threads 1 --device-cost measured", "2>/dev/null").out);
+  EXPECT_EQ(j["cost"]["device"], "measured");
+  EXPECT_EQ(j["cost"]["cloud"], "tiny-cloud");
+  Outcome unknown = hlm(run + "--threads 1 --cloud-cost nope");
+  EXPECT_EQ(unknown.code, 1);
+  EXPECT_TRUE(contains(unknown.out, "--cloud-cost nope: no such cloud cost profile"))
+      << unknown.out;
+}
+
 TEST(HlmCli, PairProfileDefaultsOverridesAndFallback) {
   ScopedTempDir dir;
   ScopedEnv cache("HLM_MODELS_DIR", dir.path());

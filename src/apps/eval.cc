@@ -139,7 +139,7 @@ int run_eval_command(EvalOptions o) {
   if (!profile) return fail(profile.error());
   auto base = o.method.config(o.max_tokens, o.models.ctx, profile->policy);
   if (!base) return fail(base.error());
-  auto cost = o.cost.resolve(*pair);
+  auto cost = o.cost.resolve(*pair, o.threads.threads);
   if (!cost) return fail(cost.error());
   base->cost = *cost;
   auto settings = expand_settings(*methods, *sweep, base->policy);

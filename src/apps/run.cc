@@ -62,7 +62,7 @@ int run_hybrid(const RunOptions& o) {
   if (!profile) return fail(profile.error());
   auto cfg = o.method.config(o.prompt.max_tokens, o.models.ctx, profile->policy);
   if (!cfg) return fail(cfg.error());
-  auto cost = o.cost.resolve(*pair);
+  auto cost = o.cost.resolve(*pair, o.threads.threads);
   if (!cost) return fail(cost.error());
   cfg->cost = *cost;
   auto prompt = prepare_prompt(*pair->slm, o.prompt, o.models.ctx);

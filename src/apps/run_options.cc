@@ -217,21 +217,32 @@ void CostOptions::add(CLI::App* app) {
       ->capture_default_str();
 }
 
-Result<CostConfig> CostOptions::resolve(const ModelPair& pair) const {
+Result<CostConfig> CostOptions::resolve(const ModelPair& pair, int threads) const {
   auto d = find_cost_profile(device, CostRole::kDevice, model_shape(*pair.slm));
   if (!d) return d.error();
   auto c = find_cost_profile(cloud, CostRole::kCloud,
                              pair.llm ? std::optional(model_shape(*pair.llm)) : std::nullopt);
   if (!c) return c.error();
-  for (const std::string* note : {&d->note, &c->note}) {
-    if (!note->empty()) std::fprintf(stderr, "%s\n", note->c_str());
+  for (const CostChoice* choice : {&*d, &*c}) {
+    if (!choice->note.empty()) std::fprintf(stderr, "%s\n", choice->note.c_str());
+    const int measured_at = choice->profile ? choice->profile->threads : 0;
+    if (measured_at > 0 && measured_at != threads) {
+      // The figures stay reproducible, but they describe another configuration than this one.
+      std::fprintf(stderr,
+                   "hlm: cost profile %s was measured at %d thread(s); this run uses %d "
+                   "(--threads %d matches it)\n",
+                   choice->name().c_str(), measured_at, threads, measured_at);
+    }
   }
   std::fflush(stderr);
   return cost_config(*d, *c);
 }
 
 nlohmann::json cost_json(const CostConfig& cost) {
-  return {{"device", cost.device_name}, {"cloud", cost.cloud_name}};
+  nlohmann::json j = {{"device", cost.device_name}, {"cloud", cost.cloud_name}};
+  if (!cost.device_digest.empty()) j["device_sha256"] = cost.device_digest;
+  if (!cost.cloud_digest.empty()) j["cloud_sha256"] = cost.cloud_digest;
+  return j;
 }
 
 }  // namespace hlm::apps

@@ -70,11 +70,13 @@ struct CostOptions {
   std::string cloud = "auto";
   void add(CLI::App* app);
   // The profiles for the loaded pair (with --cloud, `pair.llm` is null: the cloud's auto is
-  // measured, as the remote reports it). Prints fallback and mismatch notes on stderr.
-  Result<CostConfig> resolve(const ModelPair& pair) const;
+  // measured, as the remote reports it) run at `threads`. Prints fallback and mismatch notes on
+  // stderr, and one when a CPU profile was measured at another thread count.
+  Result<CostConfig> resolve(const ModelPair& pair, int threads) const;
 };
 
-// What --json outputs and eval's config record about the cost profiles in use.
+// What --json outputs and eval's config record about the cost profiles in use: each side's
+// profile name ("measured" without one) and the digest of its content.
 nlohmann::json cost_json(const CostConfig& cost);
 
 // --cloud and how to reach it: TLS roots, API key, deadline, channel emulation.

@@ -13,6 +13,7 @@
 #include "eval/harness.h"
 #include "eval/json_fields.h"
 #include "eval/profile.h"
+#include "models/sha256.h"
 
 namespace hlm {
 namespace {
@@ -231,6 +232,7 @@ Result<CostChoice> find_cost_profile(const std::string& setting, CostRole role,
                            shape->describe());
     }
     c.path = std::move(path);
+    c.digest = Sha256::of(cost_profile_to_json(p)).substr(0, 12);
     c.profile = std::move(p);
     return c;
   };
@@ -276,10 +278,12 @@ CostConfig cost_config(const CostChoice& device, const CostChoice& cloud) {
     c.device = DeviceCost{p.forward, p.forward_capture, p.uncertainty.value_or(CostLine{}),
                           p.importance.value_or(CostLine{})};
     c.device_name = p.name;
+    c.device_digest = device.digest;
   }
   if (cloud.profile) {
     c.cloud = cloud.profile->forward;
     c.cloud_name = cloud.profile->name;
+    c.cloud_digest = cloud.digest;
   }
   return c;
 }

@@ -72,6 +72,7 @@ struct CostChoice {
   std::string path;                    // empty: measured
   std::optional<CostProfile> profile;  // unset: measured
   std::string note;                    // for stderr: a fallback or a mismatch ("" otherwise)
+  std::string digest;                  // the first 12 hex digits of the SHA-256 of its JSON
   std::string name() const { return profile ? profile->name : "measured"; }
 };
 
@@ -84,7 +85,7 @@ struct CostChoice {
 Result<CostChoice> find_cost_profile(const std::string& setting, CostRole role,
                                      const std::optional<ModelShape>& shape);
 
-// The run's cost configuration from the two choices.
+// The run's cost configuration from the two choices (with their names and digests).
 CostConfig cost_config(const CostChoice& device, const CostChoice& cloud);
 
 }  // namespace hlm

@@ -15,12 +15,9 @@
 namespace hlm {
 namespace {
 
+using testing::contains;
 using testing::ScopedEnv;
 using testing::ScopedTempDir;
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 
 CostProfile device_profile(const ModelShape& shape) {
   CostProfile p;
@@ -134,6 +131,7 @@ TEST(CostProfile, AutoPicksTheProfileOfTheModelsShape) {
   EXPECT_EQ(c->name(), "tiny-device");
   EXPECT_EQ(c->path, dir / "device/tiny-device.json");
   EXPECT_EQ(c->note, "");
+  EXPECT_EQ(c->digest.size(), 12u);
 
   // No cloud profile has this shape: measured, with a note that says where it looked.
   auto cloud = find_cost_profile("auto", CostRole::kCloud, shape);
@@ -154,6 +152,12 @@ TEST(CostProfile, AutoPicksTheProfileOfTheModelsShape) {
   EXPECT_FALSE(cfg.cloud);
   EXPECT_EQ(cfg.device_name, "tiny-device");
   EXPECT_EQ(cfg.cloud_name, "measured");
+  EXPECT_EQ(cfg.device_digest, c->digest);
+  EXPECT_EQ(cfg.cloud_digest, "");
+  // The same name with another line: another digest.
+  dev.forward.per_unit_s *= 2;
+  ASSERT_TRUE(save_cost_profile(dev, dir / "device/tiny-device.json").ok());
+  EXPECT_NE(find_cost_profile("auto", CostRole::kDevice, shape)->digest, c->digest);
   EXPECT_DOUBLE_EQ(cfg.device->slm_s(2, 10, true), 1.5e-3 + 5e-4);
 }
 

@@ -72,6 +72,9 @@ struct CostConfig {
   std::optional<CostLine> cloud;  // one LLM forward: n positions after `context`, `batch` seqs
   std::string device_name = "measured";
   std::string cloud_name = "measured";
+  // The profiles' content digests (empty when measured): a profile remade under the same name
+  // gives other figures, so records name the content as well.
+  std::string device_digest, cloud_digest;
 
   // The cloud compute of a forward over `positions` after `context` cached: the modelled time,
   // or `measured` when the cloud is not modelled. No positions, no forward: 0.

@@ -1,5 +1,6 @@
-// Test helpers: a scoped environment variable, a scoped temporary directory, and a shell
-// command's exit code and output (for tests that run the hlm binary as a user does).
+// Test helpers: a scoped environment variable, a scoped temporary directory, a shell command's
+// exit code and output (for tests that run the hlm binary as a user does), and substring checks
+// for error messages.
 #pragma once
 
 #include <stdlib.h>
@@ -11,6 +12,10 @@
 #include <string>
 
 namespace hlm::testing {
+
+inline bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 // Sets (or, with nullopt, unsets) an environment variable and restores it on destruction.
 class ScopedEnv {
