@@ -300,28 +300,16 @@ std::vector<Result<VerifyReply>> VllmVerifier::verify_batch(
   const int V = vocab_->config().n_vocab;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    std::vector<SessionId> seen;
+    std::vector<SessionId> batch;
     for (size_t i = 0; i < requests.size(); ++i) {
       const VerifyRequest& r = requests[i];
       auto it = sessions_.find(r.session);
-      if (it == sessions_.end()) {
-        results[i] = make_error("unknown session {} (expired or never opened)", r.session);
-        continue;
-      }
-      const Session& s = it->second;
-      if (auto early = check_epoch(r, s.state)) {
+      if (auto early = admit(r, it == sessions_.end() ? nullptr : &it->second.state, batch, V,
+                             options_.max_context)) {
         results[i] = std::move(*early);
         continue;
       }
-      if (std::find(seen.begin(), seen.end(), r.session) != seen.end()) {
-        results[i] = make_error("session {}: two requests in one batch", r.session);
-        continue;
-      }
-      if (auto st = check_request(r, s.state, V, options_.max_context); !st) {
-        results[i] = st.error();
-        continue;
-      }
-      seen.push_back(r.session);
+      const Session& s = it->second;
       // q at each draft, and after the last for a bonus or a generated token: the context,
       // then the context extended by each draft in turn (all extend what vLLM has cached).
       Prompts p(size_t(n_queries(r)), s.state.tokens);
