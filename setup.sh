@@ -22,7 +22,7 @@ packages() {
   printf '%s\n' ninja-build cmake g++ pkg-config ca-certificates \
     libhwy-dev libgtest-dev googletest libbenchmark-dev libcli11-dev nlohmann-json3-dev \
     libspdlog-dev libfmt-dev libgrpc++-dev libprotobuf-dev protobuf-compiler \
-    protobuf-compiler-grpc libmicrohttpd-dev libssl-dev curl python3 python3-pip python3-venv
+    protobuf-compiler-grpc libmicrohttpd-dev libssl-dev libcurl4-openssl-dev curl python3 python3-pip python3-venv
   # Packages other parts of the tree need, one per line (# comments allowed).
   if [[ -f .ci/packages.txt ]]; then
     sed -e 's/#.*//' -e 's/[[:space:]]//g' .ci/packages.txt | grep -v '^$' || true

@@ -1,8 +1,10 @@
 // hlm bench serve: N simulated devices against one server. Starts `hlm serve`'s server
-// in-process on 127.0.0.1 (port 0), runs N client threads that each open a session and issue
-// Verify calls back to back as the device loop does (a few pending tokens, one draft with its
-// p̂), and reports verification throughput, mean batch size and p50/p99 latency per N.
+// in-process on 127.0.0.1 (port 0), on either backend (the engine, or vLLM servers), runs N
+// client threads that each open a session and issue Verify calls back to back as the device
+// loop does (a few pending tokens, one draft with its p̂), and reports verification throughput,
+// mean batch size and p50/p99 latency per N; on vLLM also the gateway's share of a verification.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <atomic>
@@ -40,6 +42,10 @@ struct BenchServeOptions {
   double gather = server::ServerOptions{}.batch_gather;
   ThreadOptions threads;
   OutputOptions output;
+  BackendOptions backend;
+  // The sessions' sampling. The engine's figures use plain softmax; on vLLM that would ask for
+  // the whole vocabulary every time, so vLLM sessions use hlm's defaults (top-k 40, top-p 0.95).
+  SamplingParams sampling{0.8f, 0, 1.0f};
 };
 
 struct DeviceStats {
@@ -62,12 +68,15 @@ struct StartLine {
   uint64_t batches0 = 0;  // the server's batch histogram when the clock started
   double batched0 = 0;
   double busy0 = 0;  // and its time in batches
+  const vllm::VllmVerifier* vllm = nullptr;
+  double http0 = 0;  // the vLLM backend's time in HTTP calls when the clock started
   void arrive() {
     std::unique_lock<std::mutex> lock(mu);
     if (++waiting == n) {
       batches0 = metrics->batch_size.count();
       batched0 = metrics->batch_size.sum();
       busy0 = metrics->forward_time.sum();
+      if (vllm) http0 = vllm->stats().http_s;
       start = Clock::now();
       deadline = start + std::chrono::duration_cast<Clock::duration>(
                              std::chrono::duration<double>(seconds));
@@ -98,7 +107,8 @@ void run_device(const std::string& target, const Model& m, const EncodingConfig&
   SessionParams sp;
   sp.vocab_fingerprint = m.tokenizer().fingerprint();
   sp.n_vocab = V;
-  sp.sampling = {0.8f, 0, 1.0f, uint64_t(index + 1)};
+  sp.sampling = o.sampling;
+  sp.sampling.seed = uint64_t(index + 1);
   sp.encoding = enc.kind;
   std::uniform_int_distribution<int> n_pending(0, o.max_pending);
 
@@ -163,17 +173,22 @@ double median(std::vector<double> v) {
 // One measured point: n devices for o.seconds.
 struct Point {
   double seconds = 0, vps = 0, tokens_per_s = 0, mean_batch = 0, busy = 0, p50_ms = 0, p99_ms = 0;
+  // vLLM, one device: the share of a verification's latency spent outside HTTP (hlm.v1 in,
+  // scheduling, JSON, the verdict). With more devices HTTP calls overlap: not reported (-1).
+  double gateway = -1;
   uint64_t verifications = 0, errors = 0;
   std::string first_error;
 };
 
 Point measure(int n, const std::string& target, const Model& model, const EncodingConfig& enc,
-              const BenchServeOptions& o, const server::Metrics& metrics) {
+              const BenchServeOptions& o, const server::Metrics& metrics,
+              const vllm::VllmVerifier* vllm) {
   std::vector<DeviceStats> stats(static_cast<size_t>(n));
   StartLine line;
   line.n = n;
   line.seconds = o.seconds;
   line.metrics = &metrics;
+  line.vllm = vllm;
   std::vector<std::thread> threads;
   for (int i = 0; i < n; ++i) {
     threads.emplace_back(run_device, std::cref(target), std::cref(model), std::cref(enc),
@@ -191,6 +206,11 @@ Point measure(int n, const std::string& target, const Model& model, const Encodi
     if (pt.first_error.empty()) pt.first_error = s.first_error;
   }
   pt.verifications = lat.size();
+  if (vllm && n == 1 && !lat.empty()) {
+    double total = 0;
+    for (double s : lat) total += s;
+    pt.gateway = 1 - (vllm->stats().http_s - line.http0) / total;
+  }
   pt.vps = double(lat.size()) / pt.seconds;
   pt.tokens_per_s = double(tokens) / pt.seconds;
   const uint64_t nb = metrics.batch_size.count() - line.batches0;
@@ -202,7 +222,7 @@ Point measure(int n, const std::string& target, const Model& model, const Encodi
   return pt;
 }
 
-int bench_serve(const BenchServeOptions& o) {
+int bench_serve(BenchServeOptions o) {
   auto enc = parse_encoding(o.encoding);
   if (!enc) return fail(fmt::format("--encoding: {}", enc.error().message));
   auto path = resolve_model(o.llm);
@@ -219,25 +239,33 @@ int bench_serve(const BenchServeOptions& o) {
   so.batch_gather = o.gather;
   so.threads = o.threads.threads;
   so.idle_timeout_s = 600;
-  auto srv = server::Server::start(*model, so);
+  auto backend = o.backend.make(*model, so.max_sessions, so.max_context);
+  if (!backend) return fail(backend.error());
+  const auto* vllm = dynamic_cast<const vllm::VllmVerifier*>(backend->get());
+  if (vllm) o.sampling = SamplingParams{};
+  auto srv = server::Server::start(*model, so, std::move(backend).value());
   if (!srv) return fail(srv.error());
   const std::string target = (*srv)->address();
   const server::Metrics& metrics = (*srv)->metrics();
   if (!o.output.json) {
-    std::fprintf(stderr,
-                 "bench serve: %s on %s, encoding %s, %.1f s per point, %d round(s), %d threads\n",
-                 (*model)->config().name.c_str(), target.c_str(), to_string(*enc).c_str(),
-                 o.seconds, o.repeat, so.threads);
-    std::printf("%8s %12s%s %10s %10s %10s %10s %10s %9s\n", "devices", "verif/s",
+    std::fprintf(
+        stderr, "bench serve: %s on %s, encoding %s, %.1f s per point, %d round(s), %d threads%s\n",
+        (*model)->config().name.c_str(), target.c_str(), to_string(*enc).c_str(), o.seconds,
+        o.repeat, so.threads,
+        vllm
+            ? fmt::format(", vLLM {} at {}", vllm->model_id(), fmt::join(o.backend.vllm.urls, ", "))
+                  .c_str()
+            : "");
+    std::printf("%8s %12s%s %10s %10s %10s %10s %10s %9s%s\n", "devices", "verif/s",
                 o.repeat > 1 ? "        range" : "", "tokens/s", "mean batch", "busy", "p50 ms",
-                "p99 ms", "speedup");
+                "p99 ms", "speedup", vllm ? "   gateway" : "");
   }
   // Rounds over every device count in turn, so that the machine's drift spreads over all of them;
   // each count reports its medians over the rounds.
   std::vector<std::vector<Point>> runs(o.devices.size());
   for (int round = 0; round < o.repeat; ++round) {
     for (size_t k = 0; k < o.devices.size(); ++k) {
-      runs[k].push_back(measure(o.devices[k], target, **model, *enc, o, metrics));
+      runs[k].push_back(measure(o.devices[k], target, **model, *enc, o, metrics, vllm));
       const Point& pt = runs[k].back();
       if (pt.errors) {
         std::fprintf(stderr, "bench serve: %llu failed calls with %d devices; first: %s\n",
@@ -283,20 +311,35 @@ int bench_serve(const BenchServeOptions& o) {
                        {"p50_ms", median_of(&Point::p50_ms)},
                        {"p99_ms", median_of(&Point::p99_ms)},
                        {"speedup_vs_first", speedup},
+                       {"gateway_share", median_of(&Point::gateway)},
                        {"errors", errors}});
     if (!o.output.json) {
       const std::string spread =
           o.repeat > 1 ? fmt::format(" {:>12}", fmt::format("{:.0f}-{:.0f}", lo, hi)) : "";
-      std::printf("%8d %12.1f%s %10.1f %10.2f %9.0f%% %10.1f %10.1f %8.2fx\n", o.devices[k], vps,
+      const double gateway = median_of(&Point::gateway);
+      const std::string gateway_text = !vllm         ? ""
+                                       : gateway < 0 ? fmt::format("{:>10}", "-")
+                                                     : fmt::format("{:>9.1f}%", 100 * gateway);
+      std::printf("%8d %12.1f%s %10.1f %10.2f %9.0f%% %10.1f %10.1f %8.2fx%s\n", o.devices[k], vps,
                   spread.c_str(), median_of(&Point::tokens_per_s), median_of(&Point::mean_batch),
                   100 * median_of(&Point::busy), median_of(&Point::p50_ms),
-                  median_of(&Point::p99_ms), speedup);
+                  median_of(&Point::p99_ms), speedup, gateway_text.c_str());
       std::fflush(stdout);
     }
+  }
+  if (vllm && !o.output.json) {
+    const vllm::VllmStats st = vllm->stats();
+    std::fprintf(stderr,
+                 "bench serve: %llu vLLM requests, %llu asked again for the whole vocabulary (q "
+                 "not determined by the top log-probabilities), %llu failed\n",
+                 static_cast<unsigned long long>(st.requests),
+                 static_cast<unsigned long long>(st.full_vocab),
+                 static_cast<unsigned long long>(st.failures));
   }
   (*srv)->stop();
   if (o.output.json) {
     nlohmann::json j = {{"model", (*model)->config().name},
+                        {"backend", o.backend.backend},
                         {"path", *path},
                         {"encoding", to_string(*enc)},
                         {"threads", so.threads},
@@ -319,8 +362,10 @@ void add_bench_serve_command(CLI::App& app, Commands& commands) {
       "N simulated devices against one in-process server: verifications/s, batch size, "
       "latency");
   auto o = std::make_shared<BenchServeOptions>();
-  sub->add_option("--llm", o->llm, "Cloud model: a GGUF path or a known name")
+  sub->add_option("--llm", o->llm,
+                  "Cloud model: a GGUF path or a known name (with --backend vllm: its vocabulary)")
       ->capture_default_str();
+  o->backend.add(sub);
   sub->add_option("--devices", o->devices, "Device counts to measure (e.g. 1,4,16)")
       ->delimiter(',')
       ->capture_default_str()
@@ -339,6 +384,10 @@ void add_bench_serve_command(CLI::App& app, Commands& commands) {
   sub->add_option("--max-pending", o->max_pending, "Pending tokens per request: 0..N")
       ->capture_default_str()
       ->check(CLI::Range(0, 64));
+  sub->add_option("--prompt-tokens", o->prompt_tokens,
+                  "Context each session opens with (random tokens); it grows by each reply")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
   sub->add_option("--max-context", o->max_context, "Server context per session")
       ->capture_default_str()
       ->check(CLI::Range(64, 1 << 20));

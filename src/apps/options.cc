@@ -21,6 +21,39 @@ void ThreadOptions::add(CLI::App* app) {
       ->check(CLI::Range(1, 1024));
 }
 
+void BackendOptions::add(CLI::App* app) {
+  app->add_option("--backend", backend,
+                  "What computes the LLM: engine (in this process) or vllm (--vllm-url servers)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"engine", "vllm"}));
+  app->add_option("--vllm-url", vllm.urls,
+                  "A vLLM server (http://HOST:PORT, started with --max-logprobs -1) serving the "
+                  "LLM of --llm; repeat once per replica");
+  app->add_option("--vllm-max-in-flight", vllm.max_in_flight, "Requests in flight per vLLM replica")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1024));
+  app->add_option("--vllm-timeout", vllm.timeout_s,
+                  "Seconds a vLLM request may take before devices are told DEADLINE_EXCEEDED "
+                  "(keep it under the devices' own deadline)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+}
+
+Result<std::unique_ptr<BatchVerifier>> BackendOptions::make(std::shared_ptr<const Model> vocab,
+                                                            int max_sessions,
+                                                            int max_context) const {
+  if (backend != "vllm") {
+    if (!vllm.urls.empty()) return make_error("--vllm-url needs --backend vllm");
+    return std::unique_ptr<BatchVerifier>();
+  }
+  vllm::VllmOptions o = vllm;
+  o.max_sessions = max_sessions;
+  o.max_context = max_context;
+  auto v = vllm::VllmVerifier::connect(std::move(vocab), o);
+  if (!v) return v.error();
+  return std::unique_ptr<BatchVerifier>(std::move(v).value());
+}
+
 void SamplingOptions::add(CLI::App* app) {
   app->add_option("--temp", temperature, "Sampling temperature; 0 means greedy")
       ->capture_default_str()

@@ -8,7 +8,10 @@
 #include <string>
 #include <thread>
 
+#include "cloud/batch_verifier.h"
+#include "engine/model.h"
 #include "engine/sampler.h"
+#include "vllm/vllm_verifier.h"
 
 namespace hlm::apps {
 
@@ -22,6 +25,18 @@ struct ModelOptions {
 struct ThreadOptions {
   int threads = std::max(1u, std::thread::hardware_concurrency());
   void add(CLI::App* app);
+};
+
+// What computes the LLM behind `hlm serve` and `hlm bench serve`: the in-process engine, or
+// vLLM servers (--vllm-url, one per replica).
+struct BackendOptions {
+  std::string backend = "engine";
+  vllm::VllmOptions vllm;
+  void add(CLI::App* app);
+  // Null for the engine (the server builds it on the model); else the vLLM backend, connected
+  // and checked against `vocab`'s vocabulary.
+  Result<std::unique_ptr<BatchVerifier>> make(std::shared_ptr<const Model> vocab, int max_sessions,
+                                              int max_context) const;
 };
 
 struct SamplingOptions {

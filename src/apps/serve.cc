@@ -1,7 +1,10 @@
-// hlm serve: the cloud side as a process. Loads the LLM and serves hlm.v1 over gRPC: sessions
-// with their own KV sequence, continuous batching of verifications across sessions, idle
-// expiry, API keys and rate limits, and Prometheus metrics at /metrics. Stops on SIGINT/SIGTERM.
+// hlm serve: the cloud side as a process. Serves hlm.v1 over gRPC with the LLM computed by the
+// in-process engine (--backend engine: sessions with their own KV sequence) or by vLLM servers
+// (--backend vllm, one --vllm-url per replica; the GGUF then gives only the vocabulary):
+// continuous batching of verifications across sessions, idle expiry, API keys and rate limits,
+// and Prometheus metrics at /metrics. Stops on SIGINT/SIGTERM.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 #include <memory>
@@ -13,6 +16,7 @@
 #include "models/registry.h"
 #include "server/security.h"
 #include "server/server.h"
+#include "vllm/vllm_verifier.h"
 
 namespace hlm::apps {
 namespace {
@@ -24,6 +28,7 @@ struct ServeOptions {
   ThreadOptions threads;
   server::ServerOptions server;
   double batch_window_ms = 0.5;
+  BackendOptions backend;
 };
 
 int serve(ServeOptions& o) {
@@ -56,7 +61,13 @@ int serve(ServeOptions& o) {
   if (!path) return fail(path.error());
   auto model = Model::load(*path);
   if (!model) return fail(model.error());
-  auto srv = server::Server::start(*model, so);
+  auto backend = o.backend.make(*model, so.max_sessions, so.max_context);
+  if (!backend) return fail(backend.error());
+  if (auto* v = dynamic_cast<const vllm::VllmVerifier*>(backend->get())) {
+    std::fprintf(stderr, "hlm serve: verifying on vLLM model %s at %s\n", v->model_id().c_str(),
+                 fmt::format("{}", fmt::join(o.backend.vllm.urls, ", ")).c_str());
+  }
+  auto srv = server::Server::start(*model, so, std::move(backend).value());
   if (!srv) return fail(srv.error());
   server::Server& s = **srv;
   const auto& cfg = (*model)->config();
@@ -101,8 +112,11 @@ void add_serve_command(CLI::App& app, Commands& commands) {
   auto* sub = app.add_subcommand(
       "serve", "Serve the cloud LLM to devices over gRPC (hlm run --cloud HOST:PORT)");
   auto o = std::make_shared<ServeOptions>();
-  sub->add_option("--llm", o->llm, "Cloud model: a GGUF path or a known name")
+  sub->add_option("--llm", o->llm,
+                  "Cloud model: a GGUF path or a known name (with --backend vllm: its vocabulary, "
+                  "which vLLM's model must share)")
       ->capture_default_str();
+  o->backend.add(sub);
   sub->add_option("--listen", o->server.listen,
                   "host:port to listen on (port 0 picks one); non-loopback needs --api-key-file")
       ->capture_default_str();

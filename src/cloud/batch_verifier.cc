@@ -82,6 +82,8 @@ Status check_open(const SessionParams& params, int n_vocab, uint64_t fingerprint
   return ok_status();
 }
 
+namespace {
+
 std::optional<Result<VerifyReply>> check_epoch(const VerifyRequest& r, const CloudSession& s) {
   if (!r.epoch || *r.epoch == s.epoch) return std::nullopt;
   if (*r.epoch > s.epoch) {
@@ -119,6 +121,21 @@ Status check_request(const VerifyRequest& r, const CloudSession& s, int V, int m
                       r.session, need, max_context);
   }
   return ok_status();
+}
+
+}  // namespace
+
+std::optional<Result<VerifyReply>> admit(const VerifyRequest& r, const CloudSession* s,
+                                         std::vector<SessionId>& batch, int n_vocab,
+                                         int max_context) {
+  if (!s) return make_error("unknown session {} (expired or never opened)", r.session);
+  if (auto early = check_epoch(r, *s)) return early;
+  if (std::find(batch.begin(), batch.end(), r.session) != batch.end()) {
+    return make_error("session {}: two requests in one batch", r.session);
+  }
+  if (auto st = check_request(r, *s, n_vocab, max_context); !st) return st.error();
+  batch.push_back(r.session);
+  return std::nullopt;
 }
 
 int n_queries(const VerifyRequest& r) {

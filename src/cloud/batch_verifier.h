@@ -46,13 +46,14 @@ struct CloudSession {
 // the prompt and the sampling settings.
 Status check_open(const SessionParams& params, int n_vocab, uint64_t fingerprint,
                   std::string_view model, int max_context);
-// A request whose epoch is not the session's: answered `stale`, or refused when it is ahead.
-// nullopt: the request is current.
-std::optional<Result<VerifyReply>> check_epoch(const VerifyRequest& request,
-                                               const CloudSession& session);
-// Token ranges, p̂ payloads against the session's encoding, and the context limit.
-Status check_request(const VerifyRequest& request, const CloudSession& session, int n_vocab,
-                     int max_context);
+// Whether a batch serves `request`, whose session is `session` (null: unknown). nullopt: serve
+// it; else its answer without a forward: `stale` when its epoch is behind the session's, or an
+// error (an unknown session, an epoch ahead, a second request of the session in this batch,
+// tokens out of range, p̂ payloads that do not match the session's encoding, a context over
+// max_context). `batch` collects the sessions served so far.
+std::optional<Result<VerifyReply>> admit(const VerifyRequest& request, const CloudSession* session,
+                                         std::vector<SessionId>& batch, int n_vocab,
+                                         int max_context);
 
 // How many distributions q a request needs: one per draft, plus one after the last draft for a
 // bonus or when there are no drafts (a generated token).

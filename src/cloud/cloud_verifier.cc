@@ -85,30 +85,16 @@ std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(
   std::vector<std::vector<int32_t>> batch_tokens(requests.size());
   std::vector<SeqInput> inputs;
   std::vector<size_t> input_of;  // request index of each input
-  std::vector<int> seen_slots;
+  std::vector<SessionId> batch;
   for (size_t i = 0; i < requests.size(); ++i) {
     const VerifyRequest& r = requests[i];
     auto it = sessions_.find(r.session);
-    if (it == sessions_.end()) {
-      results[i] = make_error("unknown session {} (expired or never opened)", r.session);
-      continue;
-    }
-    Session& s = it->second;
-    if (auto early = check_epoch(r, s.state)) {
+    if (auto early = admit(r, it == sessions_.end() ? nullptr : &it->second.state, batch,
+                           context_.model().config().n_vocab, options_.max_context)) {
       results[i] = std::move(*early);
       continue;
     }
-    if (std::find(seen_slots.begin(), seen_slots.end(), s.slot) != seen_slots.end()) {
-      results[i] = make_error("session {}: two requests in one batch", r.session);
-      continue;
-    }
-    if (auto st =
-            check_request(r, s.state, context_.model().config().n_vocab, options_.max_context);
-        !st) {
-      results[i] = st.error();
-      continue;
-    }
-    seen_slots.push_back(s.slot);
+    Session& s = it->second;
     // q is read before each draft, and after the last one only for a bonus (or when there are
     // no drafts). Without a bonus the last draft's own forward would be wasted: its KV is always
     // dropped, as either it ends the context (whose last token stays uncached) or it was
