@@ -1,8 +1,9 @@
 // The vLLM backend against a real vLLM server (ctest label "vllm"; HLM_VLLM_URL names it): q
 // from the top log-probabilities equals q from the whole vocabulary, verdicts follow q (χ²), at
 // T = 0 every policy reproduces vLLM's own greedy generation through `hlm serve`, and a vLLM
-// killed mid-generation and restarted (with HLM_VLLM_SERVE, tools/vllm/serve.sh, on a port of
-// its own: HLM_VLLM_FAULT_PORT, 8120) costs the device verification, never its generation.
+// killed mid-generation and restarted, or stalled, (with HLM_VLLM_SERVE, tools/vllm/serve.sh, on
+// a port of its own: HLM_VLLM_FAULT_PORT, 8120) costs the device verification, never its
+// generation.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -296,7 +297,7 @@ TEST_F(Vllm, KilledMidGenerationTheDeviceContinuesAndResumesVerification) {
   ASSERT_TRUE(vllm_server.run("wait"));
   VllmOptions o;
   o.urls = {vllm_server.url()};
-  o.timeout_s = 5;
+  o.timeout_s = 2;
   auto backend = VllmVerifier::connect(setup().llm, o);
   ASSERT_TRUE(backend.ok()) << backend.error().message;
   server::ServerOptions so;
@@ -322,6 +323,8 @@ TEST_F(Vllm, KilledMidGenerationTheDeviceContinuesAndResumesVerification) {
     ++n;
     if (n == 5) vllm_server.run("kill");  // vLLM dies without a word
     if (n == 12) restarted = vllm_server.run("start") && vllm_server.run("wait");
+    if (n == 24) vllm_server.run("stall");  // then it hangs: requests time out
+    if (n == 27) vllm_server.run("resume");
     return true;
   };
   auto r = Device(setup().slm, pool, cfg).generate(prompt, &remote, on_token);
@@ -331,6 +334,8 @@ TEST_F(Vllm, KilledMidGenerationTheDeviceContinuesAndResumesVerification) {
       << r->tokens.size();
   EXPECT_GT(r->slm_only, 0) << "tokens while vLLM was down are kept SLM-only";
   EXPECT_GE(r->reconnects, 1);
+  // The stall was the last failure: hlm serve answered DEADLINE_EXCEEDED.
+  EXPECT_NE(r->cloud_error.find("DEADLINE_EXCEEDED"), std::string::npos) << r->cloud_error;
   // Verification resumed: every token verified after the restart holds vLLM's greedy choice.
   std::vector<int32_t> full = prompt;
   full.insert(full.end(), r->tokens.begin(), r->tokens.end());
@@ -348,7 +353,8 @@ TEST_F(Vllm, KilledMidGenerationTheDeviceContinuesAndResumesVerification) {
   ASSERT_TRUE(q.ok()) << q.error().message;
   for (size_t i = 0; i < contexts.size(); ++i) EXPECT_EQ(dist::argmax((*q)[i]), tokens[i]) << i;
   std::printf(
-      "killed at token 5, restarted at token 12: %zu tokens, %lld SLM-only, %lld "
+      "killed at token 5, restarted at token 12, stalled from 24 to 27: %zu tokens, %lld "
+      "SLM-only, %lld "
       "reconnects, %zu verified after the restart\n",
       r->tokens.size(), static_cast<long long>(r->slm_only), static_cast<long long>(r->reconnects),
       contexts.size());

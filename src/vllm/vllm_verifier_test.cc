@@ -2,7 +2,8 @@
 // log-probabilities come from hlm's engine on a tiny model. With no real vLLM needed, it shows
 // that the vLLM backend verifies exactly as the engine backend does (same seeds, same tokens),
 // that start-up refuses replicas serving different models or another tokenizer, and that a
-// replica that goes away fails one request as UNAVAILABLE and moves its sessions to another.
+// replica that goes away fails one request as UNAVAILABLE and moves its sessions to another, and
+// a stalled one reaches devices as DEADLINE_EXCEEDED.
 #include "vllm/vllm_verifier.h"
 
 #include <gtest/gtest.h>
@@ -11,12 +12,15 @@
 #include <cmath>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "cloud/cloud_verifier.h"
 #include "device/device.h"
 #include "engine/context.h"
 #include "engine/model_writer.h"
 #include "http/server.h"
+#include "protocol/remote_verifier.h"
+#include "server/server.h"
 
 namespace hlm::vllm {
 namespace {
@@ -39,6 +43,8 @@ class FakeVllm {
   }
   std::string url() const { return fmt::format("http://127.0.0.1:{}", server_->port()); }
   void stop() { server_->stop(); }
+  // Completions then take this long (a stalled replica).
+  void stall(std::chrono::milliseconds delay) { stall_ = delay; }
   int completions() const { return completions_; }
 
  private:
@@ -56,6 +62,7 @@ class FakeVllm {
       return out;
     }
     completions_++;
+    std::this_thread::sleep_for(stall_.load());
     const int n = j["logprobs"].get<int>();
     nlohmann::json choices = nlohmann::json::array();
     int index = 0;
@@ -96,6 +103,7 @@ class FakeVllm {
   std::mutex mu_;
   Context context_;
   std::atomic<int> completions_{0};
+  std::atomic<std::chrono::milliseconds> stall_{std::chrono::milliseconds(0)};
   std::unique_ptr<http::Server> server_;
 };
 
@@ -182,6 +190,42 @@ TEST(VllmVerifier, ADeadReplicaFailsOneRequestThenItsSessionsMove) {
     EXPECT_TRUE((*v)->verify(r).ok()) << i;
   }
   EXPECT_EQ((*v)->stats().failures, 1u);
+}
+
+// A replica that stops answering: the request ends at --vllm-timeout, and `hlm serve` tells the
+// device DEADLINE_EXCEEDED, which it takes as the cloud being unreachable (it continues alone).
+TEST(VllmVerifier, AStalledReplicaIsADeadlineExceededForTheDevice) {
+  FakeVllm fake;
+  VllmOptions o = options({fake.url()});
+  o.timeout_s = 0.2;
+  auto v = VllmVerifier::connect(tiny().llm, o);
+  ASSERT_TRUE(v.ok()) << v.error().message;
+  server::ServerOptions so;
+  so.listen = "127.0.0.1:0";
+  so.max_context = 256;
+  auto srv = server::Server::start(tiny().llm, so, std::move(v).value());
+  ASSERT_TRUE(srv.ok()) << srv.error().message;
+  RemoteOptions ro;
+  ro.target = (*srv)->address();
+  RemoteVerifier remote(ro);
+  SessionParams params;
+  params.vocab_fingerprint = tiny().llm->tokenizer().fingerprint();
+  params.n_vocab = tiny().llm->config().n_vocab;
+  params.encoding = Encoding::kIds;
+  params.sampling.temperature = 0;
+  params.prompt = kPrompt;
+  auto id = remote.open(params);
+  ASSERT_TRUE(id.ok()) << id.error().message;
+  fake.stall(std::chrono::milliseconds(600));
+  VerifyRequest r;
+  r.session = *id;
+  r.drafts = {5};
+  auto failed = remote.verify(r);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_EQ(failed.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(failed.error().message.find("DEADLINE_EXCEEDED"), std::string::npos)
+      << failed.error().message;
+  EXPECT_NE(failed.error().message.find(fake.url()), std::string::npos) << failed.error().message;
 }
 
 }  // namespace
