@@ -78,6 +78,10 @@ case "$cmd" in
     [[ -x "$venv/bin/python" ]] || die "no venv at $venv: run tools/vllm/setup.sh"
     [[ -f "$model/config.json" ]] ||
       die "no converted model at $model: run $venv/bin/python tools/vllm/convert_gguf.py"
+    avail_gb=$(awk '/^MemAvailable:/ {print int($2 / 1048576)}' /proc/meminfo 2>/dev/null || echo 99)
+    if ((avail_gb < 8)); then
+      echo "vllm-serve: warning: ${avail_gb} GB of memory available; a server takes about 7.5 GB" >&2
+    fi
     mkdir -p "$run_dir"
     # setsid: the server leads its own process group (its EngineCore and Worker children join
     # it), so stop/kill reach every process and nothing is tied to the caller's terminal.
