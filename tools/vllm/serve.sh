@@ -90,7 +90,8 @@ case "$cmd" in
       "$venv/bin/python" -m vllm.entrypoints.openai.api_server \
       --model "$model" --served-model-name "$name" \
       --max-logprobs -1 --dtype float32 --enforce-eager --enable-prefix-caching \
-      --block-size "${HLM_VLLM_BLOCK_SIZE:-32}" --max-model-len 2048 --host "$host" --port "$port" ${HLM_VLLM_ARGS:-} \
+      --block-size "${HLM_VLLM_BLOCK_SIZE:-32}" --max-model-len 2048 \
+      --host "$host" --port "$port" ${HLM_VLLM_ARGS:-} \
       </dev/null >"$log" 2>&1 &
     pid=$!
     echo "$pid" >"$pidfile"
