@@ -117,7 +117,8 @@ def check(src, tmp):
     bad = [i for i in range(n) if got[i] != tokens[i]]
     if bad:
         i = bad[0]
-        die(f"{len(bad)} ids differ from the GGUF's tokens, first id {i}: {got[i]!r} vs {tokens[i]!r}")
+        die(f"{len(bad)} ids differ from the GGUF's tokens, first id {i}: "
+            f"{got[i]!r} vs {tokens[i]!r}")
     for text in ROUND_TRIP:
         ids = tok.encode(text, add_special_tokens=False)
         back = tok.decode(ids)
