@@ -159,7 +159,10 @@ def main():
     tmp = out.parent / f".{out.name}.tmp.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        convert(src, tmp)
+        try:
+            convert(src, tmp)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            die(f"cannot convert {src}: {type(e).__name__}: {e}")
         info = check(src, tmp)
         (tmp / STAMP).write_text(want + "\n")
         # Publish: move any old folder aside, rename the new one into place, drop the old.
