@@ -26,7 +26,10 @@ step() {
   echo "vllm-ci: [$(date +%T)] $*"
 }
 
-[[ -x "$BUILD_DIR/hlm" ]] || { echo "vllm-ci: no $BUILD_DIR/hlm: run ./setup.sh build" >&2; exit 1; }
+if [[ ! -x "$BUILD_DIR/hlm" ]]; then
+  echo "vllm-ci: no $BUILD_DIR/hlm: run ./setup.sh build" >&2
+  exit 1
+fi
 
 step "setup the venv"
 tools/vllm/setup.sh

