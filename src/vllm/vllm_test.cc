@@ -1,10 +1,14 @@
 // The vLLM backend against a real vLLM server (ctest label "vllm"; HLM_VLLM_URL names it): q
 // from the top log-probabilities equals q from the whole vocabulary, verdicts follow q (χ²), at
 // T = 0 every policy reproduces vLLM's own greedy generation through `hlm serve`, and a vLLM
-// killed mid-generation and restarted, or stalled, (with HLM_VLLM_SERVE, tools/vllm/serve.sh, on
-// a port of its own: HLM_VLLM_FAULT_PORT, 8120) costs the device verification, never its
-// generation.
+// killed mid-generation and restarted, or stalled, costs the device verification, never its
+// generation (a server of the test's own, through HLM_VLLM_SERVE = tools/vllm/serve.sh, on
+// HLM_VLLM_FAULT_PORT or else a free port).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -279,29 +283,50 @@ TEST_F(Vllm, GreedyPoliciesReproduceVllmsGreedyGeneration) {
   }
 }
 
-// A vLLM server of the test's own on HLM_VLLM_FAULT_PORT, driven by HLM_VLLM_SERVE; stopped
-// however the test ends.
+// A port nothing listens on now (the kernel's pick for port 0).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+// A vLLM server of the test's own, driven by HLM_VLLM_SERVE; stopped at the end if this test
+// started it (never one that held the port before).
 class OwnServer {
  public:
   OwnServer(std::string script, int port) : script_(std::move(script)), port_(port) {}
-  ~OwnServer() { run("stop"); }
+  ~OwnServer() {
+    if (started_) run("stop");
+  }
   bool run(const std::string& command) {
     const std::string line =
         fmt::format("'{}' {} {}{} >&2", script_, command, port_, command == "wait" ? " 600" : "");
-    return std::system(line.c_str()) == 0;
+    const bool ok = std::system(line.c_str()) == 0;
+    started_ = started_ || (ok && command == "start");
+    return ok;
   }
   std::string url() const { return fmt::format("http://127.0.0.1:{}", port_); }
 
  private:
   std::string script_;
   int port_;
+  bool started_ = false;
 };
 
 TEST_F(Vllm, KilledMidGenerationTheDeviceContinuesAndResumesVerification) {
   const char* script = std::getenv("HLM_VLLM_SERVE");
   if (!script || !*script) SKIP_OR_FAIL("HLM_VLLM_SERVE (tools/vllm/serve.sh) is not set");
   const char* port_env = std::getenv("HLM_VLLM_FAULT_PORT");
-  OwnServer vllm_server(script, port_env && *port_env ? std::atoi(port_env) : 8120);
+  OwnServer vllm_server(script, port_env && *port_env ? std::atoi(port_env) : free_port());
   ASSERT_TRUE(vllm_server.run("start"));
   ASSERT_TRUE(vllm_server.run("wait"));
   VllmOptions o;
