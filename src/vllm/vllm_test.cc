@@ -1,10 +1,14 @@
 // The vLLM backend against a real vLLM server (ctest label "vllm"; HLM_VLLM_URL names it): q
 // from the top log-probabilities equals q from the whole vocabulary, verdicts follow q (χ²), at
 // T = 0 every policy reproduces vLLM's own greedy generation through `hlm serve`, and a vLLM
-// killed mid-generation and restarted, or stalled, (with HLM_VLLM_SERVE, tools/vllm/serve.sh, on
-// a port of its own: HLM_VLLM_FAULT_PORT, 8120) costs the device verification, never its
-// generation.
+// killed mid-generation and restarted, or stalled, costs the device verification, never its
+// generation (a server of the test's own, through HLM_VLLM_SERVE = tools/vllm/serve.sh, on
+// HLM_VLLM_FAULT_PORT or else a free port).
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -107,27 +111,36 @@ const char* kTexts[] = {
     "My favourite colour is",
 };
 
-// hlm's defaults (T = 0.8, top-k 40, top-p 0.95): q from the top 64 equals q from all
-// log-probabilities, on twelve contexts.
+// hlm's defaults (T = 0.8, top-k 40, top-p 0.95): q from the top 64 and from the top 512 (the
+// default) log-probabilities equals q from all of them, on twelve contexts. Where a top N does
+// not determine q, the verifier asks for all, so the count of those is printed too.
 TEST_F(Vllm, TopLogprobsGiveTheSameQAsTheWholeVocabulary) {
   std::vector<std::vector<int32_t>> contexts;
   for (const char* t : kTexts) contexts.push_back(chat(t));
   const SamplingParams s;
-  const uint64_t full_before = vllm().stats().full_vocab;
-  auto top = vllm().distributions(contexts, s);
-  ASSERT_TRUE(top.ok()) << top.error().message;
   auto all = vllm().distributions_full(contexts, s);
   ASSERT_TRUE(all.ok()) << all.error().message;
-  double worst = 0;
-  for (size_t c = 0; c < contexts.size(); ++c) {
-    for (size_t i = 0; i < (*top)[c].size(); ++i) {
-      worst = std::max(worst, double(std::abs((*top)[c][i] - (*all)[c][i])));
+  for (int n_top : {64, 512}) {
+    VllmOptions o;
+    o.urls = {setup().url};
+    o.timeout_s = 60;
+    o.n_top = n_top;
+    auto v = VllmVerifier::connect(setup().llm, o);
+    ASSERT_TRUE(v.ok()) << v.error().message;
+    const uint64_t full_before = (*v)->stats().full_vocab;  // connect() asked for some too
+    auto top = (*v)->distributions(contexts, s);
+    ASSERT_TRUE(top.ok()) << top.error().message;
+    double worst = 0;
+    for (size_t c = 0; c < contexts.size(); ++c) {
+      for (size_t i = 0; i < (*top)[c].size(); ++i) {
+        worst = std::max(worst, double(std::abs((*top)[c][i] - (*all)[c][i])));
+      }
     }
+    std::printf("top %d: max |q_top - q_full| over %zu contexts: %.3g (%llu asked again in full)\n",
+                n_top, contexts.size(), worst,
+                static_cast<unsigned long long>((*v)->stats().full_vocab - full_before));
+    EXPECT_LT(worst, 1e-4) << n_top;
   }
-  std::printf("max |q_top64 - q_full| over %zu contexts: %.3g (%llu asked again in full)\n",
-              contexts.size(), worst,
-              static_cast<unsigned long long>(vllm().stats().full_vocab - full_before));
-  EXPECT_LT(worst, 1e-4);
 }
 
 // Speculative verification with vLLM's q against a p̂ that differs from it (uniform over q's
@@ -270,29 +283,50 @@ TEST_F(Vllm, GreedyPoliciesReproduceVllmsGreedyGeneration) {
   }
 }
 
-// A vLLM server of the test's own on HLM_VLLM_FAULT_PORT, driven by HLM_VLLM_SERVE; stopped
-// however the test ends.
+// A port nothing listens on now (the kernel's pick for port 0).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+// A vLLM server of the test's own, driven by HLM_VLLM_SERVE; stopped at the end if this test
+// started it (never one that held the port before).
 class OwnServer {
  public:
   OwnServer(std::string script, int port) : script_(std::move(script)), port_(port) {}
-  ~OwnServer() { run("stop"); }
+  ~OwnServer() {
+    if (started_) run("stop");
+  }
   bool run(const std::string& command) {
     const std::string line =
         fmt::format("'{}' {} {}{} >&2", script_, command, port_, command == "wait" ? " 600" : "");
-    return std::system(line.c_str()) == 0;
+    const bool ok = std::system(line.c_str()) == 0;
+    started_ = started_ || (ok && command == "start");
+    return ok;
   }
   std::string url() const { return fmt::format("http://127.0.0.1:{}", port_); }
 
  private:
   std::string script_;
   int port_;
+  bool started_ = false;
 };
 
 TEST_F(Vllm, KilledMidGenerationTheDeviceContinuesAndResumesVerification) {
   const char* script = std::getenv("HLM_VLLM_SERVE");
   if (!script || !*script) SKIP_OR_FAIL("HLM_VLLM_SERVE (tools/vllm/serve.sh) is not set");
   const char* port_env = std::getenv("HLM_VLLM_FAULT_PORT");
-  OwnServer vllm_server(script, port_env && *port_env ? std::atoi(port_env) : 8120);
+  OwnServer vllm_server(script, port_env && *port_env ? std::atoi(port_env) : free_port());
   ASSERT_TRUE(vllm_server.run("start"));
   ASSERT_TRUE(vllm_server.run("wait"));
   VllmOptions o;
@@ -309,7 +343,7 @@ TEST_F(Vllm, KilledMidGenerationTheDeviceContinuesAndResumesVerification) {
   RemoteVerifier remote(ro);
 
   const auto prompt = chat("Tell me about the moon.");
-  constexpr int kTokens = 40;
+  constexpr int kTokens = 48;
   RunConfig cfg;
   cfg.policy = parse_policy("hlm").value();
   cfg.sampling.temperature = 0;
@@ -325,6 +359,9 @@ TEST_F(Vllm, KilledMidGenerationTheDeviceContinuesAndResumesVerification) {
     if (n == 12) restarted = vllm_server.run("start") && vllm_server.run("wait");
     if (n == 24) vllm_server.run("stall");  // then it hangs: requests time out
     if (n == 27) vllm_server.run("resume");
+    // Past each fault, drafting slows to a pace the reconnect backoff (at most 0.2 s) keeps up
+    // with, so that verification has tokens left to resume on.
+    if (n >= 12) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     return true;
   };
   auto r = Device(setup().slm, pool, cfg).generate(prompt, &remote, on_token);
@@ -336,16 +373,21 @@ TEST_F(Vllm, KilledMidGenerationTheDeviceContinuesAndResumesVerification) {
   EXPECT_GE(r->reconnects, 1);
   // The stall was the last failure: hlm serve answered DEADLINE_EXCEEDED.
   EXPECT_NE(r->cloud_error.find("DEADLINE_EXCEEDED"), std::string::npos) << r->cloud_error;
-  // Verification resumed: every token verified after the restart holds vLLM's greedy choice.
+  // Verification resumed after each fault, and every token verified after the restart holds
+  // vLLM's greedy choice.
   std::vector<int32_t> full = prompt;
   full.insert(full.end(), r->tokens.begin(), r->tokens.end());
   std::vector<std::vector<int32_t>> contexts;
   std::vector<int32_t> tokens;
+  int after_stall = 0;
   for (const TokenTrace& t : r->trace) {
-    if (t.position < int(prompt.size()) + 12 || !t.uploaded || t.slm_only) continue;
+    const int i = t.position - int(prompt.size());
+    if (i < 12 || !t.uploaded || t.slm_only) continue;
     contexts.emplace_back(full.begin(), full.begin() + t.position);
     tokens.push_back(t.token);
+    after_stall += i >= 27;
   }
+  EXPECT_GT(after_stall, 0) << "no verification after the stall";
   ASSERT_FALSE(contexts.empty()) << "no verification after the restart";
   SamplingParams greedy;
   greedy.temperature = 0;
@@ -354,10 +396,9 @@ TEST_F(Vllm, KilledMidGenerationTheDeviceContinuesAndResumesVerification) {
   for (size_t i = 0; i < contexts.size(); ++i) EXPECT_EQ(dist::argmax((*q)[i]), tokens[i]) << i;
   std::printf(
       "killed at token 5, restarted at token 12, stalled from 24 to 27: %zu tokens, %lld "
-      "SLM-only, %lld "
-      "reconnects, %zu verified after the restart\n",
+      "SLM-only, %lld reconnects, %zu verified after the restart (%d after the stall)\n",
       r->tokens.size(), static_cast<long long>(r->slm_only), static_cast<long long>(r->reconnects),
-      contexts.size());
+      contexts.size(), after_stall);
 }
 
 }  // namespace

@@ -107,9 +107,10 @@ Result<std::unique_ptr<VllmVerifier>> VllmVerifier::connect(std::shared_ptr<cons
   SamplingParams defaults;
   for (size_t i = 0; i < v->options_.urls.size(); ++i) {
     auto q = v->distributions({tok.encode(kProbes[0], false, false)}, defaults, i);
-    if (!q) {
+    if (!q && q.error().code == ErrorCode::kFailed) {
       return make_error("{} (start vLLM with --max-logprobs -1)", q.error().message);
     }
+    if (!q) return q.error();
   }
   return v;
 }

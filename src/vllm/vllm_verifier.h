@@ -30,7 +30,11 @@ struct VllmOptions {
   int max_in_flight = 4;   // requests in flight per replica
   double connect_timeout_s = 2;
   double timeout_s = 5;  // per HTTP request; under the devices' 10 s deadline
-  int n_top = 64;        // log-probabilities asked for (see logprobs_to_request)
+  // Log-probabilities asked for (see logprobs_to_request). Measured on SmolLM2-135M chat
+  // contexts at hlm's defaults, the top 64 determined q in 16 of 20, the top 512 in 19 of 20; the
+  // rest cost a full-vocabulary request (about 4x a plain one). The top 512 costs vLLM 1.14x a
+  // plain request (36.6 against 32.2 ms at 64 tokens), the top 64 1.03x: 512 is cheaper overall.
+  int n_top = 512;
   // After a failure, a replica gets no new sessions for this long (unless all have failed).
   double retry_after_s = 2;
 };

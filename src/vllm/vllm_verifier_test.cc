@@ -192,6 +192,20 @@ TEST(VllmVerifier, ADeadReplicaFailsOneRequestThenItsSessionsMove) {
   EXPECT_EQ((*v)->stats().failures, 1u);
 }
 
+TEST(HttpClient, RefusesRepliesOverItsSizeCap) {
+  FakeVllm fake;
+  HttpOptions o;
+  o.max_response_bytes = 16;
+  HttpClient http(o);
+  auto r = http.get(fake.url() + "/v1/models");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find(fake.url() + "/v1/models"), std::string::npos);
+  EXPECT_NE(r.error().message.find("exceeds 16 bytes"), std::string::npos) << r.error().message;
+  o.max_response_bytes = 1 << 20;
+  HttpClient roomy(o);
+  EXPECT_TRUE(roomy.get(fake.url() + "/v1/models").ok());
+}
+
 // A replica that stops answering: the request ends at --vllm-timeout, and `hlm serve` tells the
 // device DEADLINE_EXCEEDED, which it takes as the cloud being unreachable (it continues alone).
 TEST(VllmVerifier, AStalledReplicaIsADeadlineExceededForTheDevice) {
