@@ -227,7 +227,7 @@ int bench_serve(BenchServeOptions o) {
   if (!enc) return fail(fmt::format("--encoding: {}", enc.error().message));
   auto path = resolve_model(o.llm);
   if (!path) return fail(path.error());
-  auto model = Model::load(*path);
+  auto model = o.backend.load(*path);
   if (!model) return fail(model.error());
   const int max_devices = *std::max_element(o.devices.begin(), o.devices.end());
 

@@ -39,6 +39,10 @@ void BackendOptions::add(CLI::App* app) {
       ->check(CLI::PositiveNumber);
 }
 
+Result<std::shared_ptr<const Model>> BackendOptions::load(const std::string& path) const {
+  return Model::load(path, backend == "vllm" ? Model::Weights::kSkip : Model::Weights::kLoad);
+}
+
 Result<std::unique_ptr<BatchVerifier>> BackendOptions::make(std::shared_ptr<const Model> vocab,
                                                             int max_sessions,
                                                             int max_context) const {

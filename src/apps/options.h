@@ -33,6 +33,8 @@ struct BackendOptions {
   std::string backend = "engine";
   vllm::VllmOptions vllm;
   void add(CLI::App* app);
+  // The cloud model at `path`: whole for the engine, only its vocabulary for vLLM.
+  Result<std::shared_ptr<const Model>> load(const std::string& path) const;
   // Null for the engine (the server builds it on the model); else the vLLM backend, connected
   // and checked against `vocab`'s vocabulary.
   Result<std::unique_ptr<BatchVerifier>> make(std::shared_ptr<const Model> vocab, int max_sessions,

@@ -59,7 +59,7 @@ int serve(ServeOptions& o) {
   }
   auto path = resolve_model(o.llm);
   if (!path) return fail(path.error());
-  auto model = Model::load(*path);
+  auto model = o.backend.load(*path);
   if (!model) return fail(model.error());
   auto backend = o.backend.make(*model, so.max_sessions, so.max_context);
   if (!backend) return fail(backend.error());

@@ -349,6 +349,19 @@ TEST(ModelLoad, UnsupportedArchitectureNamed) {
       << m.error().message;
 }
 
+TEST(ModelLoad, WithoutWeightsKeepsTheVocabularyOnly) {
+  auto whole = tiny();
+  ASSERT_TRUE(whole);
+  auto vocab = Model::load(whole->path(), Model::Weights::kSkip);
+  ASSERT_TRUE(vocab.ok()) << vocab.error().message;
+  EXPECT_TRUE(whole->has_weights());
+  EXPECT_FALSE((*vocab)->has_weights());
+  EXPECT_EQ((*vocab)->config().n_vocab, whole->config().n_vocab);
+  EXPECT_EQ((*vocab)->tokenizer().fingerprint(), whole->tokenizer().fingerprint());
+  EXPECT_EQ((*vocab)->tokenizer().encode("a tiny vocabulary", false, false),
+            whole->tokenizer().encode("a tiny vocabulary", false, false));
+}
+
 TEST(ModelLoad, UnsupportedTensorTypeNamed) {
   // A Q2_K weight: the file parses, but the model refuses it, naming tensor and type.
   auto base = GgufFile::open([] {

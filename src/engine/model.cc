@@ -75,7 +75,7 @@ size_t Model::weight_bytes() const {
   return n;
 }
 
-Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
+Result<std::shared_ptr<const Model>> Model::load(const std::string& path, Weights weights) {
   auto file = GgufFile::open(path);
   if (!file) return file.error();
   auto m = std::shared_ptr<Model>(new Model());
@@ -156,6 +156,7 @@ Result<std::shared_ptr<const Model>> Model::load(const std::string& path) {
   m->tokenizer_ = std::move(tok).value();
   c.n_vocab = m->tokenizer_.n_vocab();
   m->chat_ = std::make_unique<Result<ChatTemplate>>(ChatTemplate::from_gguf(f, m->tokenizer_));
+  if (weights == Weights::kSkip) return std::shared_ptr<const Model>(std::move(m));
 
   Loader L{f, path, c.arch, {}};
   const int64_t q_dim = c.q_dim(), kv_dim = c.kv_dim();

@@ -78,7 +78,12 @@ struct LayerWeights {
 class Model {
  public:
   // Maps the file and checks the architecture, every expected tensor's presence, shape and type.
-  static Result<std::shared_ptr<const Model>> load(const std::string& path);
+  // Without weights only the metadata, tokenizer and chat template are read: what a gateway
+  // needs whose LLM runs elsewhere (vLLM), without holding a large model's weights in memory.
+  enum class Weights { kLoad, kSkip };
+  static Result<std::shared_ptr<const Model>> load(const std::string& path,
+                                                   Weights weights = Weights::kLoad);
+  bool has_weights() const { return !layers_.empty(); }
 
   const std::string& path() const { return path_; }
   const ModelConfig& config() const { return config_; }

@@ -439,6 +439,10 @@ void Server::wait() {
 Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<const Model> llm, ServerOptions o,
                                               std::unique_ptr<BatchVerifier> backend) {
   if (!llm) return make_error("serve: no model");
+  if (!backend && !llm->has_weights()) {
+    return make_error("serve: {} was loaded without its weights, which the engine backend needs",
+                      llm->path());
+  }
   if (o.max_sessions < 1) return make_error("--max-sessions must be at least 1");
   if (o.max_context < 16) return make_error("--max-context must be at least 16 tokens");
   if (o.max_drafts < 1) return make_error("--max-drafts must be at least 1");

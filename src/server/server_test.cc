@@ -24,6 +24,7 @@
 #include "cloud/cloud_verifier.h"
 #include "device/device.h"
 #include "engine/model_writer.h"
+#include "models/testing.h"
 #include "protocol/convert.h"
 #include "protocol/hlm.grpc.pb.h"
 #include "protocol/remote_verifier.h"
@@ -449,6 +450,21 @@ TEST(ServerRefusals, GarbageBytesAndVanishingClientsDoNotHurtOthers) {
 // Listeners refuse what they cannot honour: a port out of range (gRPC would take it modulo
 // 65536) and a port another server holds (gRPC would share it through SO_REUSEPORT and split
 // the devices' sessions between two processes).
+TEST(ServerRefusals, EngineBackendRefusesAModelLoadedWithoutWeights) {
+  testing::ScopedTempDir dir;
+  const std::string path = dir / "llm.gguf";
+  ASSERT_TRUE(write_tiny_model(path, TinyModelSpec{}).ok());
+  auto vocab = Model::load(path, Model::Weights::kSkip);
+  ASSERT_TRUE(vocab.ok()) << vocab.error().message;
+  ServerOptions o;
+  o.threads = 1;
+  o.listen = "127.0.0.1:0";
+  auto s = Server::start(*vocab, o);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.error().message.find("without its weights"), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find(path), std::string::npos);
+}
+
 TEST(ServerListen, RefusesBadPortsAndPortsInUse) {
   ServerOptions o;
   o.threads = 1;
