@@ -180,6 +180,8 @@ void Server::Impl::run_deferred(std::shared_ptr<Conn> conn, Deferred work) {
     conn->respond(error_response(500, "internal error"));
   }
   conn->finish();
+  // What the work captured dies here, before stop() can return and its owner go away.
+  work = nullptr;
   std::lock_guard lock(mu);
   --deferred;
   cv.notify_all();
