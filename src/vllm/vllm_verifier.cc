@@ -60,8 +60,9 @@ Result<std::unique_ptr<VllmVerifier>> VllmVerifier::connect(std::shared_ptr<cons
   if (o.urls.empty()) return make_error("--vllm-url: give at least one vLLM server URL");
   if (o.max_in_flight < 1) return make_error("--vllm-max-in-flight must be at least 1");
   for (std::string& u : o.urls) u = trim_slash(u);
+  const double startup_s = std::max(o.timeout_s, o.startup_timeout_s);
   HttpClient probe(
-      HttpOptions{o.connect_timeout_s, o.timeout_s, HttpOptions{}.max_response_bytes, 1});
+      HttpOptions{o.connect_timeout_s, startup_s, HttpOptions{}.max_response_bytes, 1});
   std::vector<Served> served;
   for (const std::string& url : o.urls) {
     auto s = served_model(probe, url);
@@ -102,17 +103,21 @@ Result<std::unique_ptr<VllmVerifier>> VllmVerifier::connect(std::shared_ptr<cons
       }
     }
   }
-  std::unique_ptr<VllmVerifier> v(new VllmVerifier(std::move(vocab), std::move(o), served[0].id));
-  // Log-probabilities as verification asks for them: refused unless vLLM allows that many.
+  // Log-probabilities as verification asks for them: refused unless vLLM allows that many. This
+  // also warms each replica up, under the start-up timeout.
+  VllmOptions warm = o;
+  warm.timeout_s = startup_s;
+  VllmVerifier warming(vocab, std::move(warm), served[0].id);
   SamplingParams defaults;
-  for (size_t i = 0; i < v->options_.urls.size(); ++i) {
-    auto q = v->distributions({tok.encode(kProbes[0], false, false)}, defaults, i);
+  for (size_t i = 0; i < o.urls.size(); ++i) {
+    auto q = warming.distributions({tok.encode(kProbes[0], false, false)}, defaults, i);
     if (!q && q.error().code == ErrorCode::kFailed) {
       return make_error("{} (start vLLM with --max-logprobs -1)", q.error().message);
     }
     if (!q) return q.error();
   }
-  return v;
+  return std::unique_ptr<VllmVerifier>(
+      new VllmVerifier(std::move(vocab), std::move(o), served[0].id));
 }
 
 Result<SessionId> VllmVerifier::open(const SessionParams& params) {

@@ -30,6 +30,9 @@ struct VllmOptions {
   int max_in_flight = 4;   // requests in flight per replica
   double connect_timeout_s = 2;
   double timeout_s = 5;  // per HTTP request; under the devices' 10 s deadline
+  // connect()'s checks only: a vLLM that has just turned healthy takes seconds over its first
+  // log-probability request (measured: over 2 s on CI's 2 cores), which is start-up, not a stall.
+  double startup_timeout_s = 60;
   // Log-probabilities asked for (see logprobs_to_request). Measured on SmolLM2-135M chat
   // contexts at hlm's defaults, the top 64 determined q in 16 of 20, the top 512 in 19 of 20; the
   // rest cost a full-vocabulary request (about 4x a plain one). The top 512 costs vLLM 1.14x a
