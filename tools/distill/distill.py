@@ -351,8 +351,13 @@ def build_torch_student(a, layers):
                 torch.from_numpy(deq(T[f"blk.{old}.{nm}.weight"]).copy()))
     params["output_norm.weight"] = torch.nn.Parameter(
         torch.from_numpy(deq(T["output_norm.weight"]).copy()))
-    if a.lr_emb > 0:  # trained too (tied: input and output move together)
-        params["token_embd.weight"] = torch.nn.Parameter(emb.clone())
+    if a.lr_out > 0:  # an untied output head of its own, read off the truncated residual stream
+        params["output.weight"] = torch.nn.Parameter(emb.clone())
+    if a.init:  # continue from a delta (e.g. the shipped student's)
+        D = {t.name: t for t in teacher_reader(a.init).tensors}
+        for k in params:
+            if k in D:
+                params[k].data.copy_(torch.from_numpy(deq(D[k]).reshape(params[k].shape).copy()))
     return emb, params
 
 
@@ -392,7 +397,6 @@ def forward(P, emb, n_layer, toks, fq, layer_weights=None):
     B, n = toks.shape
     if layer_weights is None:
         layer_weights = quantized_view(P, n_layer, fq)
-    emb = layer_weights.get("token_embd.weight", emb)
     x = emb[toks]
     pos = torch.arange(n, dtype=torch.float32)
     inv = ROPE_BASE ** (-torch.arange(0, HEAD_DIM, 2, dtype=torch.float32) / HEAD_DIM)
@@ -422,7 +426,7 @@ def forward(P, emb, n_layer, toks, fq, layer_weights=None):
         x = x + o @ W(p + "attn_output.weight").T
         h = rms(x, P[p + "ffn_norm.weight"])
         x = x + (F.silu(h @ W(p + "ffn_gate.weight").T) * (h @ W(p + "ffn_up.weight").T)) @ W(p + "ffn_down.weight").T
-    return rms(x, P["output_norm.weight"]) @ emb.T
+    return rms(x, P["output_norm.weight"]) @ layer_weights.get("output.weight", emb).T
 
 
 def quantized_view(P, n_layer, fq):
@@ -456,13 +460,14 @@ def stage_train(a):
     emb, P = build_torch_student(a, layers)
     data = load_gen(a, "self")
     log(f"train {a.name}: {len(data)} sequences, {sum(len(g['toks']) for g in data)} tokens, "
-        f"layers {layers}, embedding {'trained' if a.lr_emb > 0 else 'frozen'}")
+        f"layers {layers}, output head {'its own' if a.lr_out > 0 else 'tied'}"
+        + (f", from {a.init}" if a.init else ""))
     # norms (1-D) learn with a larger LR: the truncated residual stream needs a new output scale
-    mats = [v for k, v in P.items() if v.dim() == 2 and k != "token_embd.weight"]
+    mats = [v for k, v in P.items() if v.dim() == 2 and k != "output.weight"]
     norms = [v for v in P.values() if v.dim() == 1]
     groups = [dict(params=mats, lr=a.lr, base=a.lr), dict(params=norms, lr=a.lr_norm, base=a.lr_norm)]
-    if "token_embd.weight" in P:
-        groups.append(dict(params=[P["token_embd.weight"]], lr=a.lr_emb, base=a.lr_emb))
+    if "output.weight" in P:
+        groups.append(dict(params=[P["output.weight"]], lr=a.lr_out, base=a.lr_out))
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.98), weight_decay=0.0)
     step = 0
     t_used = 0.0
@@ -535,8 +540,8 @@ def stage_export(a):
             else:
                 ts.append((k, q41(w), gguf.GGMLQuantizationType.Q4_1))
     ts.append(("output_norm.weight", P["output_norm.weight"].numpy(), gguf.GGMLQuantizationType.F32))
-    if "token_embd.weight" in P:
-        ts.append(("token_embd.weight", q41(P["token_embd.weight"].numpy().astype(np.float32)),
+    if "output.weight" in P:
+        ts.append(("output.weight", q41(P["output.weight"].numpy().astype(np.float32)),
                    gguf.GGMLQuantizationType.Q4_1))
     delta = a.delta
     import gguf as g_
@@ -555,8 +560,7 @@ def stage_export(a):
     log(f"delta: {delta} {os.path.getsize(delta)} bytes")
     # A Python-built full student (for scoring; the shipped one is rebuilt by the C++ builder).
     T = {t.name: t for t in r.tensors}
-    full = ts if "token_embd.weight" in P else [
-        ("token_embd.weight", q41(deq(T["token_embd.weight"])), gguf.GGMLQuantizationType.Q4_1)] + ts
+    full = [("token_embd.weight", q41(deq(T["token_embd.weight"])), gguf.GGMLQuantizationType.Q4_1)] + ts
     write_gguf(os.path.join(a.work, f"student_{a.name}.py.gguf"), r, a.m, full)
 
 
@@ -603,8 +607,11 @@ def main():
     ap.add_argument("--m", type=int, default=6)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--lr-norm", type=float, default=1e-2)
-    ap.add_argument("--lr-emb", type=float, default=0,
-                    help="train the (tied) embedding at this LR; 0 keeps the teacher's")
+    ap.add_argument("--lr-out", type=float, default=0,
+                    help="give the student its own output head (from the tied embedding), "
+                         "trained at this LR; 0 keeps the tied one")
+    ap.add_argument("--init", default="",
+                    help="train: start from this delta GGUF's tensors (e.g. models/slm-delta.gguf)")
     ap.add_argument("--layers", default="",
                     help="comma-separated teacher layers to start from (default: the first --m)")
     ap.add_argument("--name", default="",
