@@ -11,9 +11,9 @@
 //
 //   token_embd.weight, [output.weight], blk.0.* .. blk.<m-1>.*, output_norm.weight
 //
-// (output.weight, when the delta has one, sits right after the embedding as in llama.cpp's and
-// hlm's own writers; each block's tensors are in the teacher's order; output_norm stays last so
-// a delta without output.weight gives the same bytes as before parts existed).
+// (output.weight, when the delta has one, sits beside the embedding, where llama.cpp's loader and
+// hlm's own writer put it; each block's tensors are in the teacher's order; output_norm stays
+// last so a delta without output.weight gives the same bytes as before parts existed).
 //
 // The parts' tensors together must be exactly blk.0..m-1.*, output_norm.weight and optionally
 // output.weight (shape = the teacher's token_embd.weight, a type hlm decodes), each in exactly
