@@ -42,6 +42,18 @@ Status assemble_student(const GgufFile& teacher, std::span<const GgufFile* const
   const GgufFile* m_from = nullptr;
   int64_t m = 0;
   for (const GgufFile* d : deltas) {
+    if (const auto arch = d->get_string("general.architecture"); arch && *arch != "llama") {
+      return make_error("{}: a delta part for a llama teacher, but general.architecture is {}",
+                        d->path(), *arch);
+    }
+    // tools/distill's export records how many parts it wrote: a forgotten part (say, the one
+    // holding output.weight) would otherwise give a valid but different student.
+    if (const auto n = d->get_int("hlm.delta.part_count");
+        n && *n != static_cast<int64_t>(deltas.size())) {
+      return make_error(
+          "{}: part {} of a delta in {} parts, but {} part(s) were given: pass them all", d->path(),
+          d->get_int("hlm.delta.part_index").value_or(0), *n, deltas.size());
+    }
     const auto v = d->get_int("llama.block_count");
     if (!v) continue;
     if (!m_from) {

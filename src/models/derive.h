@@ -18,8 +18,9 @@
 // The parts' tensors together must be exactly blk.0..m-1.*, output_norm.weight and optionally
 // output.weight (shape = the teacher's token_embd.weight, a type hlm decodes), each in exactly
 // one part. llama.block_count must be set by at least one part and agree across the parts that
-// set it. The output is written atomically and is byte-identical for the same inputs, so it can
-// be checked by sha256.
+// set it; a part that records hlm.delta.part_count (tools/distill's export does) must be given
+// with that many parts. The output is written atomically and is byte-identical for the same inputs,
+// so it can be checked by sha256.
 #pragma once
 
 #include <span>

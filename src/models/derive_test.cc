@@ -102,12 +102,14 @@ std::vector<TestTensor> delta_tensors(int m, bool bad_shape = false, int64_t out
   return out;
 }
 
-// Writes a delta part holding `tensors`, with llama.block_count = `block_count` unless it is 0.
+// Writes a delta part holding `tensors`, with llama.block_count = `block_count` unless it is 0,
+// and hlm.delta.part_count = `part_count` unless it is 0.
 void write_part(const std::string& path, const std::vector<TestTensor>& tensors,
-                uint32_t block_count) {
+                uint32_t block_count, uint32_t part_count = 0) {
   GgufWriter w;
   w.set_string("general.architecture", "llama");
   if (block_count > 0) w.set_u32("llama.block_count", block_count);
+  if (part_count > 0) w.set_u32("hlm.delta.part_count", part_count);
   for (const auto& t : tensors)
     w.add_tensor(t.name, t.type, t.shape, t.bytes.data(), t.bytes.size());
   ASSERT_TRUE(w.write(path).ok());
@@ -341,6 +343,18 @@ TEST(DeriveTest, RejectsBadParts) {
     auto s = build_student(teacher, {dir / "a.gguf", dir / "b.gguf"}, out);
     EXPECT_TRUE(has(s, "output.weight")) << msg(s);
     EXPECT_TRUE(has(s, dir / "b.gguf")) << msg(s);
+  }
+  {  // A part that says the delta has two parts, given alone (the output head's part forgotten).
+    auto [body, head] = split(delta_tensors(2, false, kVocab),
+                              [](const std::string& n) { return n != "output.weight"; });
+    write_part(dir / "a.gguf", body, 2, 2);
+    write_part(dir / "b.gguf", head, 2, 2);
+    auto s = build_student(teacher, {dir / "a.gguf"}, out);
+    EXPECT_TRUE(has(s, "2 parts")) << msg(s);
+    EXPECT_TRUE(has(s, dir / "a.gguf")) << msg(s);
+    s = build_student(teacher, {dir / "a.gguf", dir / "b.gguf"}, out);
+    EXPECT_TRUE(s.ok()) << msg(s);
+    fs::remove(out);
   }
   EXPECT_FALSE(build_student(teacher, {}, out).ok());
   EXPECT_FALSE(fs::exists(out));

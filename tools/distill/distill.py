@@ -563,8 +563,9 @@ def write_delta_parts(a, ts):
         w.add_string("general.name", "hlm SLM delta (SmolLM2-135M-Instruct, first %d layers, distilled)" % a.m)
         w.add_string("hlm.delta.teacher", os.path.basename(a.teacher))
         w.add_string("hlm.delta.embedding", "token_embd.weight from the teacher, requantised Q8_0 -> Q4_1")
-        if len(groups) > 1:
-            w.add_string("hlm.delta.part", f"{i + 1} of {len(groups)}")
+        # hlm::build_student refuses a part given without the others
+        w.add_uint32("hlm.delta.part_index", i + 1)
+        w.add_uint32("hlm.delta.part_count", len(groups))
         for name, arr, typ in group:
             if typ == gguf.GGMLQuantizationType.F32:
                 w.add_tensor(name, arr.astype(np.float32))
