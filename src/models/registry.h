@@ -41,10 +41,16 @@ struct ModelEntry {
     std::string wheel_member;
   };
   std::vector<Chunk> chunks = {};
-  // kDerived: the entry it is built from.
+  // kDerived: the entry it is built from, and the committed delta it is built with, in one or
+  // more parts (GGUFs of whole tensors, each under the 20 MB a committed file may have) whose
+  // paths $HLM_SLM_DELTA overrides (a ':' or ',' separated list, one path per part, in order).
   std::string derived_from = {};
-  std::string delta_file = {};  // the committed delta; $HLM_SLM_DELTA overrides
-  std::string delta_sha256 = {};
+  struct DeltaPart {
+    std::string file;  // absolute path (models/ in the source tree)
+    std::string sha256;
+    uint64_t size = 0;
+  };
+  std::vector<DeltaPart> deltas = {};
 };
 
 // Every known model, in display order. Adding a model means adding a row in registry.cc.

@@ -17,8 +17,9 @@ resumes where it stopped:
             trained weights survive Q4_1 export); loss = KL(teacher || student) at T=1 over
             the top-64 teacher tokens + one tail bucket; AdamW, cosine LR; checkpoints.
   export    writes the delta GGUF (blk.0..m-1 as Q4_1, norms F32, output_norm F32; no
-            embedding) and a full student GGUF built the same way the C++ builder does
-            (teacher metadata with block_count = m, token_embd Q8_0 -> Q4_1).
+            embedding) in parts of at most 19 MB (--delta, then -2, -3 ... before .gguf), and
+            a full student GGUF built the same way the C++ builder does (teacher metadata
+            with block_count = m, token_embd Q8_0 -> Q4_1).
   eval      top-1 agreement, mean acceptance sum_x min(p, q), perplexities, on held-out
             teacher text (--heldout dev|test) and on /usr/share/common-licenses/GPL-3; decode tok/s at 2 threads.
 
@@ -524,6 +525,72 @@ def stage_train(a):
 
 
 # ------------------------------------------------------------------------------------ export
+# No committed file may exceed 20 MB: the delta is written in parts of whole tensors, each at
+# most this many bytes (hlm::build_student takes them all; each tensor is in exactly one part).
+PART_MAX = 19_000_000
+
+
+def part_paths(delta, n):
+    """Part 1 is --delta itself; parts 2.. insert -2, -3, ... before .gguf."""
+    stem = delta[:-len(".gguf")] if delta.endswith(".gguf") else delta
+    return [delta] + [f"{stem}-{i}.gguf" for i in range(2, n + 1)]
+
+
+def tensor_bytes_in_file(name, arr, typ):
+    """An upper bound on what one tensor adds to a GGUF: its info (name, dims, type, offset) and
+    its data padded to the 32-byte alignment."""
+    import gguf
+    n = arr.size * 4 if typ == gguf.GGMLQuantizationType.F32 else arr.nbytes
+    return 8 + len(name.encode()) + 4 + 8 * 4 + 4 + 8 + n + 32
+
+
+def write_delta_parts(a, ts):
+    """Writes the delta tensors `ts` (name, array, type), in order, into as few parts of at most
+    PART_MAX bytes as that order allows; every part is a llama GGUF with llama.block_count = m.
+    Prints each part's path, size and sha256, and the "deltas" list for models/slm-delta.json."""
+    import gguf
+    header = 4096  # magic, counts and this function's metadata, with room to spare
+    groups, size = [[]], header
+    for t in ts:
+        n = tensor_bytes_in_file(*t)
+        if n + header > PART_MAX:
+            sys.exit(f"export: tensor {t[0]} ({n} bytes) does not fit in a {PART_MAX}-byte part")
+        if groups[-1] and size + n > PART_MAX:
+            groups.append([])
+            size = header
+        groups[-1].append(t)
+        size += n
+    paths = part_paths(a.delta, len(groups))
+    listed = []
+    for i, (path, group) in enumerate(zip(paths, groups)):
+        w = gguf.GGUFWriter(path + ".tmp", arch="llama")
+        w.add_uint32("llama.block_count", a.m)
+        w.add_string("general.name", "hlm SLM delta (SmolLM2-135M-Instruct, first %d layers, distilled)" % a.m)
+        w.add_string("hlm.delta.teacher", os.path.basename(a.teacher))
+        w.add_string("hlm.delta.embedding", "token_embd.weight from the teacher, requantised Q8_0 -> Q4_1")
+        # hlm::build_student refuses a part given without the others
+        w.add_uint32("hlm.delta.part_index", i + 1)
+        w.add_uint32("hlm.delta.part_count", len(groups))
+        for name, arr, typ in group:
+            if typ == gguf.GGMLQuantizationType.F32:
+                w.add_tensor(name, arr.astype(np.float32))
+            else:
+                w.add_tensor(name, arr, raw_dtype=typ)
+        w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
+        size = os.path.getsize(path + ".tmp")
+        if size > PART_MAX:
+            sys.exit(f"export: {path} would be {size} bytes, over {PART_MAX}")
+        os.replace(path + ".tmp", path)
+        sha = hashlib.sha256(open(path, "rb").read()).hexdigest()
+        names = group[0][0] if len(group) == 1 else f"{len(group)} tensors: {group[0][0]} .. {group[-1][0]}"
+        log(f"delta part {i + 1} of {len(groups)}: {path} {size} bytes sha256 {sha} ({names})")
+        listed.append({"file": os.path.basename(path), "sha256": sha, "size": size})
+    stale = part_paths(a.delta, len(groups) + 1)[-1]
+    if os.path.exists(stale):
+        log(f"note: {stale} is from an earlier export, not part of this delta")
+    print(json.dumps({"deltas": listed}, indent=2))
+
+
 def stage_export(a):
     import gguf
     import torch
@@ -543,21 +610,7 @@ def stage_export(a):
     if "output.weight" in P:
         ts.append(("output.weight", q41(P["output.weight"].numpy().astype(np.float32)),
                    gguf.GGMLQuantizationType.Q4_1))
-    delta = a.delta
-    import gguf as g_
-    w = g_.GGUFWriter(delta + ".tmp", arch="llama")
-    w.add_uint32("llama.block_count", a.m)
-    w.add_string("general.name", "hlm SLM delta (SmolLM2-135M-Instruct, first %d layers, distilled)" % a.m)
-    w.add_string("hlm.delta.teacher", os.path.basename(a.teacher))
-    w.add_string("hlm.delta.embedding", "token_embd.weight from the teacher, requantised Q8_0 -> Q4_1")
-    for name, arr, typ in ts:
-        if typ == g_.GGMLQuantizationType.F32:
-            w.add_tensor(name, arr.astype(np.float32))
-        else:
-            w.add_tensor(name, arr, raw_dtype=typ)
-    w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
-    os.replace(delta + ".tmp", delta)
-    log(f"delta: {delta} {os.path.getsize(delta)} bytes")
+    write_delta_parts(a, ts)
     # A Python-built full student (for scoring; the shipped one is rebuilt by the C++ builder).
     T = {t.name: t for t in r.tensors}
     full = [("token_embd.weight", q41(deq(T["token_embd.weight"])), gguf.GGMLQuantizationType.Q4_1)] + ts
