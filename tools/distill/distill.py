@@ -479,12 +479,6 @@ def stage_train(a):
         opt.load_state_dict(s["opt"])
         step, t_used = s["step"], s["t_used"]
         log(f"resumed at step {step}")
-    rng = random.Random(a.seed)
-    order = []
-    for ep in range(1000):
-        o = list(range(len(data)))
-        rng.shuffle(o)
-        order += o
     per_step = a.accum
     total = a.steps
     eta = Eta(total, "train")
@@ -496,7 +490,13 @@ def stage_train(a):
             g["lr"] = g["base"] * sched
         lr = a.lr * sched
         opt.zero_grad()
-        batch = [data[order[step * per_step + j]] for j in range(per_step)]
+        if step % 50 == 0:  # gen-self may still be writing: train on what exists by now
+            n_files = len(glob.glob(os.path.join(a.work, "gen", "self", "*[0-9].npz")))
+            if n_files > len(data):
+                data = load_gen(a, "self")
+                log(f"train: now {len(data)} sequences")
+        # sequences drawn at random (seeded by step), so a resumed run continues the same stream
+        batch = random.Random(a.seed * 1_000_003 + step).sample(data, per_step)
         lens = [min(len(g["toks"]), a.max_len) for g in batch]
         n = max(lens)
         toks = torch.zeros(len(batch), n, dtype=torch.int64)
