@@ -468,7 +468,7 @@ def main():
               f"`{os.path.basename((cfg.get('profile') or {}).get('path', '–'))}` "
               f"(u_th = {(cfg.get('profile') or {}).get('u_th')}, estimator "
               f"{(cfg.get('profile') or {}).get('estimator')}, λ = "
-              f"{(cfg.get('profile') or {}).get('lambda')}).")
+              f"{(cfg.get('profile') or {}).get('lambda', float('nan')):.4g}).")
     if scoring.get("bertscore"):
         b = scoring["bertscore"]
         md.append(f"- BERTScore: {b['package']}, model {b['model']}, layer {b['num_layers']} of "
@@ -482,7 +482,9 @@ def main():
     md.append("- Energy and throughput: SPEC §7's channel model on the cost profiles "
               f"(device `{cost.get('device')}`, cloud `{cost.get('cloud')}` unless a table says "
               "otherwise; docs/energy.md), so they do not follow the machine's load. Energy "
-              "saving = 1 − E/E_hlm(full) on total energy per token, paired per prompt and seed.")
+              "saving = 1 − E/E_ref on total energy per token, paired per prompt and seed, with "
+              "E_ref the energy of `hlm` with the same upload encoding (what skipping buys) or of "
+              "standard HLM (`hlm` with the `full` upload).")
     md.append(f"- Machine: {machine()}.\n")
 
     md.append(v2_sections(v2, temps, rel, a.results_dir, slm_path))
@@ -517,6 +519,10 @@ def main():
                   "(`tools/eval/importance_study.py`).\n")
         md.append(grid_section(grid))
     md.append(importance_section(imp) + "\n")
+    if imp:
+        md.append("The test split's iuhlm runs above use the pair profile's estimator and λ "
+                  "(Setup), not this choice directly: a choice made on dev reaches the test "
+                  "split through the profile (`hlm calibrate --save`, docs/profiles.md).\n")
 
     md.append("## Exact commands\n")
     md.append("```sh\n" + (commands or "(see tools/eval/make_results.sh)") + "\n"
