@@ -507,7 +507,7 @@ def main():
     md.append("## Plots\n")
     for name, cap in (("quality_vs_energy", "Quality against total energy per token (Pareto front dashed)"),
                       ("quality_vs_upload", "Quality against upload rate"),
-                      ("energy_saving", "Energy saving against standard HLM (test split)")):
+                      ("energy_saving", "Energy saving against hlm with the same upload (test split)")):
         if os.path.exists(os.path.join(a.results_dir, f"{name}.png")):
             md.append(f"**{cap}** ([SVG]({rel}/{name}.svg))\n\n![{cap}]({rel}/{name}.png)\n")
 

@@ -7,7 +7,9 @@
 # Every step resumes (hlm eval appends to its results.jsonl), so an interrupted run continues
 # where it stopped.
 #
-#   tools/eval/make_results.sh              # all steps (about 60 min on 2 cores at the defaults)
+#   tools/eval/make_results.sh              # all steps: about 45 min on 2 cores at the defaults
+#                                           # (~200k generated tokens at 9-13 ms each on one
+#                                           # loaded core, plus ~5 min of scoring and loading)
 #   tools/eval/make_results.sh page         # only re-render plots + RESULTS.md from $WORK
 #   STEPS="calibrate grid" tools/eval/make_results.sh   # steps: calibrate grid importance test
 #                                                        #        win page
@@ -19,11 +21,16 @@
 # WORK [eval-out], OUT_MD [docs/RESULTS.md], OUT_DIR [docs/results], N test prompts [30],
 # TOKENS [48], SEEDS ["1 2 3"], TEMPS ["0 0.8"], N_CAL [20], CAL_TOKENS [32], N_DEV [30],
 # DEV_TOKENS [48], DEV_SWEEP, DEV_UHLM_SWEEP [from the grid step], OP_UTH: the u_th operating
-# points of uhlm and iuhlm on the test split [every other value of the grid step's uhlm u_th
-# grid, which quantiles of u on the dev split give; the pair profile's calibrated u_th is always
-# added], N_WIN [N], WIN_SEEDS [the first of SEEDS], WIN_TEMP [0], CHANNELS ["narrowband lte
+# points of uhlm and iuhlm on the test split, comma-separated [three values of the grid step's
+# uhlm u_th grid, which quantiles of u on the dev split give: its first, a third and two thirds
+# along; the pair profile's calibrated u_th is always added], N_WIN test prompts per channel x
+# cloud cell [12], WIN_SEEDS [the first of SEEDS], WIN_TEMP [0], CHANNELS ["narrowband lte
 # wifi"], CLOUDS [cloud cost profiles: "llm-135m-epyc2 a100-llama-2-7b-fp16"].
-# Another device model (a student v2): SLM=path/or/name; nothing else changes.
+# DEVICE_COST [auto] and PROFILE [the pair profile matching the models] go to every hlm eval of
+# the test and win steps as --device-cost and --profile.
+# Another device model (a student v2): SLM=path/or/name; nothing else changes (it needs its pair
+# profile, `hlm calibrate --save`, and a device cost profile, `hlm bench engine --save-cost`, in
+# the search paths for its defaults and reproducible energy; otherwise hlm says what it used).
 # Python needs: pip install -r tools/eval/requirements.txt
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,11 +49,13 @@ DEV_TOKENS=${DEV_TOKENS:-48}
 TEMP=${TEMP:-0}  # the dev steps (grid, importance)
 SEEDS=${SEEDS:-1 2 3}
 TEMPS=${TEMPS:-0 0.8}
-N_WIN=${N_WIN:-$N}
+N_WIN=${N_WIN:-12}
 WIN_SEEDS=${WIN_SEEDS:-${SEEDS%% *}}
 WIN_TEMP=${WIN_TEMP:-0}
 CHANNELS=${CHANNELS:-narrowband lte wifi}
 CLOUDS=${CLOUDS:-llm-135m-epyc2 a100-llama-2-7b-fp16}
+DEVICE_COST=${DEVICE_COST:-auto}
+PROFILE=${PROFILE:-}
 OUT_MD=${OUT_MD:-docs/RESULTS.md}
 OUT_DIR=${OUT_DIR:-docs/results}
 # The importance study: every estimator at two uncertainty thresholds and its λ grid, and uhlm
@@ -59,16 +68,6 @@ ESTIMATORS=(focus "received(1)" "received(2)" entropy)
 STEPS=${STEPS:-${1:-all}}
 export HLM_SOURCE_DIR=$PWD
 
-# "est=E;lambda=L" as the importance study chose them ("u_th=U;est=E;lambda=L" with the u_th of
-# its best point when $1 is u_th), or nothing when it chose none.
-chosen() {
-  [[ -f "$WORK/importance.json" ]] || return 0
-  python3 -c 'import json, sys
-c = json.load(open(sys.argv[1]))["choice"]
-u = "u_th=%g;" % c["u_th"] if c and sys.argv[2] == "u_th" else ""
-print(u + "est=%s;lambda=%g" % (c["estimator"], c["lambda"]) if c else "")' \
-    "$WORK/importance.json" "${1:-}"
-}
 grid_key() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
   "$WORK/study_grid.json" "$1"; }
 common=(--slm "$SLM" --llm "$LLM" --threads "$THREADS" --temp "$TEMP")
@@ -124,8 +123,8 @@ if want importance; then
   run python3 tools/eval/importance_study.py --summary "$WORK/dev/summary.json" \
     --out "$WORK/importance.json"
 fi
-# The test split's operating points of uhlm and iuhlm: OP_UTH, else every other u_th of the
-# grid step's uhlm grid (quantiles of u on dev prompts: tuned on dev only). The sweep's empty
+# The test split's operating points of uhlm and iuhlm: OP_UTH, else three u_th of the grid
+# step's uhlm grid (quantiles of u on dev prompts: tuned on dev only). The sweep's empty
 # alternative adds the pair profile's calibrated default (labelled with its u_th); iuhlm uses the
 # profile's estimator and λ throughout.
 op_sweep() {
@@ -134,21 +133,25 @@ op_sweep() {
     [[ -f "$WORK/study_grid.json" ]] || { log "no $WORK/study_grid.json: run the grid step first (or set OP_UTH)"; exit 1; }
     u=$(python3 -c 'import json, sys
 g = json.load(open(sys.argv[1]))["uhlm_u_th"]
-print(",".join("%g" % v for v in g[::2]))' "$WORK/study_grid.json")
+n = len(g)
+print(",".join("%g" % g[i] for i in sorted({0, round((n - 1) / 3), round(2 * (n - 1) / 3)})))' \
+      "$WORK/study_grid.json")
   fi
   echo "u_th=$u |"
 }
+v2common=(--slm "$SLM" --llm "$LLM" --threads "$THREADS" --device-cost "$DEVICE_COST"
+          ${PROFILE:+--profile "$PROFILE"})
 csv() { tr -s ' ' ',' <<< "$*" | sed 's/^,//; s/,$//'; }
 tdir() { echo "$WORK/test-t$1"; }
 if want test; then
   sweep=$(op_sweep)
   for t in $TEMPS; do
     log "test split, T = $t: slm llm hlm uhlm iuhlm ($N prompts x $TOKENS tokens, seeds $SEEDS, sweep '$sweep')"
-    run "$HLM" eval --slm "$SLM" --llm "$LLM" --threads "$THREADS" --temp "$t" \
+    run "$HLM" eval "${v2common[@]}" --temp "$t" \
       --methods slm,llm,hlm,uhlm,iuhlm --prompts test --n "$N" --max-tokens "$TOKENS" \
       --seeds "$(csv $SEEDS)" --sweep "$sweep" --out "$(tdir "$t")" --quiet
     log "test split, T = $t: hlm with the full upload (standard HLM; llm for its fidelity)"
-    run "$HLM" eval --slm "$SLM" --llm "$LLM" --threads "$THREADS" --temp "$t" \
+    run "$HLM" eval "${v2common[@]}" --temp "$t" \
       --methods llm,hlm --encoding full --prompts test --n "$N" --max-tokens "$TOKENS" \
       --seeds "$(csv $SEEDS)" --out "$(tdir "$t")-full" --quiet
   done
@@ -164,7 +167,7 @@ if want win; then
   for cloud in $CLOUDS; do
     for ch in $CHANNELS; do
       log "win: channel $ch, cloud $cloud ($N_WIN prompts x $TOKENS tokens, T = $WIN_TEMP, seeds $WIN_SEEDS)"
-      run "$HLM" eval --slm "$SLM" --llm "$LLM" --threads "$THREADS" --temp "$WIN_TEMP" \
+      run "$HLM" eval "${v2common[@]}" --temp "$WIN_TEMP" \
         --methods slm,llm,hlm,uhlm,iuhlm --prompts test --n "$N_WIN" --max-tokens "$TOKENS" \
         --seeds "$(csv $WIN_SEEDS)" --sweep "$sweep" --channel "$ch" --cloud-cost "$cloud" \
         --out "$WORK/win/$ch--$cloud" --no-score --quiet
