@@ -24,7 +24,7 @@
 # points of uhlm and iuhlm on the test split, comma-separated [three values of the grid step's
 # uhlm u_th grid, which quantiles of u on the dev split give: its first, a third and two thirds
 # along; the pair profile's calibrated u_th is always added], N_WIN test prompts per channel x
-# cloud cell [12], WIN_SEEDS [the first of SEEDS], WIN_TEMP [0], CHANNELS ["narrowband lte
+# cloud cell [12, at most N], WIN_SEEDS [the first of SEEDS], WIN_TEMP [0], CHANNELS ["narrowband lte
 # wifi"], CLOUDS [cloud cost profiles: "llm-135m-epyc2 a100-llama-2-7b-fp16"].
 # DEVICE_COST [auto] and PROFILE [the pair profile matching the models] go to every hlm eval of
 # the test and win steps as --device-cost and --profile.
@@ -49,7 +49,7 @@ DEV_TOKENS=${DEV_TOKENS:-48}
 TEMP=${TEMP:-0}  # the dev steps (grid, importance)
 SEEDS=${SEEDS:-1 2 3}
 TEMPS=${TEMPS:-0 0.8}
-N_WIN=${N_WIN:-12}
+N_WIN=${N_WIN:-$(( N < 12 ? N : 12 ))}
 WIN_SEEDS=${WIN_SEEDS:-${SEEDS%% *}}
 WIN_TEMP=${WIN_TEMP:-0}
 CHANNELS=${CHANNELS:-narrowband lte wifi}

@@ -311,11 +311,16 @@ def win(work, tables, win_temp, order_channels=(), order_clouds=()):
         if "--" not in name:
             continue
         ch, cloud = name.split("--", 1)
-        runs = load_runs(os.path.join(root, name))
+        # Only the prompts and seeds the scored run has, so that energy and fidelity are
+        # averaged over the same runs.
+        have = {(r["id"], r["seed"]) for r in ref}
+        runs = [r for r in load_runs(os.path.join(root, name)) if (r["id"], r["seed"]) in have]
         if not runs:
             continue
-        clouds.append(cloud) if cloud not in clouds else None
-        channels.append(ch) if ch not in channels else None
+        if cloud not in clouds:
+            clouds.append(cloud)
+        if ch not in channels:
+            channels.append(ch)
         # Fidelity from the scored run of the same prompt, seed, method and setting.
         for r in runs:
             s = ref_by.get((r["id"], r["seed"], r["method"], r["setting"]))
