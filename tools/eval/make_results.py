@@ -170,7 +170,8 @@ def v2_goals(v2, temps, slm):
                    f"**{'yes' if g1['met'] else 'no'}** | {ev1} |")
         if g2["matched_points"]:
             ev2 = (f"{g2['matched_points']} of {g2['all_points']} iuhlm points fall inside "
-                   f"uhlm's upload-rate range; not worse at all of them: "
+                   f"uhlm's upload-rate range; not worse at all of them (uhlm's quality at the same "
+                   f"rate inside or below iuhlm's CI): "
                    f"{'yes' if g2['not_worse_everywhere'] else 'no'}; better beyond the CIs at "
                    f"{g2['better_beyond_ci']}, worse beyond them at {g2['worse_beyond_ci']} "
                    f"({g2['quality_metric']})")
