@@ -292,6 +292,9 @@ def v2_paper(v2, temps):
     ours = v2["paper"]["ours"]
     if not ours:
         return "(the test step has not been run)\n"
+    cfg = next(iter(v2["tables"].values()))["config"]
+    llm = os.path.basename(cfg.get("llm", "?"))
+    slm = os.path.basename(cfg.get("slm", "?"))
     head = "| figure | paper (arXiv 2508.12590) | " + " | ".join(
         f"hlm, T = {t}" for t in temps if t in ours) + " |"
     rows = [head, "|---|---|" + "---|" * len([t for t in temps if t in ours])]
@@ -339,9 +342,9 @@ def v2_paper(v2, temps):
            "", "\n".join(rows), "",
            "What differs in the setting:", "",
            f"- Models: the paper runs {P['setting'].split(';')[0]}; here the cloud is "
-           "SmolLM2-135M-Instruct and the device its distilled student (the SLM named in Setup), "
-           "a far weaker pair in agreement (the calibration's mean β below), so far more drafts "
-           "are rejected and skipping them costs more fidelity.",
+           f"`{llm}` and the device `{slm}` (Setup), a far weaker pair in agreement (the "
+           "calibration's mean β below), so far more drafts are rejected and skipping them costs "
+           "more fidelity.",
            "- Data: AlpacaEval instructions (test split), not the paper's prompts; answers are cut "
            "at the token limit in Setup.",
            "- Channel and energy: SPEC §7's model with this project's presets and cost profiles "
