@@ -134,7 +134,8 @@ def v2_method_table(tab):
             METHOD_NAME.get(r["method"], r["method"]), setting_name(r),
             ci(m.get("bertscore_f1_llm")), ci(m.get("bertscore_f1_ref")),
             ci(m.get("rougeL_f1_llm")), ci(m.get("e_per_token_j"), 3),
-            ci(m.get("saving_vs_hlm"), 1, pct=True), ci(m.get("saving_vs_hlm_full"), 1, pct=True), mean(m.get("tokens_per_s"), 2),
+            ci(m.get("saving_vs_hlm"), 1, pct=True), ci(m.get("saving_vs_hlm_full"), 1, pct=True),
+            mean(m.get("tokens_per_s"), 2),
             mean(m.get("upload_rate")), mean(m.get("tsr"))]) + " |")
     return "\n".join(rows)
 
@@ -170,7 +171,8 @@ def v2_goals(v2, temps, slm):
                    f"**{'yes' if g1['met'] else 'no'}** | {ev1} |")
         if g2["matched_points"]:
             ev2 = (f"{g2['matched_points']} of {g2['all_points']} iuhlm points fall inside "
-                   f"uhlm's upload-rate range; not worse at all of them (uhlm's quality at the same "
+                   "uhlm's upload-rate range; not worse at all of them (uhlm's quality at the "
+                   "same "
                    f"rate inside or below iuhlm's CI): "
                    f"{'yes' if g2['not_worse_everywhere'] else 'no'}; better beyond the CIs at "
                    f"{g2['better_beyond_ci']}, worse beyond them at {g2['worse_beyond_ci']} "
@@ -334,8 +336,8 @@ def v2_paper(v2, temps):
                   f"{mean(o['highest_fidelity']['saving_full'], 1, pct=True)} "
                   f"({mean(o['highest_fidelity']['saving'], 1, pct=True)})")
     out = ["Our uhlm and iuhlm rows are the pair profile's calibrated default operating point "
-           "(`profiles/`); the paper's are its reported settings. Savings are paired per prompt and "
-           "seed, against standard HLM (every token uploaded with the full distribution, as the "
+           "(`profiles/`); the paper's are its reported settings. Savings are paired per prompt "
+           "and seed, against standard HLM (every token uploaded with the full distribution, as the "
            "paper's baseline) and against `hlm` with the same compressed upload (what skipping "
            "alone buys). The matched-quality comparison of iuhlm and uhlm is the table under each "
            "temperature in \"Methods on the test split\".",
@@ -435,7 +437,8 @@ def main():
               "made by `tools/eval/results_v2.py` from the work directory, and the summaries "
               "copied from it). Results v2 figures are means over prompts with 95% percentile "
               "bootstrap intervals over prompts ([lo, hi], fixed seed); the importance study "
-              "keeps `hlm eval`'s two-sided 95% Student-t half-widths (± …). Quality is measured "
+              "keeps `hlm eval`'s two-sided 95% Student-t half-widths (± …). Quality is "
+              "measured "
               "against the LLM-only output for the same prompt and seed (fidelity) and against "
               "the data set's reference answer. The whole page regenerates unchanged for another "
               "device model with `SLM=... tools/eval/make_results.sh`.\n")
@@ -511,7 +514,8 @@ def main():
     md.append("## Plots\n")
     for name, cap in (("quality_vs_energy", "Quality against total energy per token (Pareto front dashed)"),
                       ("quality_vs_upload", "Quality against upload rate"),
-                      ("energy_saving", "Energy saving against hlm with the same upload (test split)")):
+                      ("energy_saving",
+                       "Energy saving against hlm with the same upload (test split)")):
         if os.path.exists(os.path.join(a.results_dir, f"{name}.png")):
             md.append(f"**{cap}** ([SVG]({rel}/{name}.svg))\n\n![{cap}]({rel}/{name}.png)\n")
 

@@ -2,8 +2,9 @@
 # make_results.sh: regenerates docs/RESULTS.md and docs/results/ from scratch ("Results v2",
 # issue 18), in this order: calibration fit, the study grid (u_th and λ from the dev data), the
 # importance study on the dev split, then on the test split every method at T = 0 and T = 0.8
-# over several seeds (step `test`), the same runs re-costed under every channel preset × cloud
-# cost profile for "when does hybrid win" (step `win`), quality scoring, plots and the page.
+# over several seeds (step `test`), the same generations priced under every channel preset ×
+# cloud cost profile for "when does hybrid win" (step `win`: re-run unscored, as hlm cannot
+# re-cost a recorded run), quality scoring, plots and the page.
 # Every step resumes (hlm eval appends to its results.jsonl), so an interrupted run continues
 # where it stopped.
 #
@@ -24,8 +25,8 @@
 # points of uhlm and iuhlm on the test split, comma-separated [three values of the grid step's
 # uhlm u_th grid, which quantiles of u on the dev split give: its first, a third and two thirds
 # along; the pair profile's calibrated u_th is always added], N_WIN test prompts per channel x
-# cloud cell [12, at most N], WIN_SEEDS [the first of SEEDS], WIN_TEMP [0], CHANNELS ["narrowband lte
-# wifi"], CLOUDS [cloud cost profiles: "llm-135m-epyc2 a100-llama-2-7b-fp16"].
+# cloud cell [12, at most N], WIN_SEEDS [the first of SEEDS], WIN_TEMP [0], CHANNELS
+# ["narrowband lte wifi"], CLOUDS [cloud cost profiles: "llm-135m-epyc2 a100-llama-2-7b-fp16"].
 # DEVICE_COST [auto] and PROFILE [the pair profile matching the models] go to every hlm eval of
 # the test and win steps as --device-cost and --profile.
 # Another device model (a student v2): SLM=path/or/name; nothing else changes (it needs its pair
@@ -130,7 +131,10 @@ fi
 op_sweep() {
   local u=${OP_UTH:-}
   if [[ -z "$u" ]]; then
-    [[ -f "$WORK/study_grid.json" ]] || { log "no $WORK/study_grid.json: run the grid step first (or set OP_UTH)"; exit 1; }
+    if [[ ! -f "$WORK/study_grid.json" ]]; then
+      log "no $WORK/study_grid.json: run the grid step first (or set OP_UTH)"
+      exit 1
+    fi
     u=$(python3 -c 'import json, sys
 g = json.load(open(sys.argv[1]))["uhlm_u_th"]
 n = len(g)
@@ -146,7 +150,8 @@ tdir() { echo "$WORK/test-t$1"; }
 if want test; then
   sweep=$(op_sweep)
   for t in $TEMPS; do
-    log "test split, T = $t: slm llm hlm uhlm iuhlm ($N prompts x $TOKENS tokens, seeds $SEEDS, sweep '$sweep')"
+    log "test split, T = $t: slm llm hlm uhlm iuhlm ($N prompts x $TOKENS tokens," \
+      "seeds $SEEDS, sweep '$sweep')"
     run "$HLM" eval "${v2common[@]}" --temp "$t" \
       --methods slm,llm,hlm,uhlm,iuhlm --prompts test --n "$N" --max-tokens "$TOKENS" \
       --seeds "$(csv $SEEDS)" --sweep "$sweep" --out "$(tdir "$t")" --quiet
@@ -166,7 +171,8 @@ if want win; then
   sweep=$(op_sweep)
   for cloud in $CLOUDS; do
     for ch in $CHANNELS; do
-      log "win: channel $ch, cloud $cloud ($N_WIN prompts x $TOKENS tokens, T = $WIN_TEMP, seeds $WIN_SEEDS)"
+      log "win: channel $ch, cloud $cloud ($N_WIN prompts x $TOKENS tokens, T = $WIN_TEMP," \
+        "seeds $WIN_SEEDS)"
       run "$HLM" eval "${v2common[@]}" --temp "$WIN_TEMP" \
         --methods slm,llm,hlm,uhlm,iuhlm --prompts test --n "$N_WIN" --max-tokens "$TOKENS" \
         --seeds "$(csv $WIN_SEEDS)" --sweep "$sweep" --channel "$ch" --cloud-cost "$cloud" \
