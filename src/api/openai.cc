@@ -255,7 +255,11 @@ Result<RunConfig> run_config_for(const CompletionRequest& r, RunConfig c, int de
     return st.error();
   if (auto st = validate(c.policy); !st) return make_error("'hlm': {}", st.error().message);
   if (auto st = parse_setting(h, "encoding", parse_encoding, c.encoding); !st) return st.error();
-  if (auto st = parse_setting(h, "channel", parse_channel, c.channel); !st) return st.error();
+  // A channel named per request keeps the server's cost profiles' powers.
+  const auto channel_with_powers = [&c](std::string_view s) {
+    return parse_channel(s, c.cost.powers);
+  };
+  if (auto st = parse_setting(h, "channel", channel_with_powers, c.channel); !st) return st.error();
   return c;
 }
 

@@ -38,11 +38,10 @@ int serve_api(const ApiCommandOptions& o) {
   if (!pair) return fail(pair.error());
   auto profile = o.profile.resolve(*pair);
   if (!profile) return fail(profile.error());
-  auto cfg = o.method.config(o.api.default_max_tokens, o.models.ctx, profile->policy);
-  if (!cfg) return fail(cfg.error());
   auto cost = o.cost.resolve(*pair, o.threads.threads);
   if (!cost) return fail(cost.error());
-  cfg->cost = *cost;
+  auto cfg = o.method.config(o.api.default_max_tokens, o.models.ctx, profile->policy, *cost);
+  if (!cfg) return fail(cfg.error());
   ThreadPool pool(o.threads.threads);
   std::unique_ptr<CloudVerifier> local;
   std::unique_ptr<Verifier> cloud;

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/command.h"
+#include "apps/cost_options.h"
 #include "apps/options.h"
 #include "engine/context.h"
 #include "eval/cost_profile.h"
@@ -42,10 +43,8 @@ struct BenchOptions {
   bool reference = true;
   std::string python = "python3";
   std::string script = HLM_SOURCE_DIR "/tools/reference/bench_llamacpp.py";
-  std::string save_cost;  // --save-cost FILE
+  SaveCostOptions save;  // --save-cost FILE, its name, hardware and powers
   std::string cost_role = "device";
-  std::string cost_name;  // default: the file's stem
-  std::string hardware;   // default: the CPU's model name
 };
 
 using Clock = std::chrono::steady_clock;
@@ -187,18 +186,6 @@ double min_time(int reps, F&& f) {
   return best;
 }
 
-std::string cpu_name() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
-    }
-  }
-  return "unknown CPU";
-}
-
 Result<CostLine> fit_or_explain(const std::vector<CostSample>& samples, unsigned terms,
                                 const char* what) {
   auto line = fit_cost_line(samples, terms);
@@ -308,18 +295,14 @@ int run_save_cost(const BenchOptions& o) {
   const bool device = o.cost_role == "device";
   const int threads = o.threads.front();
   ThreadPool pool(threads);
-  CostProfile p;
-  p.name = o.cost_name.empty() ? std::filesystem::path(o.save_cost).stem().string() : o.cost_name;
-  p.role = device ? CostRole::kDevice : CostRole::kCloud;
+  auto started = o.save.start(device ? CostRole::kDevice : CostRole::kCloud, threads);
+  if (!started) return fail(started.error());
+  CostProfile& p = *started;
   p.model = model_shape(**model);
   p.model_file = std::filesystem::path(*path).filename().string();
-  p.hardware = o.hardware.empty() ? cpu_name() : o.hardware;
-  p.threads = threads;
-  p.hlm_version = HLM_VERSION;
-  p.command = fmt::format(
-      "hlm bench engine --model {} --threads {} --ctx {} --reps {} --save-cost {} --cost-role {}{}",
-      o.model.model, threads, o.model.ctx, o.reps, o.save_cost, o.cost_role,
-      o.cost_name.empty() ? "" : " --cost-name " + o.cost_name);
+  p.command =
+      fmt::format("hlm bench engine --model {} --threads {} --ctx {} --reps {}{} --cost-role {}",
+                  o.model.model, threads, o.model.ctx, o.reps, o.save.flags(), o.cost_role);
   p.method = fmt::format(
       "the fastest of {} timed forwards (after a warm-up) of n = 1..32 positions after 32, 128 and "
       "384 cached ones{}, least-squares fit; {}",
@@ -338,16 +321,14 @@ int run_save_cost(const BenchOptions& o) {
     p.forward_capture = *capture;
     if (auto st = measure_filter(*model, pool, o, p); !st) return fail(st.error());
   }
-  if (auto st = save_cost_profile(p, o.save_cost); !st) return fail(st.error());
-  std::printf("%s", cost_profile_to_json(p).c_str());
-  std::fprintf(stderr, "bench: wrote %s (forward R² %.3f)\n", o.save_cost.c_str(), p.forward.r2);
+  if (auto st = o.save.finish(p, "bench"); !st) return fail(st.error());
   return 0;
 }
 
 std::string gb(double bytes) { return fmt::format("{:.2f} GB", bytes / 1e9); }
 
 int run_bench(const BenchOptions& o) {
-  if (!o.save_cost.empty()) return run_save_cost(o);
+  if (!o.save.file.empty()) return run_save_cost(o);
   auto path = resolve_model(o.model.model);
   if (!path) return fail(path.error());
   const int need = o.depth + std::max(o.n_prompt, o.n_gen);
@@ -487,19 +468,13 @@ void add_bench_command(CLI::App& app, Commands& commands) {
   sub->add_flag("!--no-reference", o->reference, "Skip the llama.cpp comparison");
   sub->add_option("--python", o->python, "Python interpreter with llama-cpp-python")
       ->capture_default_str();
-  sub->add_option("--save-cost", o->save_cost,
-                  "Instead of the speed table: time the forward over a grid of sizes and contexts "
-                  "(and a device's filter), fit the lines and save them as a cost profile "
-                  "(docs/energy.md)");
+  o->save.add(sub,
+              "Instead of the speed table: time the forward over a grid of sizes and contexts "
+              "(and a device's filter), fit the lines");
   sub->add_option("--cost-role", o->cost_role,
                   "With --save-cost: device (the SLM: forward, capture, filter) or cloud (the "
                   "LLM's verification forward, with a batch term)")
       ->capture_default_str();
-  sub->add_option("--cost-name", o->cost_name,
-                  "With --save-cost: the profile's name (default: "
-                  "the file's stem)");
-  sub->add_option("--hardware", o->hardware,
-                  "With --save-cost: the hardware recorded (default: the CPU's model name)");
   o->output.add(sub);
   commands.on(sub, [o] { return run_bench(*o); });
 }

@@ -3,20 +3,27 @@
 // client threads that each open a session and issue Verify calls back to back as the device
 // loop does (a few pending tokens, one draft with its p̂), and reports verification throughput,
 // mean batch size and p50/p99 latency per N; on vLLM also the gateway's share of a verification.
+// The cloud compute each verification reports comes from --cloud-cost (a profile, or the clock);
+// --save-cost fits a cloud cost profile to the batches the server measured.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
+#include <filesystem>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
+#include <tuple>
 
 #include "apps/command.h"
+#include "apps/cost_options.h"
 #include "apps/options.h"
 #include "engine/sampler.h"
 #include "method/upload.h"
@@ -43,6 +50,8 @@ struct BenchServeOptions {
   ThreadOptions threads;
   OutputOptions output;
   BackendOptions backend;
+  CloudCostOptions cost;
+  SaveCostOptions save;
   // The sessions' sampling. The engine's figures use plain softmax; on vLLM that would ask for
   // the whole vocabulary every time, so vLLM sessions use hlm's defaults (top-k 40, top-p 0.95).
   SamplingParams sampling{0.8f, 0, 1.0f};
@@ -51,6 +60,7 @@ struct BenchServeOptions {
 struct DeviceStats {
   std::vector<double> latencies_s;
   uint64_t tokens = 0;
+  double t_llm_s = 0;  // the cloud compute the replies reported
   uint64_t errors = 0;
   std::string first_error;
 };
@@ -149,6 +159,7 @@ void run_device(const std::string& target, const Model& m, const EncodingConfig&
       continue;
     }
     out.latencies_s.push_back(dt);
+    out.t_llm_s += r->t_llm_s;
     const int added = int(req.pending.size()) + r->n_accepted + (r->has_next ? 1 : 0);
     out.tokens += uint64_t(added);
     context += added;
@@ -173,6 +184,7 @@ double median(std::vector<double> v) {
 // One measured point: n devices for o.seconds.
 struct Point {
   double seconds = 0, vps = 0, tokens_per_s = 0, mean_batch = 0, busy = 0, p50_ms = 0, p99_ms = 0;
+  double cloud_ms = 0;  // the cloud compute a verification reported, on average
   // vLLM, one device: the share of a verification's latency spent outside HTTP (hlm.v1 in,
   // scheduling, JSON, the verdict). With more devices HTTP calls overlap: not reported (-1).
   double gateway = -1;
@@ -199,13 +211,16 @@ Point measure(int n, const std::string& target, const Model& model, const Encodi
   pt.seconds = std::chrono::duration<double>(Clock::now() - line.start).count();
   std::vector<double> lat;
   uint64_t tokens = 0;
+  double t_llm = 0;
   for (auto& s : stats) {
     lat.insert(lat.end(), s.latencies_s.begin(), s.latencies_s.end());
     tokens += s.tokens;
+    t_llm += s.t_llm_s;
     pt.errors += s.errors;
     if (pt.first_error.empty()) pt.first_error = s.first_error;
   }
   pt.verifications = lat.size();
+  pt.cloud_ms = lat.empty() ? 0 : 1e3 * t_llm / double(lat.size());
   if (vllm && n == 1 && !lat.empty()) {
     double total = 0;
     for (double s : lat) total += s;
@@ -220,6 +235,55 @@ Point measure(int n, const std::string& target, const Model& model, const Encodi
   pt.p50_ms = percentile(lat, 0.50) * 1e3;
   pt.p99_ms = percentile(lat, 0.99) * 1e3;
   return pt;
+}
+
+// --save-cost: a cloud profile fitted to the fastest batch of each kind the server measured
+// (batch size, positions over the batch, mean context to the nearest 32): as bench engine's
+// fastest of its repetitions, because other processes only ever add time.
+Status save_serve_cost(const BenchServeOptions& o, const Model& model, const std::string& path,
+                       int threads, const std::vector<CostSample>& batches) {
+  std::map<std::tuple<double, double, double>, CostSample> fastest;
+  for (const CostSample& s : batches) {
+    const auto key = std::tuple{s.work.batch, s.work.n, std::round(s.work.context / 32)};
+    auto [it, fresh] = fastest.emplace(key, s);
+    if (!fresh && s.seconds < it->second.seconds) it->second = s;
+  }
+  std::vector<CostSample> samples;
+  bool batched = false;
+  for (const auto& [key, s] : fastest) {
+    samples.push_back(s);
+    batched = batched || s.work.batch > 1;
+  }
+  // One device only: every batch has one request, so the batch term is not measured (0).
+  const unsigned terms = kTermUnits | kTermContext | (batched ? unsigned(kTermBatch) : 0u);
+  auto line = fit_cost_line(samples, terms);
+  if (!line) {
+    return make_error(
+        "--save-cost: fitting the verification's time to {} kinds of batch ({} batches): {} "
+        "(measure longer with --seconds, at more --devices, or with a larger --max-pending)",
+        samples.size(), batches.size(), line.error().message);
+  }
+  auto p = o.save.start(CostRole::kCloud, threads);
+  if (!p) return p.error();
+  p->model = model_shape(model);
+  p->model_file = std::filesystem::path(path).filename().string();
+  p->forward = *line;
+  std::string devices;
+  for (int d : o.devices) devices += fmt::format("{}{}", devices.empty() ? "" : ",", d);
+  p->command = fmt::format(
+      "hlm bench serve --llm {} --backend {} --devices {} --seconds {:g} --repeat {} "
+      "--max-pending {} --prompt-tokens {} --max-context {} --threads {}{}",
+      o.llm, o.backend.backend, devices, o.seconds, o.repeat, o.max_pending, o.prompt_tokens,
+      o.max_context, threads, o.save.flags());
+  p->method = fmt::format(
+      "the server's own verification batches under load from {} simulated devices (requests of "
+      "0..{} pending tokens and one draft): the fastest of each kind (batch size, positions over "
+      "the batch, mean context to the nearest 32; {} kinds of {} batches), least-squares fit of "
+      "n = positions over the batch, context = their mean, batch = requests{}; the time is the "
+      "backend's whole call (the forward, the distributions and the verdicts)",
+      devices, o.max_pending, samples.size(), batches.size(),
+      batched ? "" : " (one device: no batch term)");
+  return o.save.finish(*p, "bench serve", o.output.json);
 }
 
 int bench_serve(BenchServeOptions o) {
@@ -243,6 +307,10 @@ int bench_serve(BenchServeOptions o) {
   if (!backend) return fail(backend.error());
   const auto* vllm = dynamic_cast<const vllm::VllmVerifier*>(backend->get());
   if (vllm) o.sampling = SamplingParams{};
+  auto cost = o.cost.resolve(**model, vllm != nullptr, so.threads);
+  if (!cost) return fail(cost.error());
+  so.cloud_cost = cloud_line(*cost);
+  so.record_batches = !o.save.file.empty();
   auto srv = server::Server::start(*model, so, std::move(backend).value());
   if (!srv) return fail(srv.error());
   const std::string target = (*srv)->address();
@@ -312,7 +380,12 @@ int bench_serve(BenchServeOptions o) {
                        {"p99_ms", median_of(&Point::p99_ms)},
                        {"speedup_vs_first", speedup},
                        {"gateway_share", median_of(&Point::gateway)},
+                       {"cloud_ms_per_verification", median_of(&Point::cloud_ms)},
                        {"errors", errors}});
+    if (cost->profile) {
+      results.back()["cloud_j_per_verification"] =
+          cost->profile->power.compute_w * median_of(&Point::cloud_ms) / 1e3;
+    }
     if (!o.output.json) {
       const std::string spread =
           o.repeat > 1 ? fmt::format(" {:>12}", fmt::format("{:.0f}-{:.0f}", lo, hi)) : "";
@@ -327,6 +400,20 @@ int bench_serve(BenchServeOptions o) {
       std::fflush(stdout);
     }
   }
+  if (!o.output.json) {
+    std::string per;
+    for (const auto& r : results) {
+      per += fmt::format("{}{} devices {:.2f} ms", per.empty() ? "" : ", ", r["devices"].get<int>(),
+                         r["cloud_ms_per_verification"].get<double>());
+      if (r.contains("cloud_j_per_verification"))
+        per += fmt::format(" ({:.3f} J)", r["cloud_j_per_verification"].get<double>());
+    }
+    std::fprintf(stderr, "bench serve: cloud compute a verification reported (cost %s%s): %s\n",
+                 cost->name().c_str(),
+                 cost->profile ? fmt::format(", {:g} W", cost->profile->power.compute_w).c_str()
+                               : ", the clock",
+                 per.c_str());
+  }
   if (vllm && !o.output.json) {
     const vllm::VllmStats st = vllm->stats();
     std::fprintf(stderr,
@@ -336,13 +423,20 @@ int bench_serve(BenchServeOptions o) {
                  static_cast<unsigned long long>(st.full_vocab),
                  static_cast<unsigned long long>(st.failures));
   }
+  const std::vector<CostSample> batches = (*srv)->batch_samples();
   (*srv)->stop();
+  if (!o.save.file.empty()) {
+    if (auto st = save_serve_cost(o, **model, *path, so.threads, batches); !st) {
+      return fail(st.error());
+    }
+  }
   if (o.output.json) {
     nlohmann::json j = {{"model", (*model)->config().name},
                         {"backend", o.backend.backend},
                         {"path", *path},
                         {"encoding", to_string(*enc)},
                         {"threads", so.threads},
+                        {"cloud_cost", cost->name()},
                         {"seconds_per_point", o.seconds},
                         {"rounds", o.repeat},
                         {"results", results}};
@@ -399,6 +493,10 @@ void add_bench_serve_command(CLI::App& app, Commands& commands) {
       ->capture_default_str()
       ->check(CLI::Range(0.0, 4.0));
   o->threads.add(sub);
+  o->cost.add(sub);
+  o->save.add(sub,
+              "After the measurement: fit the cloud's verification time to the batches the "
+              "server served (size, positions, context)");
   o->output.add(sub, "Print the results as one JSON object");
   commands.on(sub, [o] { return bench_serve(*o); });
 }

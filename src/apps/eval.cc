@@ -137,11 +137,10 @@ int run_eval_command(EvalOptions o) {
   if (!pair) return fail(pair.error());
   auto profile = o.profile.resolve(*pair);
   if (!profile) return fail(profile.error());
-  auto base = o.method.config(o.max_tokens, o.models.ctx, profile->policy);
-  if (!base) return fail(base.error());
   auto cost = o.cost.resolve(*pair, o.threads.threads);
   if (!cost) return fail(cost.error());
-  base->cost = *cost;
+  auto base = o.method.config(o.max_tokens, o.models.ctx, profile->policy, *cost);
+  if (!base) return fail(base.error());
   auto settings = expand_settings(*methods, *sweep, base->policy);
   if (!settings) return fail(settings.error());
 

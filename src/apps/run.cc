@@ -60,11 +60,10 @@ int run_hybrid(const RunOptions& o) {
   if (!pair) return fail(pair.error());
   auto profile = o.profile.resolve(*pair);
   if (!profile) return fail(profile.error());
-  auto cfg = o.method.config(o.prompt.max_tokens, o.models.ctx, profile->policy);
-  if (!cfg) return fail(cfg.error());
   auto cost = o.cost.resolve(*pair, o.threads.threads);
   if (!cost) return fail(cost.error());
-  cfg->cost = *cost;
+  auto cfg = o.method.config(o.prompt.max_tokens, o.models.ctx, profile->policy, *cost);
+  if (!cfg) return fail(cfg.error());
   auto prompt = prepare_prompt(*pair->slm, o.prompt, o.models.ctx);
   if (!prompt) return fail(prompt.error());
 

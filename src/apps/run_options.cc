@@ -5,6 +5,7 @@
 
 #include <cstdio>
 
+#include "apps/cost_options.h"
 #include "apps/prompt.h"
 #include "models/fingerprint.h"
 #include "models/registry.h"
@@ -136,8 +137,10 @@ void MethodOptions::add(CLI::App* app) {
       ->check(CLI::Range(1, 1 << 20));
 }
 
-Result<RunConfig> MethodOptions::config(int max_tokens, int ctx, const PolicyConfig& base) const {
+Result<RunConfig> MethodOptions::config(int max_tokens, int ctx, const PolicyConfig& base,
+                                        const CostConfig& cost) const {
   RunConfig c;
+  c.cost = cost;
   auto p = parse_policy(policy, base);
   if (!p) return make_error("--policy: {}", p.error().message);
   c.policy = *p;
@@ -157,7 +160,7 @@ Result<RunConfig> MethodOptions::config(int max_tokens, int ctx, const PolicyCon
   auto enc = parse_encoding(encoding);
   if (!enc) return make_error("--encoding: {}", enc.error().message);
   c.encoding = *enc;
-  auto ch = parse_channel(channel);
+  auto ch = parse_channel(channel, cost.powers);
   if (!ch) return make_error("--channel: {}", ch.error().message);
   c.channel = *ch;
   c.uncertainty = {unc_samples, theta_max};
@@ -223,18 +226,7 @@ Result<CostConfig> CostOptions::resolve(const ModelPair& pair, int threads) cons
   auto c = find_cost_profile(cloud, CostRole::kCloud,
                              pair.llm ? std::optional(model_shape(*pair.llm)) : std::nullopt);
   if (!c) return c.error();
-  for (const CostChoice* choice : {&*d, &*c}) {
-    if (!choice->note.empty()) std::fprintf(stderr, "%s\n", choice->note.c_str());
-    const int measured_at = choice->profile ? choice->profile->threads : 0;
-    if (measured_at > 0 && measured_at != threads) {
-      // The figures stay reproducible, but they describe another configuration than this one.
-      std::fprintf(stderr,
-                   "hlm: cost profile %s was measured at %d thread(s); this run uses %d "
-                   "(--threads %d matches it)\n",
-                   choice->name().c_str(), measured_at, threads, measured_at);
-    }
-  }
-  std::fflush(stderr);
+  for (const CostChoice* choice : {&*d, &*c}) print_cost_notes(*choice, threads);
   return cost_config(*d, *c);
 }
 

@@ -48,7 +48,10 @@ struct MethodOptions {
   int pipeline_ahead = RunConfig{}.pipeline_ahead;
   void add(CLI::App* app);
   // `base` holds the defaults the flags override: the built-in ones, or a pair profile's.
-  Result<RunConfig> config(int max_tokens, int ctx, const PolicyConfig& base = {}) const;
+  // `cost` is the run's (CostOptions::resolve); its profiles' powers replace the channel
+  // preset's, and --channel's explicit p_comp, p_idle or p_cloud replace those.
+  Result<RunConfig> config(int max_tokens, int ctx, const PolicyConfig& base = {},
+                           const CostConfig& cost = {}) const;
 };
 
 // --profile: the pair profile whose u_th, importance estimator and λ the method options start

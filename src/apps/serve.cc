@@ -2,7 +2,8 @@
 // in-process engine (--backend engine: sessions with their own KV sequence) or by vLLM servers
 // (--backend vllm, one --vllm-url per replica; the GGUF then gives only the vocabulary):
 // continuous batching of verifications across sessions, idle expiry, API keys and rate limits,
-// and Prometheus metrics at /metrics. Stops on SIGINT/SIGTERM.
+// and Prometheus metrics at /metrics. The compute time each reply reports comes from a cloud
+// cost profile (--cloud-cost) or the clock. Stops on SIGINT/SIGTERM.
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -12,6 +13,7 @@
 #include <tuple>
 
 #include "apps/command.h"
+#include "apps/cost_options.h"
 #include "apps/options.h"
 #include "models/registry.h"
 #include "server/security.h"
@@ -29,6 +31,7 @@ struct ServeOptions {
   server::ServerOptions server;
   double batch_window_ms = 0.5;
   BackendOptions backend;
+  CloudCostOptions cost;
 };
 
 int serve(ServeOptions& o) {
@@ -63,10 +66,14 @@ int serve(ServeOptions& o) {
   if (!model) return fail(model.error());
   auto backend = o.backend.make(*model, so.max_sessions, so.max_context);
   if (!backend) return fail(backend.error());
-  if (auto* v = dynamic_cast<const vllm::VllmVerifier*>(backend->get())) {
-    std::fprintf(stderr, "hlm serve: verifying on vLLM model %s at %s\n", v->model_id().c_str(),
+  const auto* vllm = dynamic_cast<const vllm::VllmVerifier*>(backend->get());
+  if (vllm) {
+    std::fprintf(stderr, "hlm serve: verifying on vLLM model %s at %s\n", vllm->model_id().c_str(),
                  fmt::format("{}", fmt::join(o.backend.vllm.urls, ", ")).c_str());
   }
+  auto cost = o.cost.resolve(**model, vllm != nullptr, so.threads);
+  if (!cost) return fail(cost.error());
+  so.cloud_cost = cloud_line(*cost);
   auto srv = server::Server::start(*model, so, std::move(backend).value());
   if (!srv) return fail(srv.error());
   server::Server& s = **srv;
@@ -74,10 +81,10 @@ int serve(ServeOptions& o) {
   std::fprintf(
       stderr,
       "hlm serve: listening on %s (model %s, %d-token vocabulary, %d sessions x %d "
-      "tokens, %d threads%s%s%s)\n",
+      "tokens, %d threads, cloud cost %s%s%s%s)\n",
       s.address().c_str(), cfg.name.empty() ? path->c_str() : cfg.name.c_str(), cfg.n_vocab,
-      so.max_sessions, so.max_context, so.threads, so.tls_cert_pem.empty() ? "" : ", TLS",
-      so.api_key.empty() ? "" : ", API key required",
+      so.max_sessions, so.max_context, so.threads, cost->name().c_str(),
+      so.tls_cert_pem.empty() ? "" : ", TLS", so.api_key.empty() ? "" : ", API key required",
       so.rate_limit > 0 ? fmt::format(", {} req/s per client", so.rate_limit).c_str() : "");
   if (!server::is_loopback(so.listen) && so.tls_cert_pem.empty()) {
     std::fprintf(stderr,
@@ -117,6 +124,7 @@ void add_serve_command(CLI::App& app, Commands& commands) {
                   "which vLLM's model must share)")
       ->capture_default_str();
   o->backend.add(sub);
+  o->cost.add(sub);
   sub->add_option("--listen", o->server.listen,
                   "host:port to listen on (port 0 picks one); non-loopback needs --api-key-file")
       ->capture_default_str();

@@ -135,9 +135,12 @@ std::vector<Result<VerifyReply>> CloudVerifier::verify_batch(
     for (int j = 0; j < n_q; ++j) {
       sampler.distribution(logits.subspan(size_t(j) * V, V), q.subspan(size_t(j) * V, V));
     }
+    const int64_t cached = int64_t(s.state.tokens.size()) - 1;  // the last token is fed again
     VerifyReply reply = decide(r, s.state, q, V, scr.p_hat);
     context_.truncate(s.slot, int(s.state.tokens.size()) - 1);
     reply.t_llm_s = t_forward * double(inputs[b].tokens.size()) / double(total_tokens);
+    reply.positions = int64_t(inputs[b].tokens.size());
+    reply.context = cached;
     results[input_of[b]] = reply;
   };
   if (inputs.size() < 4) {

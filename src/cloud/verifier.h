@@ -48,6 +48,9 @@ struct VerifyReply {
                           // rejection, a bonus (spec), or the generated token (no drafts)
   int32_t next = -1;
   double t_llm_s = 0.0;  // cloud compute time for this request (its share of a batch)
+  // The forward's work for this request, what cost lines price (method/cost.h): `positions`
+  // evaluated after `context` cached ones; 0 when answered without a forward. Not on the wire.
+  int64_t positions = 0, context = 0;
   // The request's epoch was behind the session's: it was built on a draft an earlier reply
   // replaced, so nothing was evaluated and the device drops it.
   bool stale = false;

@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "cloud/cloud_verifier.h"
+#include "cloud/costed_verifier.h"
 #include "engine/model_writer.h"
 #include "method/stats_testing.h"
 
@@ -304,6 +305,51 @@ TEST(DeviceCost, HlmCloudComputeIsOneForwardPerUploadPlusTheOpen) {
   const RunResult r = run(cfg).result;
   EXPECT_NEAR(r.totals.e_cloud_j, cfg.channel.p_cloud_w * 1e-2 * double(1 + r.uploads), 1e-9);
   for (const auto& t : r.trace) EXPECT_EQ(t.t_llm, 1e-2);
+}
+
+TEST(CostedVerifier, RepliesShareTheLinesBatchTimeByPositions) {
+  // Two sessions verified in one batch: 3 and 1 positions after 7 - 1 cached each.
+  ThreadPool pool(1);
+  const CostLine line{1e-2, 1e-3, 1e-5, 0, 5e-3};
+  auto inner = std::make_unique<CloudVerifier>(tiny_pair().llm, pool, CloudOptions{2, 64});
+  CostedVerifier cloud(std::move(inner), line, true);
+  SessionParams sp;
+  sp.vocab_fingerprint = tiny_pair().llm->tokenizer().fingerprint();
+  sp.n_vocab = tiny_pair().llm->config().n_vocab;
+  sp.prompt = kPrompt;
+  sp.encoding = Encoding::kIds;
+  const SessionId a = cloud.open(sp).value(), b = cloud.open(sp).value();
+  std::vector<VerifyRequest> reqs(2);
+  reqs[0].session = a;
+  reqs[0].pending = {270, 271};
+  reqs[0].drafts = {272};
+  reqs[1].session = b;
+  reqs[1].drafts = {272};
+  const auto replies = cloud.verify_batch(reqs);
+  ASSERT_TRUE(replies[0].ok() && replies[1].ok());
+  EXPECT_EQ(replies[0]->positions, 3);
+  EXPECT_EQ(replies[1]->positions, 1);
+  const int64_t cached = int64_t(kPrompt.size()) - 1;
+  EXPECT_EQ(replies[0]->context, cached);
+  const double t = line.seconds({4, double(cached), 2});
+  EXPECT_DOUBLE_EQ(replies[0]->t_llm_s, t * 3 / 4);
+  EXPECT_DOUBLE_EQ(replies[1]->t_llm_s, t * 1 / 4);
+  const auto samples = cloud.samples();
+  ASSERT_EQ(samples.size(), 1u);
+  EXPECT_EQ(samples[0].work.n, 4);
+  EXPECT_EQ(samples[0].work.batch, 2);
+  EXPECT_EQ(samples[0].work.context, double(cached));
+  EXPECT_GT(samples[0].seconds, 0);
+
+  // Without a line the replies keep the backend's measured time.
+  auto plain = std::make_unique<CloudVerifier>(tiny_pair().llm, pool, CloudOptions{1, 64});
+  CostedVerifier measured(std::move(plain), std::nullopt, false);
+  reqs.resize(1);
+  reqs[0].session = measured.open(sp).value();
+  const auto r = measured.verify_batch(reqs);
+  ASSERT_TRUE(r[0].ok());
+  EXPECT_NE(r[0]->t_llm_s, line.seconds({3, double(cached), 1}));
+  EXPECT_TRUE(measured.samples().empty());
 }
 
 TEST(CloudVerifier, RefusesMismatchedVocabularyAndUnknownSessions) {

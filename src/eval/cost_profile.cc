@@ -64,6 +64,40 @@ Result<CostLine> parse_line(const FieldReader& r, const json& parent, const char
   return line;
 }
 
+Result<ProfilePower> parse_power(const FieldReader& r, const json& j, CostRole role,
+                                 const std::string& source) {
+  auto o = r.object(j, "", "power");
+  if (!o) {
+    return make_error(
+        "{} (a profile gives the power its times are multiplied by: {})", o.error().message,
+        role == CostRole::kDevice ? "compute_w, idle_w and source" : "compute_w and source");
+  }
+  ProfilePower p;
+  auto compute = r.number(**o, "power", "compute_w", 1e-6, 1e6);
+  if (!compute) return compute.error();
+  p.compute_w = *compute;
+  if (role == CostRole::kDevice) {
+    auto idle = r.number(**o, "power", "idle_w", 0, 1e6);
+    if (!idle) return idle.error();
+    p.idle_w = *idle;
+  } else if (r.has(**o, "idle_w")) {
+    return make_error(
+        "{}: field 'power.idle_w' is for device profiles (the device waits; the cloud's idle "
+        "time is not modelled): remove it",
+        source);
+  }
+  auto src = r.string(**o, "power", "source");
+  if (!src) return src.error();
+  if (src->empty()) {
+    return make_error(
+        "{}: field 'power.source' is empty: say where the powers come from (a "
+        "datasheet, or the assumption and its reason)",
+        source);
+  }
+  p.source = *src;
+  return p;
+}
+
 constexpr const char* kForwardUnits =
     "n = positions evaluated in one forward, context = positions already cached, batch = "
     "sequences in the forward";
@@ -95,6 +129,19 @@ ModelShape model_shape(const Model& m) {
 
 const char* to_string(CostRole r) { return r == CostRole::kDevice ? "device" : "cloud"; }
 
+ProfilePower default_power(CostRole role) {
+  if (role == CostRole::kDevice) {
+    return {5.0, 0.5,
+            "assumption: SPEC §7's device powers, P_comp 5 W (a smartphone SoC under sustained "
+            "load) and P_idle 0.5 W (waiting for the cloud), as every channel preset uses; the "
+            "times are this CPU's, the powers the phone's they stand in for"};
+  }
+  return {300.0, std::nullopt,
+          "assumption: SPEC §7's P_cloud 300 W (a datacenter accelerator while it verifies), as "
+          "every channel preset uses; the times are this CPU's, which stands in for the cloud's "
+          "accelerator, not its share of the CPU package's power"};
+}
+
 std::string cost_profile_to_json(const CostProfile& p) {
   ojson j;
   j["format"] = kCostProfileFormat;
@@ -112,6 +159,9 @@ std::string cost_profile_to_json(const CostProfile& p) {
   j["method"] = p.method;
   j["command"] = p.command;
   j["hlm_version"] = p.hlm_version;
+  j["power"] = {{"compute_w", p.power.compute_w}};
+  if (p.power.idle_w) j["power"]["idle_w"] = *p.power.idle_w;
+  j["power"]["source"] = p.power.source;
   j["forward"] = line_json(p.forward, kForwardUnits);
   if (p.forward_capture) {
     j["forward_capture"] = line_json(*p.forward_capture, "as forward, with attention capture");
@@ -178,6 +228,9 @@ Result<CostProfile> parse_cost_profile(const std::string& text, const std::strin
   auto threads = r.number(**hw, "hardware", "threads", 0, 1 << 20);
   if (!threads) return threads.error();
   p.threads = int(*threads);
+  auto power = parse_power(r, j, p.role, source);
+  if (!power) return power.error();
+  p.power = *power;
   auto forward = parse_line(r, j, "forward");
   if (!forward) return forward.error();
   p.forward = *forward;
@@ -279,11 +332,14 @@ CostConfig cost_config(const CostChoice& device, const CostChoice& cloud) {
                           p.importance.value_or(CostLine{})};
     c.device_name = p.name;
     c.device_digest = device.digest;
+    c.powers.p_comp_w = p.power.compute_w;
+    c.powers.p_idle_w = p.power.idle_w;
   }
   if (cloud.profile) {
     c.cloud = cloud.profile->forward;
     c.cloud_name = cloud.profile->name;
     c.cloud_digest = cloud.digest;
+    c.powers.p_cloud_w = cloud.profile->power.compute_w;
   }
   return c;
 }

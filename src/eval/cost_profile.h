@@ -38,6 +38,21 @@ ModelShape model_shape(const Model& m);
 enum class CostRole { kDevice, kCloud };
 const char* to_string(CostRole r);
 
+// The machine's power while it computes (a device's also while it waits for the cloud), and
+// where the figures come from: a datasheet, or an assumption with its reason. The energy model
+// multiplies the profile's times by these (the radio's powers stay with the channel).
+struct ProfilePower {
+  double compute_w = 0;
+  std::optional<double> idle_w;  // device profiles only, and required there
+  std::string source;
+
+  bool operator==(const ProfilePower&) const = default;
+};
+// What `hlm bench engine|serve --save-cost` record unless told otherwise: SPEC §7's powers,
+// stated as the assumption they are (a CPU measurement gives the times, not the power of the
+// device or accelerator it stands in for).
+ProfilePower default_power(CostRole role);
+
 struct CostProfile {
   std::string name;
   CostRole role = CostRole::kDevice;
@@ -49,6 +64,7 @@ struct CostProfile {
   std::string method;   // how the lines were obtained, in words
   std::string command;  // the command that made the profile
   std::string hlm_version;
+  ProfilePower power;
   CostLine forward;  // one forward: n positions after `context` cached, `batch` sequences
   // Device profiles only (required there): the forward with attention capture, and the filter.
   std::optional<CostLine> forward_capture;
@@ -85,7 +101,7 @@ struct CostChoice {
 Result<CostChoice> find_cost_profile(const std::string& setting, CostRole role,
                                      const std::optional<ModelShape>& shape);
 
-// The run's cost configuration from the two choices (with their names and digests).
+// The run's cost configuration from the two choices (with their names, digests and powers).
 CostConfig cost_config(const CostChoice& device, const CostChoice& cloud);
 
 }  // namespace hlm

@@ -1,5 +1,6 @@
 // Cost profiles: the model shape of a tiny model, the JSON round trip, errors that name the file
-// and field, and what --device-cost / --cloud-cost pick (auto by shape, measured, a name, a file).
+// and field, what --device-cost / --cloud-cost pick (auto by shape, measured, a name, a file),
+// and the profiles' powers in the energy of a real run.
 #include "eval/cost_profile.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +9,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cloud/cloud_verifier.h"
+#include "device/device.h"
 #include "engine/model.h"
 #include "engine/model_writer.h"
 #include "models/testing.h"
@@ -30,6 +33,7 @@ CostProfile device_profile(const ModelShape& shape) {
   p.method = "by hand";
   p.command = "hlm bench engine --save-cost tiny-device.json";
   p.hlm_version = "test";
+  p.power = {4.0, 0.25, "test figures"};
   p.forward = {1e-3, 2e-4, 1e-7, 3e-9, 0, 0.99, 18};
   p.forward_capture = CostLine{1.5e-3, 2.5e-4, 0, 0, 0, 0.98, 18};
   p.uncertainty = CostLine{1e-5, 2e-6, 0, 0, 0, 0.97, 4};
@@ -80,10 +84,13 @@ TEST(CostProfile, RoundTrip) {
   CostProfile cloud = p;  // a cloud profile needs only the forward
   cloud.role = CostRole::kCloud;
   cloud.forward_capture = cloud.uncertainty = cloud.importance = std::nullopt;
+  cloud.power = {400.0, std::nullopt, "a datasheet"};
   auto c = parse_cost_profile(cost_profile_to_json(cloud), "cloud.json");
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ(c->role, CostRole::kCloud);
   EXPECT_FALSE(c->uncertainty);
+  EXPECT_EQ(c->power, cloud.power);
+  EXPECT_EQ(q->power, p.power);
 }
 
 TEST(CostProfile, ErrorsNameTheFileAndField) {
@@ -110,6 +117,29 @@ TEST(CostProfile, ErrorsNameTheFileAndField) {
   const std::string e = error_of(j.dump());
   EXPECT_TRUE(contains(e, "field 'uncertainty' is missing")) << e;
   EXPECT_TRUE(contains(e, "filter")) << e;
+  // The power section: required, with positive powers, a source, and idle power on devices only.
+  j = nlohmann::json::parse(good);
+  j.erase("power");
+  EXPECT_TRUE(contains(error_of(j.dump()), "x.json: field 'power' is missing"))
+      << error_of(j.dump());
+  EXPECT_TRUE(contains(error_of(j.dump()), "compute_w, idle_w and source"));
+  j = nlohmann::json::parse(good);
+  j["power"]["compute_w"] = -5;
+  EXPECT_TRUE(contains(error_of(j.dump()), "x.json: field 'power.compute_w' is -5, expected"));
+  j = nlohmann::json::parse(good);
+  j["power"]["compute_w"] = "5 W";
+  EXPECT_EQ(error_of(j.dump()), "x.json: field 'power.compute_w' must be a number, got string");
+  j = nlohmann::json::parse(good);
+  j["power"].erase("idle_w");
+  EXPECT_EQ(error_of(j.dump()), "x.json: field 'power.idle_w' is missing");
+  j = nlohmann::json::parse(good);
+  j["power"].erase("source");
+  EXPECT_EQ(error_of(j.dump()), "x.json: field 'power.source' is missing");
+  j["power"]["source"] = "";
+  EXPECT_TRUE(contains(error_of(j.dump()), "x.json: field 'power.source' is empty"));
+  j = nlohmann::json::parse(good);
+  j["role"] = "cloud";
+  EXPECT_TRUE(contains(error_of(j.dump()), "x.json: field 'power.idle_w' is for device profiles"));
   auto missing = load_cost_profile("/nonexistent/p.json");
   ASSERT_FALSE(missing.ok());
   EXPECT_TRUE(contains(missing.error().message, "/nonexistent/p.json: cannot read"));
@@ -167,6 +197,7 @@ TEST(CostProfile, NamesAndFilesAreTakenWhateverTheirModel) {
   CostProfile big = device_profile({"llama", 32, 4096, 32000, 6738415616, "F16"});
   big.name = "big";
   big.role = CostRole::kCloud;
+  big.power = default_power(CostRole::kCloud);
   ASSERT_TRUE(save_cost_profile(big, dir / "cloud/big.json").ok());
 
   auto by_name = find_cost_profile("big", CostRole::kCloud, tiny_shape());
@@ -188,6 +219,60 @@ TEST(CostProfile, NamesAndFilesAreTakenWhateverTheirModel) {
   auto broken = find_cost_profile("broken", CostRole::kCloud, tiny_shape());
   ASSERT_FALSE(broken.ok());
   EXPECT_TRUE(contains(broken.error().message, "broken.json: field 'format' must be a string"));
+}
+
+TEST(CostProfile, PowersReachTheLedger) {
+  // A device profile at 4 W computing and 0.25 W idle, a cloud one at 400 W with a constant
+  // 10 ms forward; hlm uploads every token, so the cloud computes one forward per upload plus
+  // the session's open.
+  ScopedTempDir dir;
+  const CostProfile dev = device_profile(tiny_shape());
+  CostProfile cloud = dev;
+  cloud.name = "tiny-cloud";
+  cloud.role = CostRole::kCloud;
+  cloud.power = {400.0, std::nullopt, "a datasheet"};
+  cloud.forward = CostLine{1e-2};
+  ASSERT_TRUE(save_cost_profile(dev, dir / "dev.json").ok());
+  ASSERT_TRUE(save_cost_profile(cloud, dir / "cloud.json").ok());
+  auto d = find_cost_profile(dir / "dev.json", CostRole::kDevice, tiny_shape());
+  auto c = find_cost_profile(dir / "cloud.json", CostRole::kCloud, tiny_shape());
+  ASSERT_TRUE(d.ok() && c.ok());
+  const TinyPair pair = make_tiny_pair(2).value();
+  const auto run = [&](const CostConfig& cost, const std::string& channel) {
+    RunConfig cfg;
+    cfg.policy = parse_policy("hlm").value();
+    cfg.max_tokens = 12;
+    cfg.n_ctx = 64;
+    cfg.cost = cost;
+    cfg.channel = parse_channel(channel, cost.powers).value();  // as MethodOptions::config does
+    ThreadPool pool(1);
+    CloudVerifier verifier(pair.llm, pool, {1, 64});
+    Device device(pair.slm, pool, cfg);
+    auto r = device.generate({1, 270, 275, 265}, &verifier);
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return std::pair{cfg.channel, r.ok() ? *r : RunResult{}};
+  };
+  const CostConfig cost = cost_config(*d, *c);
+  const auto [ch, r] = run(cost, "narrowband");
+  EXPECT_EQ(ch.p_comp_w, 4.0);
+  EXPECT_EQ(ch.p_idle_w, 0.25);
+  EXPECT_EQ(ch.p_cloud_w, 400.0);
+  EXPECT_EQ(ch.p_tx_w, ChannelConfig{}.p_tx_w);  // the radio's stay with the channel
+  ASSERT_GT(r.uploads, 0);
+  EXPECT_NEAR(r.totals.e_cloud_j, 400.0 * 1e-2 * double(1 + r.uploads), 1e-9);
+  // The device's compute at the profile's 4 W: without the radio and the waiting, what is left
+  // is P_comp·(t_slm + t_filter).
+  const double radio_and_wait = r.totals.e_device_j - 4.0 * (r.t_slm_s + r.t_filter_s);
+  const RunResult r5 = run(cost, "narrowband:p_comp=5").second;
+  EXPECT_NEAR(r5.totals.e_device_j - 5.0 * (r5.t_slm_s + r5.t_filter_s), radio_and_wait, 1e-9);
+
+  // An explicit power on --channel overrides the profile's; measured keeps the preset's.
+  EXPECT_EQ(run(cost, "narrowband:p_cloud=100").first.p_cloud_w, 100.0);
+  EXPECT_NEAR(run(cost, "narrowband:p_cloud=100").second.totals.e_cloud_j,
+              100.0 * 1e-2 * double(1 + r.uploads), 1e-9);
+  const ChannelConfig ch_m = run(cost_config({}, {}), "narrowband").first;
+  EXPECT_EQ(ch_m.p_cloud_w, ChannelConfig{}.p_cloud_w);
+  EXPECT_EQ(ch_m.p_comp_w, ChannelConfig{}.p_comp_w);
 }
 
 }  // namespace

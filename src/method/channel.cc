@@ -32,7 +32,7 @@ ChannelConfig ChannelConfig::wifi() {
   return c;
 }
 
-Result<ChannelConfig> parse_channel(std::string_view text) {
+Result<ChannelConfig> parse_channel(std::string_view text, const ComputePowers& powers) {
   auto opt = parse_option_string(text);
   if (!opt) return opt.error();
   ChannelConfig c;
@@ -45,6 +45,9 @@ Result<ChannelConfig> parse_channel(std::string_view text) {
   } else {
     return make_error("unknown channel '{}': use narrowband, lte or wifi", opt->name);
   }
+  c.p_comp_w = powers.p_comp_w.value_or(c.p_comp_w);
+  c.p_idle_w = powers.p_idle_w.value_or(c.p_idle_w);
+  c.p_cloud_w = powers.p_cloud_w.value_or(c.p_cloud_w);
   if (!opt->positional.empty()) {
     return make_error("channel '{}': give overrides as {}:key=value,...", text, opt->name);
   }

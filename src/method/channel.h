@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -33,10 +34,17 @@ struct ChannelConfig {
   static ChannelConfig wifi();
 };
 
+// The powers of the machines rather than the radio: the device's computing and idle, the cloud's
+// computing. Cost profiles set them (docs/energy.md); unset: the channel preset's.
+struct ComputePowers {
+  std::optional<double> p_comp_w, p_idle_w, p_cloud_w;
+};
+
 // "narrowband", "lte" or "wifi", optionally with overrides in the option-string form
 // "lte:rtt=0.03,snr_db=15". Keys: w (both directions, Hz), w_ul, w_dl, snr_db (both), snr_ul_db,
-// snr_dl_db, rtt (s), p_comp, p_tx, p_rx, p_idle, p_cloud (W), header_bits.
-Result<ChannelConfig> parse_channel(std::string_view text);
+// snr_dl_db, rtt (s), p_comp, p_tx, p_rx, p_idle, p_cloud (W), header_bits. `powers` replace the
+// preset's before the overrides apply: an explicit p_comp, p_idle or p_cloud still wins.
+Result<ChannelConfig> parse_channel(std::string_view text, const ComputePowers& powers = {});
 Status validate(const ChannelConfig& cfg);
 
 // R = W·log2(1 + SNR) in bit/s, SNR from dB.

@@ -35,6 +35,22 @@ TEST(Channel, Presets) {
   EXPECT_FALSE(parse_channel("lte:w=-1").ok());
 }
 
+TEST(Channel, ProfilePowersReplaceThePresetsAndOverridesReplaceThem) {
+  const ComputePowers powers{2.0, 0.1, 400.0};
+  const ChannelConfig w = *parse_channel("wifi", powers);
+  EXPECT_DOUBLE_EQ(w.p_comp_w, 2.0);
+  EXPECT_DOUBLE_EQ(w.p_idle_w, 0.1);
+  EXPECT_DOUBLE_EQ(w.p_cloud_w, 400.0);
+  EXPECT_DOUBLE_EQ(w.p_tx_w, 0.8);  // the radio's are the preset's
+  const ChannelConfig o = *parse_channel("wifi:p_cloud=250,p_comp=3", powers);
+  EXPECT_DOUBLE_EQ(o.p_cloud_w, 250.0);
+  EXPECT_DOUBLE_EQ(o.p_comp_w, 3.0);
+  EXPECT_DOUBLE_EQ(o.p_idle_w, 0.1);
+  const ChannelConfig cloud_only = *parse_channel("lte", ComputePowers{{}, {}, 400.0});
+  EXPECT_DOUBLE_EQ(cloud_only.p_comp_w, 5.0);
+  EXPECT_DOUBLE_EQ(cloud_only.p_cloud_w, 400.0);
+}
+
 TEST(Channel, NarrowbandHandComputed) {
   const ChannelConfig c = ChannelConfig::narrowband();
   const int V = 49152;

@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 
+#include "method/channel.h"
 #include "util/result.h"
 
 namespace hlm {
@@ -75,6 +76,8 @@ struct CostConfig {
   // The profiles' content digests (empty when measured): a profile remade under the same name
   // gives other figures, so records name the content as well.
   std::string device_digest, cloud_digest;
+  // The profiles' powers (unset where a side is measured: the channel preset's apply).
+  ComputePowers powers;
 
   // The cloud compute of a forward over `positions` after `context` cached: the modelled time,
   // or `measured` when the cloud is not modelled. No positions, no forward: 0.

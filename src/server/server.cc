@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "cloud/cloud_verifier.h"
+#include "cloud/costed_verifier.h"
 #include "http/listen.h"
 #include "protocol/convert.h"
 #include "protocol/hlm.grpc.pb.h"
@@ -62,6 +63,7 @@ struct Server::Impl final : public v1::VerifierService::Service {
   protocol::Limits limits;
   std::unique_ptr<ThreadPool> pool;
   std::unique_ptr<BatchVerifier> cloud;
+  const CostedVerifier* costed = nullptr;  // `cloud`, when it is one
   Metrics metrics;
   std::unique_ptr<BatchScheduler> scheduler;
   std::unique_ptr<RateLimiter> limiter;
@@ -422,6 +424,9 @@ int Server::port() const { return impl_->port; }
 int Server::metrics_port() const { return impl_->http ? impl_->http->port() : 0; }
 const Metrics& Server::metrics() const { return impl_->metrics; }
 const ServerOptions& Server::options() const { return impl_->options; }
+std::vector<CostSample> Server::batch_samples() const {
+  return impl_->costed ? impl_->costed->samples() : std::vector<CostSample>{};
+}
 
 std::string Server::address() const {
   const std::string& h = impl_->host;
@@ -471,6 +476,12 @@ Result<std::unique_ptr<Server>> Server::start(std::shared_ptr<const Model> llm, 
     impl->pool = std::make_unique<ThreadPool>(o.threads);
     impl->cloud = std::make_unique<CloudVerifier>(llm, *impl->pool,
                                                   CloudOptions{o.max_sessions, o.max_context});
+  }
+  if (o.cloud_cost || o.record_batches) {
+    auto costed =
+        std::make_unique<CostedVerifier>(std::move(impl->cloud), o.cloud_cost, o.record_batches);
+    impl->costed = costed.get();
+    impl->cloud = std::move(costed);
   }
   impl->scheduler = std::make_unique<BatchScheduler>(
       *impl->cloud, impl->metrics, SchedulerOptions{o.max_batch, o.batch_window_s, o.batch_gather});

@@ -5,11 +5,14 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "cloud/batch_verifier.h"
 #include "engine/model.h"
+#include "method/cost.h"
 #include "server/metrics.h"
 #include "util/result.h"
 
@@ -34,6 +37,10 @@ struct ServerOptions {
   size_t max_message_bytes = 0;
   double rate_limit = 0;  // requests per second per client address; 0 = unlimited
   double rate_burst = 0;  // bucket size; 0 = 2 s worth of rate_limit
+  // Replies report the compute this line models (a cloud cost profile's forward, priced per
+  // batch: cloud/costed_verifier.h) instead of the clock.
+  std::optional<CostLine> cloud_cost;
+  bool record_batches = false;  // keep each batch's work and measured time (batch_samples())
 };
 
 class Server {
@@ -51,6 +58,8 @@ class Server {
   int metrics_port() const;     // 0 without a metrics endpoint
   const Metrics& metrics() const;
   const ServerOptions& options() const;
+  // With record_batches: every batch served so far, its work and the backend's measured time.
+  std::vector<CostSample> batch_samples() const;
 
   // Stops accepting, fails queued work, and returns when every handler has finished.
   void stop();

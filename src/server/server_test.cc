@@ -2,7 +2,8 @@
 // in-process output, pipelined or not, and a pipelined device's rollbacks leave the server's
 // context the device's; malformed, oversized, out-of-order and unknown-session messages get clear
 // errors while another client keeps being served; API keys, rate and session limits, idle
-// expiry, batching across sessions, metrics; and the device riding out a server restart.
+// expiry, batching across sessions, metrics, replies priced by a cloud cost line; and the device
+// riding out a server restart.
 #include "server/server.h"
 
 #include <arpa/inet.h>
@@ -177,6 +178,34 @@ TEST(ServerEquivalence, NetworkOutputEqualsInProcessOutput) {
   }
   EXPECT_GT(srv->metrics().verifications.load(), 0u);
   EXPECT_EQ(srv->metrics().sessions.load(), 0) << "clients close their sessions on the way out";
+}
+
+TEST(ServerCost, RepliesReportTheProfilesTimeAndBatchesAreRecorded) {
+  // `hlm serve --cloud-cost`: each verification reports the line's time for its batch, and the
+  // batches (one device waiting for every reply: one request each) are kept for a fit.
+  ServerOptions o;
+  o.cloud_cost = CostLine{2e-3, 1e-3, 1e-5};
+  o.record_batches = true;
+  auto srv = start(o);
+  ASSERT_TRUE(srv);
+  RunConfig cfg = config("hlm");
+  cfg.pipeline = false;
+  cfg.max_tokens = 12;
+  const RunResult r = run_remote(cfg, srv->address());
+  ASSERT_GT(r.uploads, 0);
+  const std::vector<CostSample> batches = srv->batch_samples();
+  ASSERT_EQ(int64_t(batches.size()), r.uploads);
+  EXPECT_EQ(batches.front().work.context, double(kPrompt.size()) - 1);
+  size_t i = 0;
+  for (const auto& t : r.trace) {
+    if (!t.uploaded) continue;
+    ASSERT_LT(i, batches.size());
+    const Work& w = batches[i++].work;
+    EXPECT_EQ(w.batch, 1);
+    EXPECT_EQ(w.n, 1);  // hlm: nothing pending, one draft
+    EXPECT_DOUBLE_EQ(t.t_llm, o.cloud_cost->seconds(w)) << "token " << t.position;
+  }
+  EXPECT_EQ(i, batches.size());
 }
 
 // The network client, recorded: every request the device submits, numbered in submission

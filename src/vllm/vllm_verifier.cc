@@ -355,8 +355,11 @@ std::vector<Result<VerifyReply>> VllmVerifier::verify_batch(
     std::vector<float> rows;
     rows.reserve(q->size() * size_t(V));
     for (const auto& row : *q) rows.insert(rows.end(), row.begin(), row.end());
+    const int64_t cached = int64_t(it->second.state.tokens.size()) - 1;
     VerifyReply reply = decide(r, it->second.state, rows, V, p_hat);
     reply.t_llm_s = seconds[b];
+    reply.positions = int64_t(r.pending.size()) + n_queries(r);  // as the engine backend feeds
+    reply.context = cached;
     results[served[b]] = reply;
   }
   return results;

@@ -3,14 +3,13 @@
 knowledge distillation.  The whole pipeline, stage by stage, cached under --work so a rerun
 resumes where it stopped:
 
-  prompts   pip-download the BIG-bench package (bigbench==1.0.0, Apache-2.0), read every
-            benchmark_tasks/*/task.json, keep natural-language inputs, draw up to
-            --per-task per task with a fixed seed.  Split by index: i % 10 == 0 -> held out
-            (never trained on; used for the model card), the rest -> training.
-  gen       the teacher (llama-cpp-python on the teacher GGUF, 1 thread) answers each
-            chat-templated prompt (T=0.7, top-p 0.95, seed = base + index), then scores the
-            whole sequence (logits_all) and keeps, per position, the top-64 logits + the
-            log-sum-exp (fp16/int32/fp32) -> gen/{split}/NNNNN.npz
+  gen-heldout  the teacher (llama-cpp-python on the teacher GGUF, 1 thread) answers the first
+            --eval-n prompts of data/prompts/{dev,test}.jsonl (T=0.7, top-p 0.95, seed = base +
+            index): held-out text, never trained on
+  gen-self  training text the teacher writes whole: a user turn it samples from the system
+            prompt, then its answer.  Each sequence is scored by the teacher (logits_all); per
+            position the top-64 logits + the log-sum-exp are kept (fp16/int32/fp32)
+            -> gen/{heldout-dev,heldout-test,self}/NNNNN.npz
   probe     the UNTRAINED truncated students (first m layers, m in --probe-m) are written as
             GGUFs and scored against the teacher on held-out text (cheap, no training)
   train     the student = token_embd (frozen, tied output) + layers [0, m) + output_norm in
@@ -21,7 +20,7 @@ resumes where it stopped:
             embedding) and a full student GGUF built the same way the C++ builder does
             (teacher metadata with block_count = m, token_embd Q8_0 -> Q4_1).
   eval      top-1 agreement, mean acceptance sum_x min(p, q), perplexities, on held-out
-            teacher text and on /usr/share/common-licenses/GPL-3; decode tok/s at 2 threads.
+            teacher text (--heldout dev|test) and on /usr/share/common-licenses/GPL-3; decode tok/s at 2 threads.
 
     python3 tools/distill/distill.py --work /tmp/distill all
     python3 tools/distill/distill.py --work /tmp/distill eval --student path.gguf
@@ -36,13 +35,11 @@ import os
 import random
 import subprocess
 import sys
-import tarfile
 import time
 
 import numpy as np
 
 TEACHER_DEFAULT = os.path.expanduser("~/.cache/hlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-BIGBENCH = "bigbench==1.0.0"
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 TOPK = 64
 N_EMBD, N_HEAD, N_KV, HEAD_DIM, N_FF, ROPE_BASE, EPS = 576, 9, 3, 64, 1536, 100000.0, 1e-5
@@ -78,69 +75,18 @@ def stamp(work, stage, seconds, **extra):
     json.dump(t, open(path, "w"), indent=1)
 
 
-# ------------------------------------------------------------------------------------ prompts
-def stage_prompts(a):
-    out = os.path.join(a.work, "prompts.jsonl")
-    if os.path.exists(out):
-        return
-    t0 = time.time()
-    dl = os.path.join(a.work, "pkg")
-    os.makedirs(dl, exist_ok=True)
-    if not glob.glob(os.path.join(dl, "bigbench-*.tar.gz")):
-        log(f"pip download {BIGBENCH} (358 MB sdist)")
-        subprocess.check_call([sys.executable, "-m", "pip", "download", BIGBENCH, "--no-deps",
-                               "--no-binary", ":all:", "-d", dl])
-    sdist = glob.glob(os.path.join(dl, "bigbench-*.tar.gz"))[0]
-    rng = random.Random(a.seed)
-    by_task = {}
-    with tarfile.open(sdist) as tf:
-        for m in sorted((m for m in tf.getmembers() if m.name.endswith("/task.json")),
-                        key=lambda m: m.name):
-            if m.size > 20_000_000 or "/suicide_risk/" in m.name:
-                continue
-            try:
-                d = json.load(tf.extractfile(m))
-            except Exception:
-                continue
-            # group subtasks under their top-level task (list_functions has 250 subtasks)
-            task = m.name.split("benchmark_tasks/")[1].split("/")[0]
-            prefix = d.get("task_prefix", "") or ""
-            keep = []
-            for ex in d.get("examples", []):
-                s = ex.get("input")
-                if not isinstance(s, str):
-                    continue
-                s = (prefix + s).strip()
-                if not (40 <= len(s) <= 700):
-                    continue
-                letters = sum(c.isalpha() or c == " " for c in s)
-                if letters < 0.75 * len(s) or not s.isascii():
-                    continue
-                keep.append(s)
-            if keep:
-                by_task[task] = sorted(set(by_task.get(task, []) + keep))
-    prompts = []
-    for task in sorted(by_task):
-        ex = by_task[task]
-        rng.shuffle(ex)
-        prompts += [dict(task=task, prompt=p) for p in ex[:a.per_task]]
-    rng.shuffle(prompts)
-    with open(out + ".tmp", "w") as f:
-        for i, p in enumerate(prompts):
-            p["i"] = i
-            p["split"] = "heldout" if i % 10 == 0 else "train"
-            f.write(json.dumps(p) + "\n")
-    os.rename(out + ".tmp", out)
-    log(f"prompts: {len(prompts)} from {len(by_task)} BIG-bench tasks")
-    stamp(a.work, "prompts", time.time() - t0, n=len(prompts), tasks=len(by_task))
+# ------------------------------------------------------------------------------------ data
+# Held-out text: the teacher's answers to the evaluation prompts of data/prompts (AlpacaEval),
+# never trained on. Choices (depth, schedule) are made on "dev"; figures are judged on "test".
+HELDOUT_SPLITS = ("dev", "test")
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "prompts")
 
 
 def load_prompts(a, split):
-    ps = [json.loads(l) for l in open(os.path.join(a.work, "prompts.jsonl"))]
-    return [p for p in ps if p["split"] == split]
+    ps = [json.loads(l) for l in open(os.path.join(DATA_DIR, f"{split}.jsonl"))]
+    return [dict(i=i, prompt=p["prompt"]) for i, p in enumerate(ps[:a.eval_n])]
 
 
-# ------------------------------------------------------------------------------------ gen
 def llama(path, threads=1, logits_all=False, n_ctx=1024, seed=0):
     import llama_cpp
     return llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=512, n_threads=threads,
@@ -162,44 +108,83 @@ def topk_pack(logits):
     return idx.astype(np.int32), val.astype(np.float16), lse
 
 
-def stage_gen(a, split, limit=None):
+def answer(a, llm, ptoks, seed):
+    """The teacher's sampled answer to a chat-templated prompt (the settings of hlm's chat)."""
+    llm.set_seed(seed)
+    resp = []
+    for t in llm.generate(ptoks, temp=0.7, top_p=0.95, top_k=40, min_p=0.05,
+                          repeat_penalty=1.1, reset=True):
+        resp.append(t)
+        if t == llm.token_eos() or len(resp) >= a.max_new:
+            break
+    return resp
+
+
+def save_seq(llm, path, toks, n_prompt):
+    idx, val, lse = topk_pack(full_logits(llm, toks))
+    tmp = path[:-len(".npz")] + f".{os.getpid()}.tmp.npz"
+    np.savez(tmp, toks=np.array(toks, np.int32), n_prompt=n_prompt, idx=idx, val=val, lse=lse)
+    os.rename(tmp, path)
+
+
+def run_gen(a, split, ids, make):
+    """Writes gen/<split>/NNNNN.npz for each id (make(llm, id) -> (toks, n_prompt) or None),
+    skipping finished ones, so several workers (--reverse) and reruns share the work."""
     d = os.path.join(a.work, "gen", split)
     os.makedirs(d, exist_ok=True)
-    ps = load_prompts(a, split)
-    limit = limit or (a.eval_n if split == "heldout" else None)
-    if limit:
-        ps = ps[:limit]
-    done = lambda p: os.path.exists(os.path.join(d, f"{p['i']:05d}.npz"))
-    todo = [p for p in ps if not done(p)]
-    if a.reverse:  # a second worker takes the list from the other end
+    path = lambda i: os.path.join(d, f"{i:05d}.npz")
+    todo = [i for i in ids if not os.path.exists(path(i))]
+    if a.reverse:
         todo = todo[::-1]
     if not todo:
         return
     t0 = time.time()
     llm = llama(a.teacher, threads=a.threads, logits_all=True, n_ctx=1024, seed=a.seed)
-    eos = llm.token_eos()
     eta = Eta(len(todo), f"gen[{split}]")
     ntok = 0
-    for k, p in enumerate(todo):
-        if done(p):  # another worker got here first
+    for k, i in enumerate(todo):
+        if os.path.exists(path(i)):  # another worker got here first
             continue
-        ptoks = llm.tokenize(chat_text(p["prompt"]).encode(), add_bos=False, special=True)
-        ptoks = ptoks[: a.max_prompt]
-        llm.set_seed(a.seed + p["i"])
-        resp = []
-        for t in llm.generate(ptoks, temp=0.7, top_p=0.95, top_k=40, min_p=0.05,
-                              repeat_penalty=1.1, reset=True):
-            resp.append(t)
-            if t == eos or len(resp) >= a.max_new:
-                break
-        toks = ptoks + resp
-        idx, val, lse = topk_pack(full_logits(llm, toks))
-        tmp = os.path.join(d, f"{p['i']:05d}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, toks=np.array(toks, np.int32), n_prompt=len(ptoks), idx=idx, val=val, lse=lse)
-        os.rename(tmp, os.path.join(d, f"{p['i']:05d}.npz"))
-        ntok += len(toks)
+        made = make(llm, i)
+        if made:
+            save_seq(llm, path(i), *made)
+            ntok += len(made[0])
         eta.tick(k + 1, f"({ntok} tokens)")
-    stamp(a.work, f"gen_{split}", time.time() - t0, sequences=len(todo), tokens=ntok)
+    stamp(a.work, f"gen_{split}_{os.getpid()}", time.time() - t0, sequences=len(todo), tokens=ntok)
+
+
+def stage_gen_heldout(a, split):
+    ps = load_prompts(a, split)
+
+    def make(llm, i):
+        ptoks = llm.tokenize(chat_text(ps[i]["prompt"]).encode(), add_bos=False, special=True)
+        ptoks = ptoks[: a.max_prompt]
+        return ptoks + answer(a, llm, ptoks, a.seed + i), len(ptoks)
+    run_gen(a, "heldout-" + split, range(len(ps)), make)
+
+
+def stage_gen_self(a):
+    """Training text the teacher writes whole: from the system prompt it samples a user turn
+    (T = 1, top-p 0.95, min-p 0.02; the model's own idea of what users ask), then answers it as
+    hlm's chat does. Sequence i uses seeds 2i and 2i+1 above --seed; a user turn that does not
+    end within --max-prompt tokens is dropped (its file is never written, so it is retried)."""
+    prefix = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n"
+
+    def make(llm, i):
+        head = llm.tokenize(prefix.encode(), add_bos=False, special=True)
+        end = llm.tokenize(b"<|im_end|>", add_bos=False, special=True)[0]
+        llm.set_seed(a.seed + 2 * i)
+        user = []
+        for t in llm.generate(head, temp=1.0, top_p=0.95, top_k=0, min_p=0.02, reset=True):
+            user.append(t)
+            if t == end or len(user) >= a.max_prompt:
+                break
+        if user[-1] != end or len(user) < 4:
+            return None
+        ptoks = head + user + llm.tokenize(b"\n<|im_start|>assistant\n", add_bos=False,
+                                           special=True)
+        return ptoks + answer(a, llm, ptoks, a.seed + 2 * i + 1), len(head)
+    run_gen(a, "self", range(a.n_self), make)
 
 
 def load_gen(a, split):
@@ -321,7 +306,7 @@ def score(a, student_path, heldout, gpl, tl_cache):
 
 
 def eval_sets(a, n_heldout):
-    hd = load_gen(a, "heldout")[:n_heldout]
+    hd = load_gen(a, "heldout-" + a.heldout)[:n_heldout]
     heldout = [(list(map(int, g["toks"])), int(g["n_prompt"])) for g in hd]
     te = llama(a.teacher, threads=1, logits_all=False, n_ctx=1024)
     gpl = [(c, 1) for c in gpl_chunks(te)]
@@ -356,7 +341,7 @@ def build_torch_student(a, layers):
     import torch
     r = teacher_reader(a.teacher)
     T = {t.name: t for t in r.tensors}
-    # frozen, exactly as shipped: the builder requantises the teacher's Q8_0 embedding to Q4_1
+    # as shipped: the builder requantises the teacher's Q8_0 embedding to Q4_1
     emb = torch.from_numpy(dequant_q41(q41(deq(T["token_embd.weight"]))).reshape(-1, N_EMBD))
     params = {}
     for new, old in enumerate(layers):
@@ -366,7 +351,17 @@ def build_torch_student(a, layers):
                 torch.from_numpy(deq(T[f"blk.{old}.{nm}.weight"]).copy()))
     params["output_norm.weight"] = torch.nn.Parameter(
         torch.from_numpy(deq(T["output_norm.weight"]).copy()))
+    if a.lr_emb > 0:  # trained too (tied: input and output move together)
+        params["token_embd.weight"] = torch.nn.Parameter(emb.clone())
     return emb, params
+
+
+def student_layers(a):
+    """The teacher layers the student starts from: --layers, or the first --m."""
+    layers = [int(x) for x in a.layers.split(",")] if a.layers else list(range(a.m))
+    if len(layers) != a.m:
+        sys.exit(f"--layers lists {len(layers)} layers but --m is {a.m}")
+    return layers
 
 
 def dequant_q41(raw):
@@ -395,6 +390,9 @@ def forward(P, emb, n_layer, toks, fq, layer_weights=None):
     if toks.dim() == 1:
         return forward(P, emb, n_layer, toks[None], fq, layer_weights)[0]
     B, n = toks.shape
+    if layer_weights is None:
+        layer_weights = quantized_view(P, n_layer, fq)
+    emb = layer_weights.get("token_embd.weight", emb)
     x = emb[toks]
     pos = torch.arange(n, dtype=torch.float32)
     inv = ROPE_BASE ** (-torch.arange(0, HEAD_DIM, 2, dtype=torch.float32) / HEAD_DIM)
@@ -409,8 +407,6 @@ def forward(P, emb, n_layer, toks, fq, layer_weights=None):
     def rms(v, w):
         return v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + EPS) * w
 
-    if layer_weights is None:
-        layer_weights = quantized_view(P, n_layer, fq)
     W = layer_weights.__getitem__
     mask = torch.full((n, n), float("-inf")).triu(1)
     for l in range(n_layer):
@@ -452,20 +448,22 @@ def stage_train(a):
     import torch
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    ck = os.path.join(a.work, f"student_m{a.m}.pt")
+    ck = os.path.join(a.work, f"student_{a.name}.pt")
     done_flag = ck + ".done"
     if os.path.exists(done_flag):
         return
-    layers = list(range(a.m))
+    layers = student_layers(a)
     emb, P = build_torch_student(a, layers)
-    data = load_gen(a, "train")
-    log(f"train: {len(data)} sequences, {sum(len(g['toks']) for g in data)} tokens, m={a.m}")
+    data = load_gen(a, "self")
+    log(f"train {a.name}: {len(data)} sequences, {sum(len(g['toks']) for g in data)} tokens, "
+        f"layers {layers}, embedding {'trained' if a.lr_emb > 0 else 'frozen'}")
     # norms (1-D) learn with a larger LR: the truncated residual stream needs a new output scale
-    mats = [v for v in P.values() if v.dim() == 2]
+    mats = [v for k, v in P.items() if v.dim() == 2 and k != "token_embd.weight"]
     norms = [v for v in P.values() if v.dim() == 1]
-    opt = torch.optim.AdamW([dict(params=mats, lr=a.lr, base=a.lr),
-                             dict(params=norms, lr=a.lr_norm, base=a.lr_norm)],
-                            betas=(0.9, 0.98), weight_decay=0.0)
+    groups = [dict(params=mats, lr=a.lr, base=a.lr), dict(params=norms, lr=a.lr_norm, base=a.lr_norm)]
+    if "token_embd.weight" in P:
+        groups.append(dict(params=[P["token_embd.weight"]], lr=a.lr_emb, base=a.lr_emb))
+    opt = torch.optim.AdamW(groups, betas=(0.9, 0.98), weight_decay=0.0)
     step = 0
     t_used = 0.0
     if os.path.exists(ck):
@@ -524,7 +522,7 @@ def stage_train(a):
 def stage_export(a):
     import gguf
     import torch
-    P = torch.load(os.path.join(a.work, f"student_m{a.m}.pt"))["params"]
+    P = torch.load(os.path.join(a.work, f"student_{a.name}.pt"))["params"]
     r = teacher_reader(a.teacher)
     ts = []
     for l in range(a.m):
@@ -537,6 +535,9 @@ def stage_export(a):
             else:
                 ts.append((k, q41(w), gguf.GGMLQuantizationType.Q4_1))
     ts.append(("output_norm.weight", P["output_norm.weight"].numpy(), gguf.GGMLQuantizationType.F32))
+    if "token_embd.weight" in P:
+        ts.append(("token_embd.weight", q41(P["token_embd.weight"].numpy().astype(np.float32)),
+                   gguf.GGMLQuantizationType.Q4_1))
     delta = a.delta
     import gguf as g_
     w = g_.GGUFWriter(delta + ".tmp", arch="llama")
@@ -554,8 +555,9 @@ def stage_export(a):
     log(f"delta: {delta} {os.path.getsize(delta)} bytes")
     # A Python-built full student (for scoring; the shipped one is rebuilt by the C++ builder).
     T = {t.name: t for t in r.tensors}
-    full = [("token_embd.weight", q41(deq(T["token_embd.weight"])), gguf.GGMLQuantizationType.Q4_1)] + ts
-    write_gguf(os.path.join(a.work, f"student_m{a.m}.py.gguf"), r, a.m, full)
+    full = ts if "token_embd.weight" in P else [
+        ("token_embd.weight", q41(deq(T["token_embd.weight"])), gguf.GGMLQuantizationType.Q4_1)] + ts
+    write_gguf(os.path.join(a.work, f"student_{a.name}.py.gguf"), r, a.m, full)
 
 
 def bench(path, threads=2):
@@ -588,18 +590,25 @@ def main():
     ap.add_argument("--teacher", default=TEACHER_DEFAULT)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--per-task", type=int, default=14)
     ap.add_argument("--max-prompt", type=int, default=256)
     ap.add_argument("--max-new", type=int, default=160)
-    ap.add_argument("--n-train", type=int, default=0, help="limit training prompts (0 = all)")
+    ap.add_argument("--n-self", type=int, default=4000, help="gen-self: sequences to write")
+    ap.add_argument("--heldout", choices=HELDOUT_SPLITS, default="dev",
+                    help="probe/eval: held-out answers to this split's prompts")
     ap.add_argument("--reverse", action="store_true",
-                    help="gen: work through the prompts from the end (a second worker)")
+                    help="gen: work through the list from the end (a second worker)")
     ap.add_argument("--probe-m", type=int, nargs="*", default=[4, 6, 8])
     ap.add_argument("--probe-n", type=int, default=40)
-    ap.add_argument("--eval-n", type=int, default=60)
+    ap.add_argument("--eval-n", type=int, default=30)
     ap.add_argument("--m", type=int, default=6)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--lr-norm", type=float, default=1e-2)
+    ap.add_argument("--lr-emb", type=float, default=0,
+                    help="train the (tied) embedding at this LR; 0 keeps the teacher's")
+    ap.add_argument("--layers", default="",
+                    help="comma-separated teacher layers to start from (default: the first --m)")
+    ap.add_argument("--name", default="",
+                    help="names the run's checkpoint and export (default: m<m>)")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--accum", type=int, default=4)
     ap.add_argument("--max-len", type=int, default=512)
@@ -607,19 +616,19 @@ def main():
     ap.add_argument("--delta", default=None)
     ap.add_argument("--student", default=None)
     ap.add_argument("--no-bench", action="store_true")
-    ap.add_argument("stage", choices=["prompts", "gen-heldout", "gen-train", "probe", "train",
-                                      "export", "eval", "all"])
+    ap.add_argument("stage", choices=["gen-heldout", "gen-self", "probe", "train", "export",
+                                      "eval", "all"])
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
+    a.name = a.name or f"m{a.m}"
     if a.delta is None:
-        a.delta = os.path.join(a.work, "slm-delta.gguf")
+        a.delta = os.path.join(a.work, f"slm-delta-{a.name}.gguf")
     st = a.stage
-    if st in ("prompts", "all"):
-        stage_prompts(a)
     if st in ("gen-heldout", "all"):
-        stage_gen(a, "heldout")
-    if st in ("gen-train", "all"):
-        stage_gen(a, "train", a.n_train or None)
+        for split in HELDOUT_SPLITS:
+            stage_gen_heldout(a, split)
+    if st in ("gen-self", "all"):
+        stage_gen_self(a)
     if st in ("probe", "all"):
         stage_probe(a)
     if st in ("train", "all"):
