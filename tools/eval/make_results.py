@@ -216,15 +216,24 @@ def v2_matched_table(g, t):
     return "\n".join(rows) + "\n"
 
 
+def cloud_power(name):
+    """'400 W' from costs/cloud/NAME.json's power.compute_w, '?' when not found."""
+    prof = load(os.path.join("costs", "cloud", f"{name}.json")) or {}
+    w = (prof.get("power") or {}).get("compute_w")
+    return f"{w:g} W" if w is not None else "? W"
+
+
 def v2_win(v2, rel):
     w = v2.get("win")
     if not w or not w["cells"]:
         return "(the win step has not been run)\n"
+    powers = ", ".join(f"`{c}` {cloud_power(c)}" for c in w["clouds"])
     out = [f"Each method's energy per token and modelled throughput under every channel preset "
            f"(`hlm eval --channel`) and cloud cost profile (`--cloud-cost`; "
            f"`costs/cloud/*.json`: `llm-135m-epyc2` is this machine's 135M LLM measured, "
            f"`a100-llama-2-7b-fp16` the target paper's cloud model on an A100 as a roofline "
-           f"*assumption*), {w['n_prompts']} test prompts, T = {w['temperature']}, seed(s) "
+           f"*assumption*; the cloud's power while it verifies, from each profile: {powers}), "
+           f"{w['n_prompts']} test prompts, T = {w['temperature']}, seed(s) "
            f"{', '.join(str(s) for s in w['seeds'])}. The device model, prompts and tokens are "
            "the same in every cell; only the costing changes. A method qualifies in a cell when "
            "its mean fidelity (BERTScore vs LLM) meets the floor (✓✓: the lower end of its "
@@ -350,9 +359,10 @@ def v2_paper(v2, temps):
            "- Data: AlpacaEval instructions (test split), not the paper's prompts; answers are cut "
            "at the token limit in Setup.",
            "- Channel and energy: SPEC §7's model with this project's presets and cost profiles "
-           "(the paper's constants are not public); the cloud's energy is P_cloud × the profile's "
-           "verification time, so its share of the total, and hence every saving, depends on the "
-           "cloud profile (see \"When does hybrid win\").",
+           "(the paper's constants are not public); the cloud's energy is the cloud profile's "
+           "power × its verification time (the powers are listed under \"When does hybrid win\"), "
+           "so its share of the total, and hence every saving, "
+           "depends on the cloud profile (see \"When does hybrid win\").",
            "- Metric: BERTScore F1 with all-MiniLM-L6-v2, no baseline rescaling; the paper's "
            "encoder and rescaling are not stated, so compare differences, not absolute values.",
            "- Upload: uhlm/iuhlm here send the default compressed top-k encoding, standard HLM "
