@@ -1,19 +1,37 @@
 #!/usr/bin/env bash
-# make_results.sh: regenerates docs/RESULTS.md and docs/results/ from scratch, in this order:
-# calibration fit, the study grid (u_th and λ from the data), the importance study on the dev
-# split (which chooses the estimator and λ iuhlm runs with next), the method comparison on the
-# test split, the channel presets, quality scoring, plots and the page. Every step resumes
-# (hlm eval appends to its results.jsonl), so an interrupted run continues where it stopped.
+# make_results.sh: regenerates docs/RESULTS.md and docs/results/ from scratch ("Results v2",
+# issue 18), in this order: calibration fit, the study grid (u_th and λ from the dev data), the
+# importance study on the dev split, then on the test split every method at T = 0 and T = 0.8
+# over several seeds (step `test`), the same generations priced under every channel preset ×
+# cloud cost profile for "when does hybrid win" (step `win`: re-run unscored, as hlm cannot
+# re-cost a recorded run), quality scoring, plots and the page.
+# Every step resumes (hlm eval appends to its results.jsonl), so an interrupted run continues
+# where it stopped.
 #
-#   tools/eval/make_results.sh              # all steps (~15 min on 2 cores at the defaults)
+#   tools/eval/make_results.sh              # all steps: about 45 min on 2 cores at the defaults
+#                                           # (~200k generated tokens at 9-13 ms each on one
+#                                           # loaded core, plus ~5 min of scoring and loading)
 #   tools/eval/make_results.sh page         # only re-render plots + RESULTS.md from $WORK
 #   STEPS="calibrate grid" tools/eval/make_results.sh   # steps: calibrate grid importance test
-#                                                        #        channels page
+#                                                        #        win page
+#   N=3 TOKENS=16 SEEDS="1 2" N_DEV=3 DEV_TOKENS=16 N_CAL=3 CAL_TOKENS=16 WORK=/tmp/res-smoke \
+#     OUT_MD=/tmp/res-smoke/RESULTS.md OUT_DIR=/tmp/res-smoke/results tools/eval/make_results.sh
+#                                                        # a smoke run (a few minutes)
 #
 # Environment (defaults in brackets): HLM [build/hlm], SLM [slm], LLM [llm], THREADS [2],
-# WORK [eval-out], N test prompts [30], TOKENS [48], N_CAL [20], CAL_TOKENS [32], N_DEV [30],
-# DEV_TOKENS [48], N_CH [8], CH_TOKENS [32], TEMP [0], TEST_SWEEP, DEV_SWEEP, DEV_UHLM_SWEEP
-# [from the grid step].
+# WORK [eval-out], OUT_MD [docs/RESULTS.md], OUT_DIR [docs/results], N test prompts [30],
+# TOKENS [48], SEEDS ["1 2 3"], TEMPS ["0 0.8"], N_CAL [20], CAL_TOKENS [32], N_DEV [30],
+# DEV_TOKENS [48], DEV_SWEEP, DEV_UHLM_SWEEP [from the grid step], OP_UTH: the u_th operating
+# points of uhlm and iuhlm on the test split, comma-separated [three values of the grid step's
+# uhlm u_th grid, which quantiles of u on the dev split give: its first, a third and two thirds
+# along; the pair profile's calibrated u_th is always added], N_WIN test prompts per channel x
+# cloud cell [12, at most N], WIN_SEEDS [the first of SEEDS], WIN_TEMP [0], CHANNELS
+# ["narrowband lte wifi"], CLOUDS [cloud cost profiles: "llm-135m-epyc2 a100-llama-2-7b-fp16"].
+# DEVICE_COST [auto] and PROFILE [the pair profile matching the models] go to every hlm eval of
+# the test and win steps as --device-cost and --profile.
+# Another device model (a student v2): SLM=path/or/name; nothing else changes (it needs its pair
+# profile, `hlm calibrate --save`, and a device cost profile, `hlm bench engine --save-cost`, in
+# the search paths for its defaults and reproducible energy; otherwise hlm says what it used).
 # Python needs: pip install -r tools/eval/requirements.txt
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,9 +47,18 @@ N_CAL=${N_CAL:-20}
 CAL_TOKENS=${CAL_TOKENS:-32}
 N_DEV=${N_DEV:-30}
 DEV_TOKENS=${DEV_TOKENS:-48}
-N_CH=${N_CH:-8}
-CH_TOKENS=${CH_TOKENS:-32}
-TEMP=${TEMP:-0}
+TEMP=${TEMP:-0}  # the dev steps (grid, importance)
+SEEDS=${SEEDS:-1 2 3}
+TEMPS=${TEMPS:-0 0.8}
+N_WIN=${N_WIN:-$(( N < 12 ? N : 12 ))}
+WIN_SEEDS=${WIN_SEEDS:-${SEEDS%% *}}
+WIN_TEMP=${WIN_TEMP:-0}
+CHANNELS=${CHANNELS:-narrowband lte wifi}
+CLOUDS=${CLOUDS:-llm-135m-epyc2 a100-llama-2-7b-fp16}
+DEVICE_COST=${DEVICE_COST:-auto}
+PROFILE=${PROFILE:-}
+OUT_MD=${OUT_MD:-docs/RESULTS.md}
+OUT_DIR=${OUT_DIR:-docs/results}
 # The importance study: every estimator at two uncertainty thresholds and its λ grid, and uhlm
 # along a u_th grid fine enough to compare iuhlm with it at matched upload rates. Both grids are
 # read off the data (step `grid`, tools/eval/study_grid.py): u_th at quantiles of the SLM's
@@ -42,16 +69,6 @@ ESTIMATORS=(focus "received(1)" "received(2)" entropy)
 STEPS=${STEPS:-${1:-all}}
 export HLM_SOURCE_DIR=$PWD
 
-# "est=E;lambda=L" as the importance study chose them ("u_th=U;est=E;lambda=L" with the u_th of
-# its best point when $1 is u_th), or nothing when it chose none.
-chosen() {
-  [[ -f "$WORK/importance.json" ]] || return 0
-  python3 -c 'import json, sys
-c = json.load(open(sys.argv[1]))["choice"]
-u = "u_th=%g;" % c["u_th"] if c and sys.argv[2] == "u_th" else ""
-print(u + "est=%s;lambda=%g" % (c["estimator"], c["lambda"]) if c else "")' \
-    "$WORK/importance.json" "${1:-}"
-}
 grid_key() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
   "$WORK/study_grid.json" "$1"; }
 common=(--slm "$SLM" --llm "$LLM" --threads "$THREADS" --temp "$TEMP")
@@ -62,7 +79,7 @@ run() {
   "$@"
 }
 want() { [[ " $STEPS " == *" all "* || " $STEPS " == *" $1 "* ]]; }
-log() { echo "make_results: $*" >&2; }
+log() { echo "make_results [$(date +%T)]: $*" >&2; }
 mkdir -p "$WORK"
 
 if want calibrate; then
@@ -107,40 +124,80 @@ if want importance; then
   run python3 tools/eval/importance_study.py --summary "$WORK/dev/summary.json" \
     --out "$WORK/importance.json"
 fi
-if want test; then
-  if [[ -z "${TEST_SWEEP:-}" ]]; then
-    [[ -f "$WORK/study_grid.json" ]] || { log "no $WORK/study_grid.json: run the grid step first"; exit 1; }
-    TEST_SWEEP=$(grid_key test_sweep)
-    # iuhlm runs on the test split with the estimator and λ the importance study chose (none
-    # chosen: hlm's defaults); the other methods ignore those keys.
-    c=$(chosen)
-    TEST_SWEEP+=${c:+;$c}
+# The test split's operating points of uhlm and iuhlm: OP_UTH, else three u_th of the grid
+# step's uhlm grid (quantiles of u on dev prompts: tuned on dev only). The sweep's empty
+# alternative adds the pair profile's calibrated default (labelled with its u_th); iuhlm uses the
+# profile's estimator and λ throughout.
+op_sweep() {
+  local u=${OP_UTH:-}
+  if [[ -z "$u" ]]; then
+    if [[ ! -f "$WORK/study_grid.json" ]]; then
+      log "no $WORK/study_grid.json: run the grid step first (or set OP_UTH)"
+      exit 1
+    fi
+    u=$(python3 -c 'import json, sys
+g = json.load(open(sys.argv[1]))["uhlm_u_th"]
+n = len(g)
+print(",".join("%g" % g[i] for i in sorted({0, round((n - 1) / 3), round(2 * (n - 1) / 3)})))' \
+      "$WORK/study_grid.json")
   fi
-  log "test split: every method ($N prompts x $TOKENS tokens, sweep $TEST_SWEEP)"
-  run "$HLM" eval "${common[@]}" --methods slm,llm,hlm,rand,uhlm,iuhlm,spec --prompts test \
-    --n "$N" --max-tokens "$TOKENS" --sweep "$TEST_SWEEP" --out "$WORK/test"
+  echo "u_th=$u |"
+}
+v2common=(--slm "$SLM" --llm "$LLM" --threads "$THREADS" --device-cost "$DEVICE_COST"
+          ${PROFILE:+--profile "$PROFILE"})
+csv() { tr -s ' ' ',' <<< "$*" | sed 's/^,//; s/,$//'; }
+tdir() { echo "$WORK/test-t$1"; }
+if want test; then
+  sweep=$(op_sweep)
+  for t in $TEMPS; do
+    log "test split, T = $t: slm llm hlm uhlm iuhlm ($N prompts x $TOKENS tokens," \
+      "seeds $SEEDS, sweep '$sweep')"
+    run "$HLM" eval "${v2common[@]}" --temp "$t" \
+      --methods slm,llm,hlm,uhlm,iuhlm --prompts test --n "$N" --max-tokens "$TOKENS" \
+      --seeds "$(csv $SEEDS)" --sweep "$sweep" --out "$(tdir "$t")" --quiet
+    log "test split, T = $t: hlm with the full upload (standard HLM; llm for its fidelity)"
+    run "$HLM" eval "${v2common[@]}" --temp "$t" \
+      --methods llm,hlm --encoding full --prompts test --n "$N" --max-tokens "$TOKENS" \
+      --seeds "$(csv $SEEDS)" --out "$(tdir "$t")-full" --quiet
+  done
 fi
-if want channels; then
-  # uhlm and iuhlm at the importance study's operating point (the default u_th uploads nearly
-  # every token of a weak device model).
-  c=$(chosen u_th)
-  for ch in lte wifi narrowband; do
-    log "channel $ch ($N_CH prompts x $CH_TOKENS tokens)"
-    run "$HLM" eval "${common[@]}" --methods llm,hlm,uhlm,iuhlm,spec --prompts test --n "$N_CH" \
-      --max-tokens "$CH_TOKENS" --channel "$ch" ${c:+--sweep "$c"} --out "$WORK/channel-$ch" \
-      --no-score
+if want win; then
+  # The same runs under each channel preset x cloud cost profile. The tokens do not depend on
+  # the channel or the cost model, so these runs are not scored: results_v2.py takes their
+  # fidelity from the scored test-t$WIN_TEMP run of the same prompt and seed (and checks that
+  # the output ids agree). hlm cannot re-cost a recorded run: pipelined drafting drafts past
+  # in-flight uploads, and how much of that work is thrown away depends on when replies arrive,
+  # i.e. on the channel, so the final trace does not determine another channel's cost.
+  sweep=$(op_sweep)
+  for cloud in $CLOUDS; do
+    for ch in $CHANNELS; do
+      log "win: channel $ch, cloud $cloud ($N_WIN prompts x $TOKENS tokens, T = $WIN_TEMP," \
+        "seeds $WIN_SEEDS)"
+      run "$HLM" eval "${v2common[@]}" --temp "$WIN_TEMP" \
+        --methods slm,llm,hlm,uhlm,iuhlm --prompts test --n "$N_WIN" --max-tokens "$TOKENS" \
+        --seeds "$(csv $WIN_SEEDS)" --sweep "$sweep" --channel "$ch" --cloud-cost "$cloud" \
+        --out "$WORK/win/$ch--$cloud" --no-score --quiet
+    done
   done
 fi
 if want page || want all; then
-  log "plots and docs/RESULTS.md"
-  python3 tools/eval/plots.py --work "$WORK" --out docs/results
-  cp "$WORK/importance.json" docs/results/importance.json  # written by the importance step
+  log "plots and $OUT_MD"
+  mkdir -p "$OUT_DIR"
+  python3 tools/eval/results_v2.py --work "$WORK" --temps "$TEMPS" --win-temp "$WIN_TEMP" \
+    --channels "$CHANNELS" --clouds "$CLOUDS" --out "$OUT_DIR/results_v2.json"
+  python3 tools/eval/plots.py --work "$WORK" --out "$OUT_DIR"
+  [[ -f "$WORK/importance.json" ]] && cp "$WORK/importance.json" "$OUT_DIR/importance.json"
   python3 tools/eval/make_results.py --work "$WORK" --hlm "$HLM" --slm "$SLM" --llm "$LLM" \
-    --out docs/RESULTS.md
-  cp "$WORK/test/summary.csv" docs/results/test_summary.csv
-  cp "$WORK/test/summary.json" docs/results/test_summary.json
-  cp "$WORK/dev/summary.json" docs/results/dev_summary.json
-  cp "$WORK/calibration.json" docs/results/calibration.json
-  cp "$WORK/study_grid.json" docs/results/study_grid.json
+    --results-dir "$OUT_DIR" --out "$OUT_MD"
+  for t in $TEMPS; do
+    for d in "$(tdir "$t")" "$(tdir "$t")-full"; do
+      [[ -f "$d/summary.json" ]] || continue
+      cp "$d/summary.csv" "$OUT_DIR/$(basename "$d")_summary.csv"
+      cp "$d/summary.json" "$OUT_DIR/$(basename "$d")_summary.json"
+    done
+  done
+  [[ -f "$WORK/dev/summary.json" ]] && cp "$WORK/dev/summary.json" "$OUT_DIR/dev_summary.json"
+  [[ -f "$WORK/calibration.json" ]] && cp "$WORK/calibration.json" "$OUT_DIR/calibration.json"
+  [[ -f "$WORK/study_grid.json" ]] && cp "$WORK/study_grid.json" "$OUT_DIR/study_grid.json"
 fi
 log "done"

@@ -6,7 +6,9 @@
                        token, every method and sweep setting, with the Pareto front
   quality_vs_upload    the same against the upload rate
   energy_saving        energy saving against hlm per method and setting (95% CI)
-  throughput_channels  modelled tokens/s per method under each channel preset
+  hybrid_win           energy per token of each method's least-energy operating point that
+                       meets each fidelity floor, per channel preset and cloud cost profile
+                       (from results_v2.json, tools/eval/results_v2.py)
 
     python3 tools/eval/plots.py --work eval-out --out docs/results
 """
@@ -118,51 +120,97 @@ def quality_plots(sets, out):
     return written
 
 
-def energy_saving_plot(groups, out):
-    rows = [g for g in groups if "energy_saving_vs_hlm" in g["metrics"] and g["method"] != "hlm"]
-    if not rows:
+def energy_saving_plot(v2, out):
+    """Energy saving against hlm with the same (compressed) upload, i.e. what skipping buys, one
+    panel per temperature (against standard HLM the compression's own saving dominates)."""
+    tables = [(t, tab) for t, tab in ((v2 or {}).get("tables") or {}).items()]
+    panels = []
+    for t, tab in tables:
+        rows = [r for r in tab["rows"] if "saving_vs_hlm" in r["metrics"] and
+                r["method"] not in ("hlm", "hlm-full")]
+        if rows:
+            panels.append((t, rows))
+    if not panels:
         return []
-    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.4))
-    labels = [f"{g['method']} {g['setting']}" if g["setting"] != "default" else g["method"]
-              for g in rows]
-    vals = [100 * g["metrics"]["energy_saving_vs_hlm"]["mean"] for g in rows]
-    errs = [100 * g["metrics"]["energy_saving_vs_hlm"].get("ci95", 0) for g in rows]
-    colors = [STYLE[g["method"]][0] for g in rows]
-    y = range(len(rows))
-    ax.barh(list(y), vals, xerr=errs, color=colors, alpha=0.85, capsize=2)
-    ax.set_yticks(list(y))
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("energy saving vs hlm (% of energy per token, 95% CI)")
-    ax.grid(axis="x", alpha=0.3)
+    n = max(len(rows) for _, rows in panels)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 0.32 * n + 1.4),
+                             squeeze=False)
+    for ax, (t, rows) in zip(axes[0], panels):
+        labels = [f"{r['method']} {r['setting']}" if r["setting"] != "default" else r["method"]
+                  for r in rows]
+        sv = [r["metrics"]["saving_vs_hlm"] for r in rows]
+        vals = [100 * x["mean"] for x in sv]
+        err = [[100 * (x["mean"] - x["lo"]) for x in sv], [100 * (x["hi"] - x["mean"]) for x in sv]]
+        colors = [STYLE.get(r["method"], ("tab:blue", "s"))[0] for r in rows]
+        y = list(range(len(rows)))
+        ax.barh(y, vals, xerr=err, color=colors, alpha=0.85, capsize=2)
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set_title(f"test split, T = {t}", fontsize=9)
+        ax.set_xlabel("energy saving vs hlm, same upload (%, 95% bootstrap CI)")
+        ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
     save(fig, out, "energy_saving")
     return ["energy_saving"]
 
 
-def throughput_plot(channel_sets, out):
-    if not channel_sets:
+def hybrid_win_plot(v2, out):
+    """One panel per cloud profile × fidelity floor: per channel, a bar per qualifying method."""
+    w = (v2 or {}).get("win")
+    if not w or not w["cells"]:
         return []
-    methods = [m for m in METHODS if any(g["method"] == m for _, gs in channel_sets for g in gs)]
-    fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    width = 0.8 / len(channel_sets)
-    for i, (ch, gs) in enumerate(channel_sets):
-        vals, errs = [], []
-        for m in methods:
-            g = next((g for g in gs if g["method"] == m), None)
-            v, e = metric(g, "tokens_per_s") if g else (None, None)
-            vals.append(v or 0.0)
-            errs.append(e or 0.0)
-        xs = [j + (i - (len(channel_sets) - 1) / 2) * width for j in range(len(methods))]
-        ax.bar(xs, vals, width=width, yerr=errs, capsize=2, label=ch, alpha=0.85)
-    ax.set_xticks(range(len(methods)))
-    ax.set_xticklabels(methods)
-    ax.set_yscale("log")
-    ax.set_ylabel("modelled throughput (tokens/s, log scale)")
-    ax.legend(title="channel preset", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    ax.grid(axis="y", alpha=0.3)
-    save(fig, out, "throughput_channels")
-    return ["throughput_channels"]
+    methods = ["slm", "llm", "hlm", "uhlm", "iuhlm"]
+    floors = sorted({c["floor"] for c in w["cells"]})
+    clouds, channels = w["clouds"], w["channels"]
+    fig, axes = plt.subplots(len(clouds), len(floors), figsize=(5.2 * len(floors),
+                             3.4 * len(clouds)), squeeze=False, sharey="row")
+    width = 0.8 / len(methods)
+    for i, cloud in enumerate(clouds):
+        for j, floor in enumerate(floors):
+            ax = axes[i][j]
+            for k, m in enumerate(methods):
+                xs, ys, lo, hi = [], [], [], []
+                for x, ch in enumerate(channels):
+                    c = next((c for c in w["cells"] if c["cloud"] == cloud and
+                              c["channel"] == ch and c["floor"] == floor), None)
+                    pt = c and c["methods"].get(m)
+                    if not pt or not pt["qualifies"]:
+                        continue
+                    e = pt["metrics"]["e_per_token_j"]
+                    xs.append(x + (k - (len(methods) - 1) / 2) * width)
+                    ys.append(e["mean"])
+                    lo.append(e["mean"] - e["lo"])
+                    hi.append(e["hi"] - e["mean"])
+                    if c["verdict"] and c["verdict"]["best"] == m:
+                        ax.annotate("best", (xs[-1], e["mean"]), ha="center", va="bottom",
+                                    fontsize=7, xytext=(0, 2), textcoords="offset points")
+                if xs:
+                    ax.bar(xs, ys, width=width, yerr=[lo, hi], capsize=2, label=m,
+                           color=STYLE[m][0], alpha=0.85)
+            ax.set_xticks(range(len(channels)))
+            ax.set_xticklabels(channels)
+            lo_e = [c["methods"][m]["metrics"]["e_per_token_j"]["mean"] for c in w["cells"]
+                    for m in c["methods"] if c["methods"][m]["qualifies"]]
+            if lo_e and max(lo_e) > 20 * max(min(lo_e), 1e-9):
+                ax.set_yscale("log")  # slm-only next to the cloud's joules
+            else:
+                ax.set_ylim(bottom=0)
+            ax.set_title(f"{cloud}, fidelity ≥ {floor:.2f}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("energy per token (J)")
+            ax.grid(axis="y", alpha=0.3)
+    handles = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles.keys()), loc="upper center",
+                   ncol=len(handles), fontsize=8, bbox_to_anchor=(0.5, 1.02))
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    save(fig, out, "hybrid_win")
+    return ["hybrid_win"]
 
 
 def main():
@@ -171,22 +219,21 @@ def main():
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    test = load(os.path.join(a.work, "test", "summary.json"))
+    v2 = load(os.path.join(a.out, "results_v2.json"))
     dev = load(os.path.join(a.work, "dev", "summary.json"))
     sets = []
-    if test:
-        sets.append(("test split: all methods", test["groups"]))
+    tests = sorted(glob.glob(os.path.join(a.work, "test-t*", "summary.json")))
+    tests = [t for t in tests if not os.path.dirname(t).endswith("-full")]
+    tests.sort(key=lambda p: float(os.path.basename(os.path.dirname(p))[len("test-t"):]))
+    for path in tests:
+        t = os.path.basename(os.path.dirname(path))[len("test-t"):]
+        sets.append((f"test split, T = {t}", load(path)["groups"]))
     if dev:
         sets.append(("dev split: importance study sweep", dev["groups"]))
     written = quality_plots(sets, a.out)
-    if test:
-        written += energy_saving_plot(test["groups"], a.out)
-    channel_sets = []
-    for ch in ("narrowband", "lte", "wifi"):
-        s = load(os.path.join(a.work, f"channel-{ch}", "summary.json"))
-        if s:
-            channel_sets.append((ch, s["groups"]))
-    written += throughput_plot(channel_sets, a.out)
+    if tests:
+        written += energy_saving_plot(v2, a.out)
+    written += hybrid_win_plot(v2, a.out)
     print("plots: wrote " + ", ".join(f"{n}.png/.svg" for n in written) + f" to {a.out}")
 
 
