@@ -520,7 +520,7 @@ def stage_train(a):
                             step=step, t_used=time.time() - t0), ck + ".tmp")
             os.replace(ck + ".tmp", ck)
     open(done_flag, "w").write("ok")
-    stamp(a.work, "train", time.time() - t0, steps=total, seqs_per_step=per_step, loss=run,
+    stamp(a.work, f"train_{a.name}", time.time() - t0, steps=total, seqs_per_step=per_step, loss=run,
           tokens_seen=ntok)
 
 
