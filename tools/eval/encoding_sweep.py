@@ -21,6 +21,8 @@ import re
 import subprocess
 import sys
 
+from jsonl import read_jsonl
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # Two-sided 95% Student-t quantiles by degrees of freedom (1..30); 1.96 beyond.
 T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -30,11 +32,6 @@ T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 
 def dir_name(encoding):
     return encoding.replace("(", "").replace(")", "").replace(",", "_").replace(":", "_")
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def mean_ci(values):

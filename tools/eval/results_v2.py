@@ -30,6 +30,8 @@ import os
 
 import numpy as np
 
+from jsonl import read_jsonl
+
 BOOT = 2000
 BOOT_SEED = 20261206
 FLOORS = (0.90, 0.95)
@@ -49,21 +51,6 @@ PAPER = {
     "uhlm_saving_vs_hlm": 0.316, "iuhlm_saving_vs_hlm": 0.436,
     "uhlm_tokens_per_s": 0.36, "iuhlm_tokens_per_s": 0.40,
 }
-
-
-def read_jsonl(path):
-    out = []
-    if not os.path.exists(path):
-        return out
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass  # a partial last line
-    return out
 
 
 def load_json(path):

@@ -25,27 +25,13 @@ import os
 import sys
 import time
 
+from jsonl import read_jsonl
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 BERT_LAYER = 6
-
-
-def read_jsonl(path):
-    out = []
-    if not os.path.exists(path):
-        return out
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # a partial last line from an interrupted write
-    return out
 
 
 def write_atomic(path, text):
