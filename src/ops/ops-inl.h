@@ -1,7 +1,8 @@
 // Per-target SIMD bodies of the ops kernels (compiled once per Highway target through
 // foreach_target.h in ops.cc). Quantised weights are dotted with activations requantised to
 // int8 blocks of 32, with int16 x int16 -> int32 pairwise products (and, on AVX2/AVX-512, the
-// u8 x i8 -> i16 maddubs form for Q8_0, Q4_0 and Q4_1, which gives the same integer sums).
+// u8 x i8 -> i16 maddubs form, which gives the same integer sums; the 4-, 5- and 6-bit types
+// there run row-interleaved, interleaved-inl.h).
 
 // ---- Target-independent part ----
 #ifndef HLM_OPS_OPS_INL_SHARED_H_
@@ -486,9 +487,11 @@ HWY_INLINE void DotTileF(const uint8_t* HWY_RESTRICT row, int64_t n, const float
 
 // ---- Activation requantisation ----
 
-// Quantises n floats (n % 32 == 0) to int8 blocks of 32 (round to nearest, d = amax / 127).
+// Quantises n floats (n % 32 == 0) to int8 blocks of 32 (round to nearest, d = amax / 127), with
+// the sums of q per 16 in h.
 HWY_NOINLINE void QuantizeAct(const float* HWY_RESTRICT x, int64_t n, int8_t* HWY_RESTRICT q,
-                              float* HWY_RESTRICT d, float* HWY_RESTRICT s) {
+                              float* HWY_RESTRICT d, float* HWY_RESTRICT s,
+                              int32_t* HWY_RESTRICT h) {
   const hn::CappedTag<float, 8> df;
   const hn::Rebind<int32_t, decltype(df)> di;
   const hn::Rebind<int8_t, decltype(df)> d8;
@@ -508,6 +511,11 @@ HWY_NOINLINE void QuantizeAct(const float* HWY_RESTRICT x, int64_t n, int8_t* HW
     }
     d[b] = db;
     s[b] = db * static_cast<float>(hn::GetLane(hn::SumOfLanes(di, isum)));
+    for (int64_t half = 0; half < 2; ++half) {
+      int32_t sum = 0;
+      for (int64_t i = 0; i < 16; ++i) sum += q[32 * b + 16 * half + i];
+      h[2 * b + half] = sum;
+    }
   }
 }
 
@@ -584,12 +592,19 @@ HWY_NOINLINE void MatmulRowsQ(TensorType t, const void* w, int64_t rows, int64_t
     case TensorType::Q5_1:
       return RowsQ<DecQ5_1>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
 #endif
+#if HLM_OPS_X86_BYTES
+    case TensorType::Q4_K:
+      return RowsK<IlQ4_K>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
+    case TensorType::Q6_K:
+      return RowsK<IlQ6_K>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
+#else
     case TensorType::Q4_K:
       return RowsQ<DecQK45<false>>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
-    case TensorType::Q5_K:
-      return RowsQ<DecQK45<true>>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
     case TensorType::Q6_K:
       return RowsQ<DecQ6_K>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
+#endif
+    case TensorType::Q5_K:
+      return RowsQ<DecQK45<true>>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
     default:
       break;
   }
