@@ -744,10 +744,60 @@ HLM_IL_INLINE void TileDirectK(const uint8_t* const* rp, size_t row_bytes, int64
 }
 
 // Rows [r0, r1) of a K-type matmul, 8 rows at a time (cols a multiple of 256).
+#if HLM_IL_ZMM
+// Prefill on 16-row tiles, as RowsRepacked16 (Q4_K; Q6_K's two scales per block have no 16-row
+// kernel): each super-block of rows 0-7 and of rows 8-15 decoded and laid side by side.
+template <class Il>
+HLM_IL_INLINE void RowsRepackedK16(const uint8_t* w, size_t row_bytes, int64_t nsb, size_t r0,
+                                   size_t r1, const ActQ8Blocks& pa, int64_t n_tok, float* y,
+                                   int64_t rows) {
+  static_assert(!Il::kHalves);
+  static thread_local RepackScratch scr;
+  scr.Reserve(2 * 8 * nsb);
+  alignas(32) __m256i v[64];
+  alignas(32) float dw[64], mw[64];
+  for (size_t r = r0; r < r1; r += 2 * kRows) {
+    const size_t nr = r1 - r < 2 * kRows ? r1 - r : 2 * kRows;
+    const uint8_t* rp[16];  // rows past the end repeat the first row; their lanes are dropped
+    for (size_t i = 0; i < 16; ++i) rp[i] = w + (r + (i < nr ? i : 0)) * row_bytes;
+    for (int64_t sb = 0; sb < nsb; ++sb) {
+      PrefetchNextTile<Il, 2 * kRows>(rp, row_bytes, sb);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {  // rows 0-7 to the low halves, 8-15 to the high halves
+        Il::Decode(rp + 8 * h, sb * Il::kBytes, v, dw, mw);
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; ++j) {
+          const int64_t b = 8 * sb + j;
+          uint8_t* dst = scr.wq + b * 2 * kBlockBytes;
+#pragma GCC unroll 8
+          for (int s = 0; s < 8; ++s) {
+            _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * s + 32 * h), v[8 * j + s]);
+          }
+          _mm256_store_ps(scr.dw + 16 * b + 8 * h, _mm256_load_ps(dw + 8 * j));
+          _mm256_store_ps(scr.mw + 16 * b + 8 * h, _mm256_load_ps(mw + 8 * j));
+        }
+      }
+    }
+    TilePasses16(scr, 8 * nsb, pa, n_tok, y, rows, r, __mmask16((1u << nr) - 1));
+  }
+}
+#endif
+
 template <class Il>
 HLM_IL_INLINE void RowsK(const uint8_t* w, size_t row_bytes, int64_t cols, size_t r0, size_t r1,
-                         const ActQ8* acts, int64_t n_tok, float* y, int64_t rows) {
+                         const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok, float* y,
+                         int64_t rows) {
   const int64_t nsb = cols / 256, nb = cols / 32;
+#if HLM_IL_ZMM
+  if constexpr (!Il::kHalves) {
+    if (n_tok >= kDirectTokens) {
+      assert(blocks != nullptr);  // wants_blocks(): the matmul lays them out once
+      return RowsRepackedK16<Il>(w, row_bytes, nsb, r0, r1, *blocks, n_tok, y, rows);
+    }
+  }
+#else
+  (void)blocks;
+#endif
   for (size_t r = r0; r < r1; r += kRows) {
     const size_t nr = r1 - r < kRows ? r1 - r : kRows;
     const uint8_t* rp[8];  // rows past the end repeat the first row; their lanes are dropped
@@ -793,9 +843,9 @@ void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, in
     case TensorType::Q5_1:
       return RowsInterleaved<IlQ5_1>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     case TensorType::Q4_K:
-      return RowsK<IlQ4_K>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
+      return RowsK<IlQ4_K>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     case TensorType::Q6_K:
-      return RowsK<IlQ6_K>(p, row_bytes, cols, r0, r1, acts, n_tok, y, rows);
+      return RowsK<IlQ6_K>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     default:
       std::abort();  // callers check handles() first
   }

@@ -594,9 +594,9 @@ HWY_NOINLINE void MatmulRowsQ(TensorType t, const void* w, int64_t rows, int64_t
 #endif
 #if HLM_OPS_X86_BYTES
     case TensorType::Q4_K:
-      return RowsK<IlQ4_K>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
+      return RowsK<IlQ4_K>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
     case TensorType::Q6_K:
-      return RowsK<IlQ6_K>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
+      return RowsK<IlQ6_K>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
 #else
     case TensorType::Q4_K:
       return RowsQ<DecQK45<false>>(p, rb, cols, r0, r1, acts, n_tok, y, rows);

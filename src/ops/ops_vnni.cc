@@ -104,8 +104,7 @@ void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, in
 }
 
 bool wants_blocks(TensorType t, int64_t n_tok) {
-  return kind() == Kind::kAvx512Vnni && n_tok >= evex::kDirectTokens && t != TensorType::Q4_K &&
-         t != TensorType::Q6_K;
+  return kind() == Kind::kAvx512Vnni && n_tok >= evex::kDirectTokens && t != TensorType::Q6_K;
 }
 
 size_t tile_block_bytes(TensorType t) {

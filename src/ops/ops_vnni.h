@@ -27,13 +27,13 @@ bool handles(TensorType t);
 // Rows [r0, r1) of y[i*rows + r] = sum_k W[r][k] * a_i[k], as MatmulRowsQ does; results are
 // bit-identical to it except for Q8_0 (same integer sums, other f32 rounding). Only for types
 // handles() accepts, and only when supported(). blocks: the same activations block-major, which
-// the AVX512-VNNI prefill tiles read; required when wants_blocks(n_tok), else ignored.
+// the AVX512-VNNI prefill tiles read; required when wants_blocks(t, n_tok), else ignored.
 void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
                  size_t r0, size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok,
                  float* y);
 
 // Whether matmul_rows or matmul_tiles of type t over n_tok tokens reads the block-major
-// activations (the K types never do).
+// activations (Q6_K never does).
 bool wants_blocks(TensorType t, int64_t n_tok);
 
 // ---- Tiled weights (ops.h's TiledWeights) ----
