@@ -621,19 +621,20 @@ HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t c
 }
 
 // ---- K types (Q4_K, Q6_K): 256-element super-blocks ----
-// A super-block of 8 rows decodes into 8 blocks of 32 in the repacked form (8 step vectors each,
-// as RepackScratch holds them) with per-row dw and mw per block, so the block kernels above
-// serve them unchanged: Q4_K as w = dw * q + mw per 32 (its 6-bit scale and min), Q6_K with
-// kHalves, dw and mw being the scales of the two 16-element halves (d * sc) and the zero point
-// 32 taken off in integers. Decode runs each super-block straight from a stack buffer; prefill
-// decodes the tile's whole span once and streams kTokTile tokens at a time over it.
+// A super-block of 8 rows decodes into 8 blocks of 32 in the interleaved form (8 step vectors
+// each) with per-row dw and mw per block, so the block kernels above serve them unchanged: Q4_K
+// as w = dw * q + mw per 32 (its 6-bit scale and min), Q6_K with kHalves, dw and mw being the
+// scales of the two 16-element halves (d * sc) and the zero point 32 taken off in integers.
+// Decoders hand each block to a sink(j, w, dw, mw), w(s) giving step s: decode feeds the dot
+// products straight from registers, prefill stores the blocks once and streams kTokTile tokens
+// at a time over them.
 
 struct IlQ4_K {
   static constexpr int kBytes = 144, kStepsPerMadd = 8;
   static constexpr bool kHalves = false;
-  // Super-block at p[i] + off of row i -> v[8 * j + s] (step s of block j), dw/mw[8 * j + i].
-  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, float* dw,
-                                   float* mw) {
+  // The super-block at p[i] + off of row i, block by block to sink.
+  template <class Sink>
+  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, Sink&& sink) {
     __m256 d, dmin;
     GatherF16Pair(p, off + fmt::kQ4_K_D, d, dmin);
     // The six-bit scales and mins of 8 rows at once, as fmt::k4_scale_min: blocks 0-3 in the
@@ -651,25 +652,22 @@ struct IlQ4_K {
         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), m4),
                         _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), m2), 4))};
     const __m256 neg_dmin = _mm256_sub_ps(_mm256_setzero_ps(), dmin);
-    const __m256i byte = _mm256_set1_epi32(0xff);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) {
-      const int sh = 8 * (j & 3);
-      const __m256i s = _mm256_and_si256(_mm256_srli_epi32(sc[j >> 2], sh), byte);
-      const __m256i m = _mm256_and_si256(_mm256_srli_epi32(mn[j >> 2], sh), byte);
-      _mm256_store_ps(dw + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(s), d));
-      _mm256_store_ps(mw + 8 * j, _mm256_mul_ps(_mm256_cvtepi32_ps(m), neg_dmin));
-    }
+    auto scaled = [&](const __m256i* v, int j, __m256 by) {  // byte j % 4 of v[j / 4], times by
+      const __m256i x =
+          _mm256_and_si256(_mm256_srli_epi32(v[j >> 2], 8 * (j & 3)), _mm256_set1_epi32(0xff));
+      return _mm256_mul_ps(_mm256_cvtepi32_ps(x), by);
+    };
     // Blocks 2g and 2g + 1 are the low and high nibbles of qs[32g, 32g + 32).
 #pragma GCC unroll 4
     for (int g = 0; g < 4; ++g) {
       __m256i raw[8];
       Transpose32(p, off + fmt::kQ4_K_Qs + 32 * g, raw);
-#pragma GCC unroll 8
-      for (int s = 0; s < 8; ++s) {
-        _mm256_store_si256(v + 16 * g + s, _mm256_and_si256(raw[s], m4));
-        _mm256_store_si256(v + 16 * g + 8 + s, _mm256_and_si256(_mm256_srli_epi16(raw[s], 4), m4));
-      }
+      sink(
+          2 * g, [&](int s) { return _mm256_and_si256(raw[s], m4); }, scaled(sc, 2 * g, d),
+          scaled(mn, 2 * g, neg_dmin));
+      sink(
+          2 * g + 1, [&](int s) { return _mm256_and_si256(_mm256_srli_epi16(raw[s], 4), m4); },
+          scaled(sc, 2 * g + 1, d), scaled(mn, 2 * g + 1, neg_dmin));
     }
   }
 };
@@ -679,8 +677,8 @@ struct IlQ6_K {
   static constexpr int kBytes = 210, kStepsPerMadd = 2;
   static constexpr bool kHalves = true;
   // As IlQ4_K::Decode, with dw / mw the scales of the blocks' first and second 16 elements.
-  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, float* dw,
-                                   float* mw) {
+  template <class Sink>
+  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, Sink&& sink) {
     const __m256 d = GatherF16(p, off + fmt::kQ6_K_D);
     __m256i sc[4];  // int8 scale 4k + c of every row in byte c of sc[k]
 #pragma GCC unroll 4
@@ -689,33 +687,28 @@ struct IlQ6_K {
       const __m256i x = _mm256_srai_epi32(_mm256_slli_epi32(sc[i >> 2], 24 - 8 * (i & 3)), 24);
       return _mm256_mul_ps(_mm256_cvtepi32_ps(x), d);
     };
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) {
-      _mm256_store_ps(dw + 8 * j, scale(2 * j));
-      _mm256_store_ps(mw + 8 * j, scale(2 * j + 1));
-    }
     // Half h: block 4h + k takes its low 4 bits from nibble k >> 1 of ql[64h + 32(k & 1) + l]
     // and its top 2 from bits 2k of qh[32h + l].
     const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
 #pragma GCC unroll 2
     for (int h = 0; h < 2; ++h) {
-      __m256i l0[8], l1[8], qh[8];
-      Transpose32(p, off + fmt::kQ6_K_Ql + 64 * h, l0);
-      Transpose32(p, off + fmt::kQ6_K_Ql + 64 * h + 32, l1);
+      // Blocks in order (the sums' order must not depend on the kernel), so both ql halves live.
+      __m256i qh[8], ql[2][8];
       Transpose32(p, off + fmt::kQ6_K_Qh + 32 * h, qh);
-#pragma GCC unroll 8
-      for (int s = 0; s < 8; ++s) {
-        const __m256i q = qh[s];
-        const __m256i top[4] = {_mm256_slli_epi16(q, 4), _mm256_slli_epi16(q, 2), q,
-                                _mm256_srli_epi16(q, 2)};
-        const __m256i nib[4] = {_mm256_and_si256(l0[s], m4), _mm256_and_si256(l1[s], m4),
-                                _mm256_and_si256(_mm256_srli_epi16(l0[s], 4), m4),
-                                _mm256_and_si256(_mm256_srli_epi16(l1[s], 4), m4)};
+      Transpose32(p, off + fmt::kQ6_K_Ql + 64 * h, ql[0]);
+      Transpose32(p, off + fmt::kQ6_K_Ql + 64 * h + 32, ql[1]);
 #pragma GCC unroll 4
-        for (int k = 0; k < 4; ++k) {
-          _mm256_store_si256(v + 8 * (4 * h + k) + s,
-                             _mm256_or_si256(nib[k], _mm256_and_si256(top[k], m30)));
-        }
+      for (int k = 0; k < 4; ++k) {
+        sink(
+            4 * h + k,
+            [&](int s) {
+              const __m256i l = ql[k & 1][s];
+              const __m256i nib = _mm256_and_si256(k >> 1 ? _mm256_srli_epi16(l, 4) : l, m4);
+              const __m256i top =
+                  k == 3 ? _mm256_srli_epi16(qh[s], 2) : _mm256_slli_epi16(qh[s], 4 - 2 * k);
+              return _mm256_or_si256(nib, _mm256_and_si256(top, m30));
+            },
+            scale(8 * h + 2 * k), scale(8 * h + 2 * k + 1));
       }
     }
   }
@@ -728,22 +721,15 @@ HLM_IL_INLINE void TileDirectK(const uint8_t* const* rp, size_t row_bytes, int64
   __m256 acc[T];
 #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  alignas(32) __m256i v[64];
-  alignas(32) float dw[64], mw[64];
   for (int64_t sb = 0; sb < nsb; ++sb) {
     PrefetchNextTile<Il>(rp, row_bytes, sb);
-    Il::Decode(rp, sb * Il::kBytes, v, dw, mw);
-#pragma GCC unroll 8
-    for (int j = 0; j < 8; ++j) {
-      BlockTokens<T, Il::kStepsPerMadd, Il::kHalves>(
-          [&](int s) { return v[8 * j + s]; }, _mm256_load_ps(dw + 8 * j),
-          _mm256_load_ps(mw + 8 * j), a, 8 * sb + j, acc);
-    }
+    Il::Decode(rp, sb * Il::kBytes, [&](int j, auto w, __m256 dw, __m256 mw) {
+      BlockTokens<T, Il::kStepsPerMadd, Il::kHalves>(w, dw, mw, a, 8 * sb + j, acc);
+    });
   }
   for (int t = 0; t < T; ++t) StoreTile(y + t * rows + static_cast<int64_t>(r), nr, acc[t]);
 }
 
-// Rows [r0, r1) of a K-type matmul, 8 rows at a time (cols a multiple of 256).
 #if HLM_IL_ZMM
 // Prefill on 16-row tiles, as RowsRepacked16 (Q4_K; Q6_K's two scales per block have no 16-row
 // kernel): each super-block of rows 0-7 and of rows 8-15 decoded and laid side by side.
@@ -754,8 +740,6 @@ HLM_IL_INLINE void RowsRepackedK16(const uint8_t* w, size_t row_bytes, int64_t n
   static_assert(!Il::kHalves);
   static thread_local RepackScratch scr;
   scr.Reserve(2 * 8 * nsb);
-  alignas(32) __m256i v[64];
-  alignas(32) float dw[64], mw[64];
   for (size_t r = r0; r < r1; r += 2 * kRows) {
     const size_t nr = r1 - r < 2 * kRows ? r1 - r : 2 * kRows;
     const uint8_t* rp[16];  // rows past the end repeat the first row; their lanes are dropped
@@ -764,18 +748,16 @@ HLM_IL_INLINE void RowsRepackedK16(const uint8_t* w, size_t row_bytes, int64_t n
       PrefetchNextTile<Il, 2 * kRows>(rp, row_bytes, sb);
 #pragma GCC unroll 2
       for (int h = 0; h < 2; ++h) {  // rows 0-7 to the low halves, 8-15 to the high halves
-        Il::Decode(rp + 8 * h, sb * Il::kBytes, v, dw, mw);
-#pragma GCC unroll 8
-        for (int j = 0; j < 8; ++j) {
+        Il::Decode(rp + 8 * h, sb * Il::kBytes, [&](int j, auto wv, __m256 dw, __m256 mw) {
           const int64_t b = 8 * sb + j;
           uint8_t* dst = scr.wq + b * 2 * kBlockBytes;
 #pragma GCC unroll 8
           for (int s = 0; s < 8; ++s) {
-            _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * s + 32 * h), v[8 * j + s]);
+            _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * s + 32 * h), wv(s));
           }
-          _mm256_store_ps(scr.dw + 16 * b + 8 * h, _mm256_load_ps(dw + 8 * j));
-          _mm256_store_ps(scr.mw + 16 * b + 8 * h, _mm256_load_ps(mw + 8 * j));
-        }
+          _mm256_store_ps(scr.dw + 16 * b + 8 * h, dw);
+          _mm256_store_ps(scr.mw + 16 * b + 8 * h, mw);
+        });
       }
     }
     TilePasses16(scr, 8 * nsb, pa, n_tok, y, rows, r, __mmask16((1u << nr) - 1));
@@ -783,6 +765,7 @@ HLM_IL_INLINE void RowsRepackedK16(const uint8_t* w, size_t row_bytes, int64_t n
 }
 #endif
 
+// Rows [r0, r1) of a K-type matmul (cols a multiple of 256).
 template <class Il>
 HLM_IL_INLINE void RowsK(const uint8_t* w, size_t row_bytes, int64_t cols, size_t r0, size_t r1,
                          const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok, float* y,
@@ -812,8 +795,14 @@ HLM_IL_INLINE void RowsK(const uint8_t* w, size_t row_bytes, int64_t cols, size_
     scr.Reserve(nb);
     for (int64_t sb = 0; sb < nsb; ++sb) {
       PrefetchNextTile<Il>(rp, row_bytes, sb);
-      Il::Decode(rp, sb * Il::kBytes, reinterpret_cast<__m256i*>(scr.wq + 8 * sb * kBlockBytes),
-                 scr.dw + 64 * sb, scr.mw + 64 * sb);
+      Il::Decode(rp, sb * Il::kBytes, [&](int j, auto wv, __m256 dw, __m256 mw) {
+        const int64_t b = 8 * sb + j;
+        auto* dst = reinterpret_cast<__m256i*>(scr.wq + b * kBlockBytes);
+#pragma GCC unroll 8
+        for (int s = 0; s < 8; ++s) _mm256_store_si256(dst + s, wv(s));
+        _mm256_store_ps(scr.dw + 8 * b, dw);
+        _mm256_store_ps(scr.mw + 8 * b, mw);
+      });
     }
     int64_t t = 0;
     for (; t + kTokTile <= n_tok; t += kTokTile) {
