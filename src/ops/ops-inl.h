@@ -288,28 +288,6 @@ struct DecQ6_K {
     const int sc = static_cast<int8_t>(b[fmt::kQ6_K_Scales + 2 * sub + (c >> 4)]);
     return hn::Mul(hn::Sub(q, hn::Set(d16, 32)), hn::Set(d16, static_cast<int16_t>(sc)));
   }
-#if HLM_OPS_X86_BYTES
-  // The 32 values q - 32 as signed bytes; their two 16-element scales come from LaneScales.
-  static constexpr bool kSignedBytes = true;
-  HWY_INLINE __m256i Bytes32(int sub) const {
-    const int h = sub >> 2, k = sub & 3;
-    const __m256i lo = _mm256_loadu_si256(
-        reinterpret_cast<const __m256i*>(b + fmt::kQ6_K_Ql + 64 * h + 32 * (k & 1)));
-    const __m256i hb =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + fmt::kQ6_K_Qh + 32 * h));
-    const __m256i nib = _mm256_and_si256(_mm256_srli_epi16(lo, 4 * (k >> 1)), _mm256_set1_epi8(15));
-    const __m256i two = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), _mm256_set1_epi8(3));
-    const __m256i q = _mm256_or_si256(nib, _mm256_slli_epi16(two, 4));
-    return _mm256_sub_epi8(q, _mm256_set1_epi8(32));
-  }
-  // Per int32 lane of the byte path's sums (4 elements each): d times the scale of its 16.
-  HWY_INLINE __m256 LaneScales(int sub) const {
-    const float s0 = d * static_cast<float>(static_cast<int8_t>(b[fmt::kQ6_K_Scales + 2 * sub]));
-    const float s1 =
-        d * static_cast<float>(static_cast<int8_t>(b[fmt::kQ6_K_Scales + 2 * sub + 1]));
-    return _mm256_setr_ps(s0, s0, s0, s0, s1, s1, s1, s1);
-  }
-#endif
 };
 
 #if HLM_OPS_X86_BYTES
@@ -319,15 +297,6 @@ constexpr auto HasBytes32(int) -> decltype(Dec::kSignedBytes, bool()) {
 }
 template <class Dec>
 constexpr bool HasBytes32(...) {
-  return false;
-}
-// Decoders whose byte-path scale varies within a sub-block (Q6_K) give it per int32 lane.
-template <class Dec>
-constexpr auto HasLaneScales(int) -> decltype(&Dec::LaneScales, bool()) {
-  return true;
-}
-template <class Dec>
-constexpr bool HasLaneScales(...) {
   return false;
 }
 #endif
@@ -348,12 +317,7 @@ HWY_INLINE void BlockDot(const Dec& dec, int sub, int64_t blk, const ActQ8* a, h
     // Same integer sums as below, via u8 x i8 maddubs (pairs stay below 2 * 128 * 127).
     const __m256i wb = dec.Bytes32(sub);
     const __m256i aw = Dec::kSignedBytes ? _mm256_sign_epi8(wb, wb) : wb;
-    __m256 vdw;
-    if constexpr (HasLaneScales<Dec>(0)) {
-      vdw = dec.LaneScales(sub);
-    } else {
-      vdw = _mm256_set1_ps(dw);
-    }
+    const __m256 vdw = _mm256_set1_ps(dw);
     const __m256i ones = _mm256_set1_epi16(1);
     for (int t = 0; t < NT; ++t) {
       __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].q + blk * 32));
