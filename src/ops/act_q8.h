@@ -9,9 +9,10 @@ namespace hlm::ops {
 
 // Activations of one token requantised in blocks of 32: value i is d[i / 32] * q[i].
 struct ActQ8 {
-  const int8_t* q;  // n values in [-127, 127]
-  const float* d;   // n / 32 block scales
-  const float* s;   // n / 32 values d * sum(q over the block)
+  const int8_t* q;   // n values in [-127, 127]
+  const float* d;    // n / 32 block scales
+  const float* s;    // n / 32 values d * sum(q over the block)
+  const int32_t* h;  // n / 16 values sum(q over 16 elements): Q6_K's zero point per scale
 };
 
 // The activations of n_tok tokens block-major, as the AVX512-VNNI prefill tiles read them (a pass

@@ -76,6 +76,39 @@ HLM_IL_INLINE void GatherF16Pair(const uint8_t* const* p, int64_t off, __m256& l
   hi = _mm256_cvtph_ps(_mm256_extracti128_si256(q, 1));
 }
 
+// The 32 bytes at p[i] + off of 8 rows as 8 step vectors: v[s] holds dword s (bytes 4s..4s+3)
+// of every row, row i in dword i (an 8 x 8 dword transpose).
+HLM_IL_INLINE void Transpose32(const uint8_t* const* p, int64_t off, __m256i* v) {
+  auto ld = [&](int i) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[i] + off)); };
+  __m256i t[8], u[8];
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    const __m256i a = ld(2 * k), b = ld(2 * k + 1);
+    t[2 * k] = _mm256_unpacklo_epi32(a, b);
+    t[2 * k + 1] = _mm256_unpackhi_epi32(a, b);
+  }
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {  // rows 0-3, then 4-7
+    const __m256i* th = t + 4 * h;
+    u[4 * h + 0] = _mm256_unpacklo_epi64(th[0], th[2]);
+    u[4 * h + 1] = _mm256_unpackhi_epi64(th[0], th[2]);
+    u[4 * h + 2] = _mm256_unpacklo_epi64(th[1], th[3]);
+    u[4 * h + 3] = _mm256_unpackhi_epi64(th[1], th[3]);
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    v[k] = _mm256_permute2x128_si256(u[k], u[k + 4], 0x20);
+    v[k + 4] = _mm256_permute2x128_si256(u[k], u[k + 4], 0x31);
+  }
+}
+
+// The f16 at p[i] + off for 8 rows, as f32.
+HLM_IL_INLINE __m256 GatherF16(const uint8_t* const* p, int64_t off) {
+  alignas(16) uint16_t h[8];
+  for (int i = 0; i < 8; ++i) std::memcpy(h + i, p[i] + off, 2);
+  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
+}
+
 // Bit 4 of the 5-bit quants: for step s, byte j of dword i is 16 if bit e(s) + j of qh_i is set,
 // where e(s) = 4s for s < 4 (low-nibble elements) and 16 + 4(s - 4) otherwise.
 HLM_IL_INLINE void AddHighBits(__m256i qh, __m256i* v) {
@@ -141,40 +174,23 @@ struct IlQ8_0 {
   static constexpr int kBytes = 34, kStepsPerMadd = 8;
   static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, __m256& dw,
                                    __m256& mw) {
-    auto ld = [&](int i) {
-      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p[i] + off + fmt::kQ8_0_Qs));
-    };
-    // 8 x 8 dword transpose: v[s] holds dword s (elements 4s..4s+3) of every row.
-    __m256i t[8], u[8];
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      const __m256i a = ld(2 * k), b = ld(2 * k + 1);
-      t[2 * k] = _mm256_unpacklo_epi32(a, b);
-      t[2 * k + 1] = _mm256_unpackhi_epi32(a, b);
-    }
-#pragma GCC unroll 2
-    for (int h = 0; h < 2; ++h) {  // rows 0-3, then 4-7
-      const __m256i* th = t + 4 * h;
-      u[4 * h + 0] = _mm256_unpacklo_epi64(th[0], th[2]);
-      u[4 * h + 1] = _mm256_unpackhi_epi64(th[0], th[2]);
-      u[4 * h + 2] = _mm256_unpacklo_epi64(th[1], th[3]);
-      u[4 * h + 3] = _mm256_unpackhi_epi64(th[1], th[3]);
-    }
+    Transpose32(p, off + fmt::kQ8_0_Qs, v);
     const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      v[k] = _mm256_xor_si256(_mm256_permute2x128_si256(u[k], u[k + 4], 0x20), flip);
-      v[k + 4] = _mm256_xor_si256(_mm256_permute2x128_si256(u[k], u[k + 4], 0x31), flip);
-    }
+#pragma GCC unroll 8
+    for (int s = 0; s < 8; ++s) v[s] = _mm256_xor_si256(v[s], flip);
     SymmetricScale(p, off + fmt::kQ8_0_D, 128.0f, dw, mw);
   }
 };
 #endif
 
-// Adds one decoded block (step vectors w, activation block b) to T token accumulators.
-template <int T, int kStepsPerMadd, class WLoad>
+// Adds one decoded block (step vectors w, activation block b) to T token accumulators. With
+// kHalves (Q6_K), elements 0-15 (steps 0-3) and 16-31 (steps 4-7) have scales of their own: dw
+// and mw are then the two halves' scales, the quants are unsigned with zero point 32, and
+// 32 * sum(a_q) over each half is taken off its integer sum (exactly) before the scaling.
+template <int T, int kStepsPerMadd, bool kHalves = false, class WLoad>
 HLM_IL_INLINE void BlockTokens(WLoad w, __m256 dw, __m256 mw, const ActQ8* a, int64_t b,
                                __m256* acc) {
+  static_assert(!kHalves || 4 % kStepsPerMadd == 0);
   const int8_t* aq[T];
 #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) aq[t] = a[t].q + b * 32;
@@ -183,7 +199,7 @@ HLM_IL_INLINE void BlockTokens(WLoad w, __m256 dw, __m256 mw, const ActQ8* a, in
     std::memcpy(&a4, aq[t] + 4 * s, 4);
     return _mm256_set1_epi32(a4);
   };
-  __m256i isum[T];
+  __m256i isum[T], ihi[T];  // ihi: the second half's sums (kHalves)
 #if HLM_IL_VNNI
 #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) isum[t] = HLM_IL_DPBUSD(_mm256_setzero_si256(), w(0), act4(t, 0));
@@ -191,7 +207,13 @@ HLM_IL_INLINE void BlockTokens(WLoad w, __m256 dw, __m256 mw, const ActQ8* a, in
   for (int s = 1; s < 8; ++s) {
     const __m256i wv = w(s);
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) isum[t] = HLM_IL_DPBUSD(isum[t], wv, act4(t, s));
+    for (int t = 0; t < T; ++t) {
+      if (kHalves && s >= 4) {
+        ihi[t] = HLM_IL_DPBUSD(s == 4 ? _mm256_setzero_si256() : ihi[t], wv, act4(t, s));
+      } else {
+        isum[t] = HLM_IL_DPBUSD(isum[t], wv, act4(t, s));
+      }
+    }
   }
 #else
   const __m256i ones = _mm256_set1_epi16(1);
@@ -212,15 +234,26 @@ HLM_IL_INLINE void BlockTokens(WLoad w, __m256 dw, __m256 mw, const ActQ8* a, in
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
       const __m256i s32 = _mm256_madd_epi16(s16[t], ones);
-      isum[t] = g == 0 ? s32 : _mm256_add_epi32(isum[t], s32);
+      if (kHalves && g >= 4) {
+        ihi[t] = g == 4 ? s32 : _mm256_add_epi32(ihi[t], s32);
+      } else {
+        isum[t] = g == 0 ? s32 : _mm256_add_epi32(isum[t], s32);
+      }
     }
   }
 #endif
 #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) {
-    const __m256 sc = _mm256_mul_ps(dw, _mm256_broadcast_ss(a[t].d + b));
-    acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), sc, acc[t]);
-    acc[t] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(a[t].s + b), acc[t]);
+    const __m256 da = _mm256_broadcast_ss(a[t].d + b);
+    if constexpr (kHalves) {
+      const __m256i lo = _mm256_sub_epi32(isum[t], _mm256_set1_epi32(32 * a[t].h[2 * b]));
+      const __m256i hi = _mm256_sub_epi32(ihi[t], _mm256_set1_epi32(32 * a[t].h[2 * b + 1]));
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), _mm256_mul_ps(dw, da), acc[t]);
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), _mm256_mul_ps(mw, da), acc[t]);
+    } else {
+      acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, da), acc[t]);
+      acc[t] = _mm256_fmadd_ps(mw, _mm256_broadcast_ss(a[t].s + b), acc[t]);
+    }
   }
 }
 
@@ -282,7 +315,7 @@ HLM_IL_INLINE void TileDirect(const uint8_t* const* rp, size_t row_bytes, int64_
 }
 
 // T tokens over a repacked tile (prefill).
-template <int T, int kStepsPerMadd>
+template <int T, int kStepsPerMadd, bool kHalves = false>
 HLM_IL_INLINE void TileRepacked(const RepackScratch& scr, int64_t nb, const ActQ8* a, float* y,
                                 int64_t rows, size_t r, size_t nr) {
   __m256 acc[T];
@@ -290,20 +323,20 @@ HLM_IL_INLINE void TileRepacked(const RepackScratch& scr, int64_t nb, const ActQ
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const __m256i* w = reinterpret_cast<const __m256i*>(scr.wq + b * kBlockBytes);
-    BlockTokens<T, kStepsPerMadd>([&](int s) { return _mm256_load_si256(w + s); },
-                                  _mm256_load_ps(scr.dw + 8 * b), _mm256_load_ps(scr.mw + 8 * b), a,
-                                  b, acc);
+    BlockTokens<T, kStepsPerMadd, kHalves>([&](int s) { return _mm256_load_si256(w + s); },
+                                           _mm256_load_ps(scr.dw + 8 * b),
+                                           _mm256_load_ps(scr.mw + 8 * b), a, b, acc);
   }
   for (int t = 0; t < T; ++t) StoreTile(y + t * rows + static_cast<int64_t>(r), nr, acc[t]);
 }
 
 // The last m < kTokTile tokens of a repacked tile (K: the largest m this instance handles).
-template <int K, int kStepsPerMadd>
+template <int K, int kStepsPerMadd, bool kHalves = false>
 HLM_IL_INLINE void TileRest(int m, const RepackScratch& scr, int64_t nb, const ActQ8* a, float* y,
                             int64_t rows, size_t r, size_t nr) {
   if constexpr (K > 0) {
-    if (m == K) return TileRepacked<K, kStepsPerMadd>(scr, nb, a, y, rows, r, nr);
-    TileRest<K - 1, kStepsPerMadd>(m, scr, nb, a, y, rows, r, nr);
+    if (m == K) return TileRepacked<K, kStepsPerMadd, kHalves>(scr, nb, a, y, rows, r, nr);
+    TileRest<K - 1, kStepsPerMadd, kHalves>(m, scr, nb, a, y, rows, r, nr);
   }
 }
 
@@ -587,6 +620,200 @@ HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t c
   }
 }
 
+// ---- K types (Q4_K, Q6_K): 256-element super-blocks ----
+// A super-block of 8 rows decodes into 8 blocks of 32 in the interleaved form (8 step vectors
+// each) with per-row dw and mw per block, so the block kernels above serve them unchanged: Q4_K
+// as w = dw * q + mw per 32 (its 6-bit scale and min), Q6_K with kHalves, dw and mw being the
+// scales of the two 16-element halves (d * sc) and the zero point 32 taken off in integers.
+// Decoders hand each block to a sink(j, w, dw, mw), w(s) giving step s: decode feeds the dot
+// products straight from registers, prefill stores the blocks once and streams kTokTile tokens
+// at a time over them.
+
+struct IlQ4_K {
+  static constexpr int kBytes = 144, kStepsPerMadd = 8;
+  static constexpr bool kHalves = false;
+  // The super-block at p[i] + off of row i, block by block to sink.
+  template <class Sink>
+  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, Sink&& sink) {
+    __m256 d, dmin;
+    GatherF16Pair(p, off + fmt::kQ4_K_D, d, dmin);
+    // The six-bit scales and mins of 8 rows at once, as fmt::k4_scale_min: blocks 0-3 in the
+    // bytes of sc[0] / mn[0], blocks 4-7 in those of sc[1] / mn[1].
+    const __m256i u0 = Gather32(p, off + fmt::kQ4_K_Scales);
+    const __m256i u1 = Gather32(p, off + fmt::kQ4_K_Scales + 4);
+    const __m256i u2 = Gather32(p, off + fmt::kQ4_K_Scales + 8);
+    const __m256i m6 = _mm256_set1_epi8(0x3f), m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(3);
+    const __m256i sc[2] = {
+        _mm256_and_si256(u0, m6),
+        _mm256_or_si256(_mm256_and_si256(u2, m4),
+                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u0, 6), m2), 4))};
+    const __m256i mn[2] = {
+        _mm256_and_si256(u1, m6),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(u2, 4), m4),
+                        _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(u1, 6), m2), 4))};
+    const __m256 neg_dmin = _mm256_sub_ps(_mm256_setzero_ps(), dmin);
+    auto scaled = [&](const __m256i* v, int j, __m256 by) {  // byte j % 4 of v[j / 4], times by
+      const __m256i x =
+          _mm256_and_si256(_mm256_srli_epi32(v[j >> 2], 8 * (j & 3)), _mm256_set1_epi32(0xff));
+      return _mm256_mul_ps(_mm256_cvtepi32_ps(x), by);
+    };
+    // Blocks 2g and 2g + 1 are the low and high nibbles of qs[32g, 32g + 32).
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; ++g) {
+      __m256i raw[8];
+      Transpose32(p, off + fmt::kQ4_K_Qs + 32 * g, raw);
+      sink(
+          2 * g, [&](int s) { return _mm256_and_si256(raw[s], m4); }, scaled(sc, 2 * g, d),
+          scaled(mn, 2 * g, neg_dmin));
+      sink(
+          2 * g + 1, [&](int s) { return _mm256_and_si256(_mm256_srli_epi16(raw[s], 4), m4); },
+          scaled(sc, 2 * g + 1, d), scaled(mn, 2 * g + 1, neg_dmin));
+    }
+  }
+};
+
+struct IlQ6_K {
+  // 6-bit quants: maddubs pairs reach 2 * 63 * 127, so two steps per int16 sum.
+  static constexpr int kBytes = 210, kStepsPerMadd = 2;
+  static constexpr bool kHalves = true;
+  // As IlQ4_K::Decode, with dw / mw the scales of the blocks' first and second 16 elements.
+  template <class Sink>
+  static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, Sink&& sink) {
+    const __m256 d = GatherF16(p, off + fmt::kQ6_K_D);
+    __m256i sc[4];  // int8 scale 4k + c of every row in byte c of sc[k]
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) sc[k] = Gather32(p, off + fmt::kQ6_K_Scales + 4 * k);
+    auto scale = [&](int i) {  // d * scales[i], sign-extended
+      const __m256i x = _mm256_srai_epi32(_mm256_slli_epi32(sc[i >> 2], 24 - 8 * (i & 3)), 24);
+      return _mm256_mul_ps(_mm256_cvtepi32_ps(x), d);
+    };
+    // Half h: block 4h + k takes its low 4 bits from nibble k >> 1 of ql[64h + 32(k & 1) + l]
+    // and its top 2 from bits 2k of qh[32h + l].
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      // Blocks in order (the sums' order must not depend on the kernel), so both ql halves live.
+      __m256i qh[8], ql[2][8];
+      Transpose32(p, off + fmt::kQ6_K_Qh + 32 * h, qh);
+      Transpose32(p, off + fmt::kQ6_K_Ql + 64 * h, ql[0]);
+      Transpose32(p, off + fmt::kQ6_K_Ql + 64 * h + 32, ql[1]);
+#pragma GCC unroll 4
+      for (int k = 0; k < 4; ++k) {
+        sink(
+            4 * h + k,
+            [&](int s) {
+              const __m256i l = ql[k & 1][s];
+              const __m256i nib = _mm256_and_si256(k >> 1 ? _mm256_srli_epi16(l, 4) : l, m4);
+              const __m256i top =
+                  k == 3 ? _mm256_srli_epi16(qh[s], 2) : _mm256_slli_epi16(qh[s], 4 - 2 * k);
+              return _mm256_or_si256(nib, _mm256_and_si256(top, m30));
+            },
+            scale(8 * h + 2 * k), scale(8 * h + 2 * k + 1));
+      }
+    }
+  }
+};
+
+// T tokens straight from the weights (decode), one super-block at a time.
+template <class Il, int T>
+HLM_IL_INLINE void TileDirectK(const uint8_t* const* rp, size_t row_bytes, int64_t nsb,
+                               const ActQ8* a, float* y, int64_t rows, size_t r, size_t nr) {
+  __m256 acc[T];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nsb; ++sb) {
+    PrefetchNextTile<Il>(rp, row_bytes, sb);
+    Il::Decode(rp, sb * Il::kBytes, [&](int j, auto w, __m256 dw, __m256 mw) {
+      BlockTokens<T, Il::kStepsPerMadd, Il::kHalves>(w, dw, mw, a, 8 * sb + j, acc);
+    });
+  }
+  for (int t = 0; t < T; ++t) StoreTile(y + t * rows + static_cast<int64_t>(r), nr, acc[t]);
+}
+
+#if HLM_IL_ZMM
+// Prefill on 16-row tiles, as RowsRepacked16 (Q4_K; Q6_K's two scales per block have no 16-row
+// kernel): each super-block of rows 0-7 and of rows 8-15 decoded and laid side by side.
+template <class Il>
+HLM_IL_INLINE void RowsRepackedK16(const uint8_t* w, size_t row_bytes, int64_t nsb, size_t r0,
+                                   size_t r1, const ActQ8Blocks& pa, int64_t n_tok, float* y,
+                                   int64_t rows) {
+  static_assert(!Il::kHalves);
+  static thread_local RepackScratch scr;
+  scr.Reserve(2 * 8 * nsb);
+  for (size_t r = r0; r < r1; r += 2 * kRows) {
+    const size_t nr = r1 - r < 2 * kRows ? r1 - r : 2 * kRows;
+    const uint8_t* rp[16];  // rows past the end repeat the first row; their lanes are dropped
+    for (size_t i = 0; i < 16; ++i) rp[i] = w + (r + (i < nr ? i : 0)) * row_bytes;
+    for (int64_t sb = 0; sb < nsb; ++sb) {
+      PrefetchNextTile<Il, 2 * kRows>(rp, row_bytes, sb);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {  // rows 0-7 to the low halves, 8-15 to the high halves
+        Il::Decode(rp + 8 * h, sb * Il::kBytes, [&](int j, auto wv, __m256 dw, __m256 mw) {
+          const int64_t b = 8 * sb + j;
+          uint8_t* dst = scr.wq + b * 2 * kBlockBytes;
+#pragma GCC unroll 8
+          for (int s = 0; s < 8; ++s) {
+            _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * s + 32 * h), wv(s));
+          }
+          _mm256_store_ps(scr.dw + 16 * b + 8 * h, dw);
+          _mm256_store_ps(scr.mw + 16 * b + 8 * h, mw);
+        });
+      }
+    }
+    TilePasses16(scr, 8 * nsb, pa, n_tok, y, rows, r, __mmask16((1u << nr) - 1));
+  }
+}
+#endif
+
+// Rows [r0, r1) of a K-type matmul (cols a multiple of 256).
+template <class Il>
+HLM_IL_INLINE void RowsK(const uint8_t* w, size_t row_bytes, int64_t cols, size_t r0, size_t r1,
+                         const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok, float* y,
+                         int64_t rows) {
+  const int64_t nsb = cols / 256, nb = cols / 32;
+#if HLM_IL_ZMM
+  if constexpr (!Il::kHalves) {
+    if (n_tok >= kDirectTokens) {
+      assert(blocks != nullptr);  // wants_blocks(): the matmul lays them out once
+      return RowsRepackedK16<Il>(w, row_bytes, nsb, r0, r1, *blocks, n_tok, y, rows);
+    }
+  }
+#else
+  (void)blocks;
+#endif
+  for (size_t r = r0; r < r1; r += kRows) {
+    const size_t nr = r1 - r < kRows ? r1 - r : kRows;
+    const uint8_t* rp[8];  // rows past the end repeat the first row; their lanes are dropped
+    for (size_t i = 0; i < 8; ++i) rp[i] = w + (r + (i < nr ? i : 0)) * row_bytes;
+    if (n_tok < kDirectTokens) {
+      if (n_tok == 1) TileDirectK<Il, 1>(rp, row_bytes, nsb, acts, y, rows, r, nr);
+      if (n_tok == 2) TileDirectK<Il, 2>(rp, row_bytes, nsb, acts, y, rows, r, nr);
+      if (n_tok == 3) TileDirectK<Il, 3>(rp, row_bytes, nsb, acts, y, rows, r, nr);
+      continue;
+    }
+    static thread_local RepackScratch scr;
+    scr.Reserve(nb);
+    for (int64_t sb = 0; sb < nsb; ++sb) {
+      PrefetchNextTile<Il>(rp, row_bytes, sb);
+      Il::Decode(rp, sb * Il::kBytes, [&](int j, auto wv, __m256 dw, __m256 mw) {
+        const int64_t b = 8 * sb + j;
+        auto* dst = reinterpret_cast<__m256i*>(scr.wq + b * kBlockBytes);
+#pragma GCC unroll 8
+        for (int s = 0; s < 8; ++s) _mm256_store_si256(dst + s, wv(s));
+        _mm256_store_ps(scr.dw + 8 * b, dw);
+        _mm256_store_ps(scr.mw + 8 * b, mw);
+      });
+    }
+    int64_t t = 0;
+    for (; t + kTokTile <= n_tok; t += kTokTile) {
+      TileRepacked<kTokTile, Il::kStepsPerMadd, Il::kHalves>(scr, nb, acts + t, y + t * rows, rows,
+                                                             r, nr);
+    }
+    TileRest<kTokTile - 1, Il::kStepsPerMadd, Il::kHalves>(int(n_tok - t), scr, nb, acts + t,
+                                                           y + t * rows, rows, r, nr);
+  }
+}
+
 #if HLM_IL_VNNI
 // vnni::matmul_rows (ops_vnni.h) for this instantiation, which ops_vnni.cc dispatches to.
 void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
@@ -604,6 +831,10 @@ void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, in
       return RowsInterleaved<IlQ5_0>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     case TensorType::Q5_1:
       return RowsInterleaved<IlQ5_1>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
+    case TensorType::Q4_K:
+      return RowsK<IlQ4_K>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
+    case TensorType::Q6_K:
+      return RowsK<IlQ6_K>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     default:
       std::abort();  // callers check handles() first
   }

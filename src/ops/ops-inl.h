@@ -1,7 +1,8 @@
 // Per-target SIMD bodies of the ops kernels (compiled once per Highway target through
 // foreach_target.h in ops.cc). Quantised weights are dotted with activations requantised to
 // int8 blocks of 32, with int16 x int16 -> int32 pairwise products (and, on AVX2/AVX-512, the
-// u8 x i8 -> i16 maddubs form for Q8_0, Q4_0 and Q4_1, which gives the same integer sums).
+// u8 x i8 -> i16 maddubs form, which gives the same integer sums; the 4-, 5- and 6-bit types
+// there run row-interleaved, interleaved-inl.h).
 
 // ---- Target-independent part ----
 #ifndef HLM_OPS_OPS_INL_SHARED_H_
@@ -287,28 +288,6 @@ struct DecQ6_K {
     const int sc = static_cast<int8_t>(b[fmt::kQ6_K_Scales + 2 * sub + (c >> 4)]);
     return hn::Mul(hn::Sub(q, hn::Set(d16, 32)), hn::Set(d16, static_cast<int16_t>(sc)));
   }
-#if HLM_OPS_X86_BYTES
-  // The 32 values q - 32 as signed bytes; their two 16-element scales come from LaneScales.
-  static constexpr bool kSignedBytes = true;
-  HWY_INLINE __m256i Bytes32(int sub) const {
-    const int h = sub >> 2, k = sub & 3;
-    const __m256i lo = _mm256_loadu_si256(
-        reinterpret_cast<const __m256i*>(b + fmt::kQ6_K_Ql + 64 * h + 32 * (k & 1)));
-    const __m256i hb =
-        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + fmt::kQ6_K_Qh + 32 * h));
-    const __m256i nib = _mm256_and_si256(_mm256_srli_epi16(lo, 4 * (k >> 1)), _mm256_set1_epi8(15));
-    const __m256i two = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * k), _mm256_set1_epi8(3));
-    const __m256i q = _mm256_or_si256(nib, _mm256_slli_epi16(two, 4));
-    return _mm256_sub_epi8(q, _mm256_set1_epi8(32));
-  }
-  // Per int32 lane of the byte path's sums (4 elements each): d times the scale of its 16.
-  HWY_INLINE __m256 LaneScales(int sub) const {
-    const float s0 = d * static_cast<float>(static_cast<int8_t>(b[fmt::kQ6_K_Scales + 2 * sub]));
-    const float s1 =
-        d * static_cast<float>(static_cast<int8_t>(b[fmt::kQ6_K_Scales + 2 * sub + 1]));
-    return _mm256_setr_ps(s0, s0, s0, s0, s1, s1, s1, s1);
-  }
-#endif
 };
 
 #if HLM_OPS_X86_BYTES
@@ -318,15 +297,6 @@ constexpr auto HasBytes32(int) -> decltype(Dec::kSignedBytes, bool()) {
 }
 template <class Dec>
 constexpr bool HasBytes32(...) {
-  return false;
-}
-// Decoders whose byte-path scale varies within a sub-block (Q6_K) give it per int32 lane.
-template <class Dec>
-constexpr auto HasLaneScales(int) -> decltype(&Dec::LaneScales, bool()) {
-  return true;
-}
-template <class Dec>
-constexpr bool HasLaneScales(...) {
   return false;
 }
 #endif
@@ -347,12 +317,7 @@ HWY_INLINE void BlockDot(const Dec& dec, int sub, int64_t blk, const ActQ8* a, h
     // Same integer sums as below, via u8 x i8 maddubs (pairs stay below 2 * 128 * 127).
     const __m256i wb = dec.Bytes32(sub);
     const __m256i aw = Dec::kSignedBytes ? _mm256_sign_epi8(wb, wb) : wb;
-    __m256 vdw;
-    if constexpr (HasLaneScales<Dec>(0)) {
-      vdw = dec.LaneScales(sub);
-    } else {
-      vdw = _mm256_set1_ps(dw);
-    }
+    const __m256 vdw = _mm256_set1_ps(dw);
     const __m256i ones = _mm256_set1_epi16(1);
     for (int t = 0; t < NT; ++t) {
       __m256i y = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[t].q + blk * 32));
@@ -486,9 +451,11 @@ HWY_INLINE void DotTileF(const uint8_t* HWY_RESTRICT row, int64_t n, const float
 
 // ---- Activation requantisation ----
 
-// Quantises n floats (n % 32 == 0) to int8 blocks of 32 (round to nearest, d = amax / 127).
+// Quantises n floats (n % 32 == 0) to int8 blocks of 32 (round to nearest, d = amax / 127), with
+// the sums of q per 16 in h.
 HWY_NOINLINE void QuantizeAct(const float* HWY_RESTRICT x, int64_t n, int8_t* HWY_RESTRICT q,
-                              float* HWY_RESTRICT d, float* HWY_RESTRICT s) {
+                              float* HWY_RESTRICT d, float* HWY_RESTRICT s,
+                              int32_t* HWY_RESTRICT h) {
   const hn::CappedTag<float, 8> df;
   const hn::Rebind<int32_t, decltype(df)> di;
   const hn::Rebind<int8_t, decltype(df)> d8;
@@ -508,6 +475,11 @@ HWY_NOINLINE void QuantizeAct(const float* HWY_RESTRICT x, int64_t n, int8_t* HW
     }
     d[b] = db;
     s[b] = db * static_cast<float>(hn::GetLane(hn::SumOfLanes(di, isum)));
+    for (int64_t half = 0; half < 2; ++half) {
+      int32_t sum = 0;
+      for (int64_t i = 0; i < 16; ++i) sum += q[32 * b + 16 * half + i];
+      h[2 * b + half] = sum;
+    }
   }
 }
 
@@ -584,12 +556,19 @@ HWY_NOINLINE void MatmulRowsQ(TensorType t, const void* w, int64_t rows, int64_t
     case TensorType::Q5_1:
       return RowsQ<DecQ5_1>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
 #endif
+#if HLM_OPS_X86_BYTES
+    case TensorType::Q4_K:
+      return RowsK<IlQ4_K>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
+    case TensorType::Q6_K:
+      return RowsK<IlQ6_K>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
+#else
     case TensorType::Q4_K:
       return RowsQ<DecQK45<false>>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
-    case TensorType::Q5_K:
-      return RowsQ<DecQK45<true>>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
     case TensorType::Q6_K:
       return RowsQ<DecQ6_K>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
+#endif
+    case TensorType::Q5_K:
+      return RowsQ<DecQK45<true>>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
     default:
       break;
   }

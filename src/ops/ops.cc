@@ -40,6 +40,7 @@ bool is_float(TensorType t) {
 struct ActScratch {
   std::vector<int8_t> q;
   std::vector<float> d, s;
+  std::vector<int32_t> h;
   std::vector<ActQ8> acts;
   ActQ8BlockBuffer blocks;  // the same block-major, when the VNNI prefill tiles will read them
 
@@ -52,6 +53,7 @@ struct ActScratch {
     if (d.size() < nb) {
       d.resize(nb);
       s.resize(nb);
+      h.resize(2 * nb);
     }
     acts.resize(static_cast<size_t>(n_tok));
     if (with_blocks) blocks.reserve(n_tok, cols / 32);
@@ -59,8 +61,9 @@ struct ActScratch {
       if (prologue != nullptr) (*prologue)(int64_t(t));
       const size_t off = t * static_cast<size_t>(cols);
       HWY_DYNAMIC_DISPATCH(QuantizeAct)
-      (x + off, cols, q.data() + off, d.data() + off / 32, s.data() + off / 32);
-      acts[t] = {q.data() + off, d.data() + off / 32, s.data() + off / 32};
+      (x + off, cols, q.data() + off, d.data() + off / 32, s.data() + off / 32,
+       h.data() + off / 16);
+      acts[t] = {q.data() + off, d.data() + off / 32, s.data() + off / 32, h.data() + off / 16};
       if (with_blocks) blocks.store(int64_t(t), acts[t]);
     };
     if (pool == nullptr || n_tok < 8) {
@@ -149,11 +152,11 @@ void matmul_shared(std::span<const MatmulOut> outs, int64_t cols, const float* x
   // The matrices' rows form one index space, shared out in one parallel loop.
   thread_local std::vector<size_t> first;
   first.assign(1, 0);
-  bool any_quantised = false, any_vnni = false;
+  bool any_quantised = false, with_blocks = false;
   for (const MatmulOut& o : outs) {
     check_supported(o.type);
     any_quantised |= !is_float(o.type);
-    any_vnni |= use_vnni(o.type);
+    with_blocks |= use_vnni(o.type) && vnni::wants_blocks(o.type, n_tok);
     first.push_back(first.back() + static_cast<size_t>(std::max<int64_t>(o.rows, 0)));
   }
   if (first.back() == 0) return;
@@ -162,7 +165,6 @@ void matmul_shared(std::span<const MatmulOut> outs, int64_t cols, const float* x
   const ActQ8Blocks* blocks = nullptr;
   if (any_quantised) {
     ActScratch& s = scratch();
-    const bool with_blocks = any_vnni && vnni::wants_blocks(n_tok);
     s.quantize(x, cols, n_tok, &pool, with_blocks, prologue);
     acts = s.acts.data();
     if (with_blocks) {

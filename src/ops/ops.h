@@ -128,10 +128,10 @@ void softmax_f32(const float* z, int64_t n, float inv_t, float* out);
 const char* dispatch_target_name();
 
 // CPU extensions the kernels use beyond the Highway target, where the CPU has them: VNNI
-// dot products (AVX-VNNI or AVX512-VNNI) for Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 (the same integer sums
-// in fewer instructions: bit-identical results for the 4- and 5-bit types, Q8_0 within f32
-// rounding). On by default (HLM_CPU_EXTENSIONS=off in the environment starts with them off); tests
-// and benchmarks switch them off to compare. Returns whether they are in use.
+// dot products (AVX-VNNI or AVX512-VNNI) for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K and Q6_K (the same
+// integer sums in fewer instructions: bit-identical results for the 4-, 5- and 6-bit types, Q8_0
+// within f32 rounding). On by default (HLM_CPU_EXTENSIONS=off in the environment starts with them
+// off); tests and benchmarks switch them off to compare. Returns whether they are in use.
 bool set_cpu_extensions(bool enabled);
 // The kernels in use: the dispatch target plus the extensions, e.g. "AVX3+AVX-VNNI".
 std::string kernels_name();

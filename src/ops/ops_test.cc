@@ -462,12 +462,12 @@ TEST(Matmul, SharedInputMatchesSeparateMatmuls) {
 }
 
 // The VNNI kernels sum the same integer products as the kernels they replace: every output
-// of the 4- and 5-bit types must match bit for bit, Q8_0's within f32 rounding, on every tile
-// size (decode and repacked prefill) and with rows that do not fill the last 8-row tile.
-// dot() takes the same path, so it agrees with matmul bit for bit.
-// Tiled weights give every matmul exactly what the GGUF rows give it: the types that tile, row
-// counts that leave a partial last tile, one to many tokens (the decode and prefill kernels), and
-// in matmul_shared beside untiled matrices whose rows put the tiled one's range off a tile edge.
+// of the 4-, 5- and 6-bit types (Q4_K and Q6_K too) must match bit for bit, Q8_0's within f32
+// rounding, on every tile size (decode and repacked prefill) and with rows that do not fill the
+// last 8-row tile. dot() takes the same path, so it agrees with matmul bit for bit. Tiled weights
+// give every matmul exactly what the GGUF rows give it: the types that tile, row counts that leave
+// a partial last tile, one to many tokens (the decode and prefill kernels), and in matmul_shared
+// beside untiled matrices whose rows put the tiled one's range off a tile edge.
 TEST(Matmul, TiledWeightsMatchTheRowsTheyCameFrom) {
   if (!tile_weights(TensorType::Q4_1, std::vector<uint8_t>(20 * 16).data(), 16, 32)) {
     GTEST_SKIP() << "this CPU's kernels read no tiles (they need AVX512-VNNI)";
@@ -517,13 +517,66 @@ TEST(Matmul, TiledWeightsMatchTheRowsTheyCameFrom) {
   EXPECT_FALSE(tile_weights(TensorType::Q4_1, q5.data(), 16, 48));
 }
 
+// The K-type kernels (8-row tiles of super-blocks, decode straight from the weights and prefill
+// over repacked tiles) against the scalar reference fed the same requantised activations, on every
+// compiled target and then with the CPU extensions (VNNI) on: only f32 rounding may differ, so
+// |matmul - reference| <= 2e-6 * sum |w_i x_i| + 1e-6; against the exact dot, requant_bound.
+// Rows leave a partial last tile; token counts cover decode (1-3) and prefill (4 and up, with a
+// partial last pass).
+TEST(Matmul, KTypesMatchTheReferenceOnEveryKernel) {
+  const int64_t rows = 21, cols = 768;
+  auto check = [&](TensorType t, std::mt19937& rng) {
+    SCOPED_TRACE(std::string(info(t).name));
+    std::vector<uint8_t> w;
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto row = random_row(t, cols, rng);
+      w.insert(w.end(), row.begin(), row.end());
+    }
+    std::vector<float> wf(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      dequantize_row(t, w.data() + r * row_bytes(t, cols), wf.data() + r * cols, cols);
+    }
+    ThreadPool pool(2);
+    for (int64_t n_tok : {1, 2, 3, 4, 7, 13}) {
+      const auto x = random_vec(cols * n_tok, rng);
+      std::vector<float> y(static_cast<size_t>(rows * n_tok), std::nanf(""));
+      matmul(t, w.data(), rows, cols, x.data(), n_tok, y.data(), pool);
+      for (int64_t i = 0; i < n_tok; ++i) {
+        const std::vector<float> xi(x.begin() + i * cols, x.begin() + (i + 1) * cols);
+        const auto xq = requantize(xi);
+        for (int64_t r = 0; r < rows; ++r) {
+          const uint8_t* row = w.data() + r * row_bytes(t, cols);
+          const std::vector<float> wr(wf.begin() + r * cols, wf.begin() + (r + 1) * cols);
+          double mag = 0.0;
+          for (int64_t c = 0; c < cols; ++c) mag += std::fabs(wr[c] * xq[c]);
+          const float got = y[static_cast<size_t>(i * rows + r)];
+          ASSERT_NEAR(got, dot_reference(t, row, xq.data(), cols), 2e-6 * mag + 1e-6)
+              << "n_tok " << n_tok << " tok " << i << " row " << r;
+          ASSERT_NEAR(got, dot_reference(t, row, xi.data(), cols), requant_bound(t, wr, xi))
+              << "n_tok " << n_tok << " tok " << i << " row " << r;
+        }
+      }
+    }
+  };
+  for_each_target([&] {
+    std::mt19937 rng(21);
+    for (TensorType t : {TensorType::Q4_K, TensorType::Q6_K}) check(t, rng);
+  });
+  if (set_cpu_extensions(true)) {
+    SCOPED_TRACE(kernels_name());
+    std::mt19937 rng(21);
+    for (TensorType t : {TensorType::Q4_K, TensorType::Q6_K}) check(t, rng);
+  }
+}
+
 TEST(Matmul, CpuExtensionsMatchTheKernelsTheyReplace) {
   if (!set_cpu_extensions(true)) GTEST_SKIP() << "this CPU has no extension hlm uses";
   std::mt19937 rng(11);
-  const int64_t rows = 45, cols = 576;
-  for (TensorType t :
-       {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0, TensorType::Q5_1}) {
+  const int64_t rows = 45;
+  for (TensorType t : {TensorType::Q8_0, TensorType::Q4_0, TensorType::Q4_1, TensorType::Q5_0,
+                       TensorType::Q5_1, TensorType::Q4_K, TensorType::Q6_K}) {
     SCOPED_TRACE(std::string(info(t).name));
+    const int64_t cols = is_k(t) ? 768 : 576;  // K types: whole 256-element super-blocks
     std::vector<uint8_t> w;
     for (int64_t r = 0; r < rows; ++r) {
       const auto row = random_row(t, cols, rng);

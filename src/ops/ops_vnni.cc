@@ -103,8 +103,8 @@ void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, in
   evex::matmul_rows(t, w, row_bytes, rows, cols, r0, r1, acts, blocks, n_tok, y);
 }
 
-bool wants_blocks(int64_t n_tok) {
-  return kind() == Kind::kAvx512Vnni && n_tok >= evex::kDirectTokens;
+bool wants_blocks(TensorType t, int64_t n_tok) {
+  return kind() == Kind::kAvx512Vnni && n_tok >= evex::kDirectTokens && t != TensorType::Q6_K;
 }
 
 size_t tile_block_bytes(TensorType t) {
@@ -136,7 +136,7 @@ void matmul_rows(TensorType, const void*, size_t, int64_t, int64_t, size_t, size
   std::abort();  // kind() is kNone
 }
 
-bool wants_blocks(int64_t) { return false; }
+bool wants_blocks(TensorType, int64_t) { return false; }
 
 size_t tile_block_bytes(TensorType) { return 0; }
 
@@ -190,7 +190,8 @@ const char* name() {
 
 bool handles(TensorType t) {
   return t == TensorType::Q8_0 || t == TensorType::Q4_0 || t == TensorType::Q4_1 ||
-         t == TensorType::Q5_0 || t == TensorType::Q5_1;
+         t == TensorType::Q5_0 || t == TensorType::Q5_1 || t == TensorType::Q4_K ||
+         t == TensorType::Q6_K;
 }
 
 }  // namespace hlm::ops::vnni

@@ -21,19 +21,20 @@ bool supported();
 // The extension in use, e.g. "AVX512-VNNI"; empty when none.
 const char* name();
 
-// True for the tensor types these kernels cover (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1).
+// True for the tensor types these kernels cover (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K).
 bool handles(TensorType t);
 
 // Rows [r0, r1) of y[i*rows + r] = sum_k W[r][k] * a_i[k], as MatmulRowsQ does; results are
 // bit-identical to it except for Q8_0 (same integer sums, other f32 rounding). Only for types
 // handles() accepts, and only when supported(). blocks: the same activations block-major, which
-// the AVX512-VNNI prefill tiles read; required when wants_blocks(n_tok), else ignored.
+// the AVX512-VNNI prefill tiles read; required when wants_blocks(t, n_tok), else ignored.
 void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
                  size_t r0, size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok,
                  float* y);
 
-// Whether matmul_rows or matmul_tiles over n_tok tokens reads the block-major activations.
-bool wants_blocks(int64_t n_tok);
+// Whether matmul_rows or matmul_tiles of type t over n_tok tokens reads the block-major
+// activations (Q6_K never does).
+bool wants_blocks(TensorType t, int64_t n_tok);
 
 // ---- Tiled weights (ops.h's TiledWeights) ----
 
