@@ -17,11 +17,13 @@ struct ActQ8 {
 
 // The activations of n_tok tokens block-major, as the AVX512-VNNI prefill tiles read them (a pass
 // over several tokens addresses them all from one pointer): block b of token t at
-// q + (b * n_tok + t) * 32, with its scale and d * sum at d[b * n_tok + t] and s[b * n_tok + t].
+// q + (b * n_tok + t) * 32, with its scale and d * sum at d[b * n_tok + t] and s[b * n_tok + t],
+// its two sums per 16 at h[(b * n_tok + t) * 2 + k].
 struct ActQ8Blocks {
   const int8_t* q = nullptr;
   const float* d = nullptr;
   const float* s = nullptr;
+  const int32_t* h = nullptr;
 };
 
 // Storage for ActQ8Blocks (64-byte aligned; grows, never shrinks). Tokens are stored one at a
@@ -42,28 +44,33 @@ class ActQ8BlockBuffer {
     std::free(mem_);
     cap_ = n;
     // aligned_alloc takes whole multiples of the alignment.
-    mem_ = std::aligned_alloc(64, (cap_ * (32 + 8) + 63) / 64 * 64);
+    mem_ = std::aligned_alloc(64, (cap_ * (32 + 16) + 63) / 64 * 64);
     q_ = static_cast<int8_t*>(mem_);
     d_ = reinterpret_cast<float*>(q_ + cap_ * 32);
     s_ = d_ + cap_;
+    h_ = reinterpret_cast<int32_t*>(s_ + cap_);
   }
   void store(int64_t t, const ActQ8& a) {
     // Locals, so the byte copies (which may alias anything) do not reload the members.
     int8_t* q = q_ + t * 32;
     float *d = d_ + t, *s = s_ + t;
+    int32_t* h = h_ + 2 * t;
     const int64_t nb = nb_, step = n_tok_;
     for (int64_t b = 0; b < nb; ++b) {
       std::memcpy(q + b * step * 32, a.q + b * 32, 32);
       d[b * step] = a.d[b];
       s[b * step] = a.s[b];
+      h[2 * b * step] = a.h[2 * b];
+      h[2 * b * step + 1] = a.h[2 * b + 1];
     }
   }
-  ActQ8Blocks view() const { return {q_, d_, s_}; }
+  ActQ8Blocks view() const { return {q_, d_, s_, h_}; }
 
  private:
   void* mem_ = nullptr;
   int8_t* q_ = nullptr;
   float *d_ = nullptr, *s_ = nullptr;
+  int32_t* h_ = nullptr;
   size_t cap_ = 0;  // (block, token) pairs
   int64_t n_tok_ = 0, nb_ = 0;
 };

@@ -350,7 +350,8 @@ constexpr int kTokTile16 = 8;
 // Results go to rows r + i of y for the lanes i set in `keep`. With `next`, block b's share
 // (next_block bytes) of the next weights to decode is fetched into L2 meanwhile, so that decode
 // does not wait on memory: a batched matmul is otherwise as slow as its compute plus its reads.
-template <int T>
+// kHalves: as BlockTokens' (Q6_K).
+template <int T, bool kHalves = false>
 HLM_IL_INLINE void TileRepacked16(const RepackScratch& scr, int64_t nb, const ActQ8Blocks& pa,
                                   int64_t n_tok, int64_t t0, float* y, int64_t rows, size_t r,
                                   __mmask16 keep, const char* next = nullptr,
@@ -371,7 +372,7 @@ HLM_IL_INLINE void TileRepacked16(const RepackScratch& scr, int64_t nb, const Ac
       std::memcpy(&a4, aq + t * 32 + 4 * s, 4);
       return _mm512_set1_epi32(a4);
     };
-    __m512i isum[T];
+    __m512i isum[T], ihi[T];  // ihi: the second half's sums (kHalves)
     const __m512i w0 = _mm512_load_si512(w);
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) {
@@ -381,7 +382,13 @@ HLM_IL_INLINE void TileRepacked16(const RepackScratch& scr, int64_t nb, const Ac
     for (int s = 1; s < 8; ++s) {
       const __m512i wv = _mm512_load_si512(w + s);
 #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) isum[t] = _mm512_dpbusd_epi32(isum[t], wv, act4(t, s));
+      for (int t = 0; t < T; ++t) {
+        if (kHalves && s >= 4) {
+          ihi[t] = _mm512_dpbusd_epi32(s == 4 ? _mm512_setzero_si512() : ihi[t], wv, act4(t, s));
+        } else {
+          isum[t] = _mm512_dpbusd_epi32(isum[t], wv, act4(t, s));
+        }
+      }
     }
     const __m512 dw = _mm512_load_ps(scr.dw + 16 * b), mw = _mm512_load_ps(scr.mw + 16 * b);
     const float* ad = pa.d + b * n_tok + t0;
@@ -391,35 +398,46 @@ HLM_IL_INLINE void TileRepacked16(const RepackScratch& scr, int64_t nb, const Ac
       const __m512 sc = _mm512_mul_ps(dw, _mm512_set1_ps(ad[t]));
       // The zero-masked form: GCC 12 warns that the plain one's undefined pass-through may be
       // used uninitialised. The conversion is the same.
-      acc[t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, isum[t]), sc, acc[t]);
-      acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[t]), acc[t]);
+      if constexpr (kHalves) {
+        const int32_t* ah = pa.h + (b * n_tok + t0 + t) * 2;
+        const __m512i lo = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(32 * ah[0]));
+        const __m512i hi = _mm512_sub_epi32(ihi[t], _mm512_set1_epi32(32 * ah[1]));
+        acc[t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, lo), sc, acc[t]);
+        acc[t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, hi),
+                                 _mm512_mul_ps(mw, _mm512_set1_ps(ad[t])), acc[t]);
+      } else {
+        acc[t] = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(0xFFFF, isum[t]), sc, acc[t]);
+        acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[t]), acc[t]);
+      }
     }
   }
   for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(y + (t0 + t) * rows + int64_t(r), keep, acc[t]);
 }
 
-template <int K>
+template <int K, bool kHalves = false>
 HLM_IL_INLINE void TileRest16(int m, const RepackScratch& scr, int64_t nb, const ActQ8Blocks& pa,
                               int64_t n_tok, int64_t t0, float* y, int64_t rows, size_t r,
                               __mmask16 keep, const char* next, int64_t next_block) {
   if constexpr (K > 0) {
-    if (m == K)
-      return TileRepacked16<K>(scr, nb, pa, n_tok, t0, y, rows, r, keep, next, next_block);
-    TileRest16<K - 1>(m, scr, nb, pa, n_tok, t0, y, rows, r, keep, next, next_block);
+    if (m == K) {
+      return TileRepacked16<K, kHalves>(scr, nb, pa, n_tok, t0, y, rows, r, keep, next, next_block);
+    }
+    TileRest16<K - 1, kHalves>(m, scr, nb, pa, n_tok, t0, y, rows, r, keep, next, next_block);
   }
 }
 
 // Every pass over the tokens for one 16-row tile in scr (lanes `keep` stored at rows r + i); the
 // first one fetches `next` (see TileRepacked16).
+template <bool kHalves = false>
 HLM_IL_INLINE void TilePasses16(const RepackScratch& scr, int64_t nb, const ActQ8Blocks& pa,
                                 int64_t n_tok, float* y, int64_t rows, size_t r, __mmask16 keep,
                                 const char* next = nullptr, int64_t next_block = 0) {
   int64_t t = 0;
   for (; t + kTokTile16 <= n_tok; t += kTokTile16, next = nullptr) {
-    TileRepacked16<kTokTile16>(scr, nb, pa, n_tok, t, y, rows, r, keep, next, next_block);
+    TileRepacked16<kTokTile16, kHalves>(scr, nb, pa, n_tok, t, y, rows, r, keep, next, next_block);
   }
-  TileRest16<kTokTile16 - 1>(int(n_tok - t), scr, nb, pa, n_tok, t, y, rows, r, keep, next,
-                             next_block);
+  TileRest16<kTokTile16 - 1, kHalves>(int(n_tok - t), scr, nb, pa, n_tok, t, y, rows, r, keep, next,
+                                      next_block);
 }
 
 template <class Il>
@@ -731,13 +749,12 @@ HLM_IL_INLINE void TileDirectK(const uint8_t* const* rp, size_t row_bytes, int64
 }
 
 #if HLM_IL_ZMM
-// Prefill on 16-row tiles, as RowsRepacked16 (Q4_K; Q6_K's two scales per block have no 16-row
-// kernel): each super-block of rows 0-7 and of rows 8-15 decoded and laid side by side.
+// Prefill on 16-row tiles, as RowsRepacked16: each super-block of rows 0-7 and of rows 8-15
+// decoded and laid side by side.
 template <class Il>
 HLM_IL_INLINE void RowsRepackedK16(const uint8_t* w, size_t row_bytes, int64_t nsb, size_t r0,
                                    size_t r1, const ActQ8Blocks& pa, int64_t n_tok, float* y,
                                    int64_t rows) {
-  static_assert(!Il::kHalves);
   static thread_local RepackScratch scr;
   scr.Reserve(2 * 8 * nsb);
   for (size_t r = r0; r < r1; r += 2 * kRows) {
@@ -760,7 +777,7 @@ HLM_IL_INLINE void RowsRepackedK16(const uint8_t* w, size_t row_bytes, int64_t n
         });
       }
     }
-    TilePasses16(scr, 8 * nsb, pa, n_tok, y, rows, r, __mmask16((1u << nr) - 1));
+    TilePasses16<Il::kHalves>(scr, 8 * nsb, pa, n_tok, y, rows, r, __mmask16((1u << nr) - 1));
   }
 }
 #endif
@@ -772,11 +789,9 @@ HLM_IL_INLINE void RowsK(const uint8_t* w, size_t row_bytes, int64_t cols, size_
                          int64_t rows) {
   const int64_t nsb = cols / 256, nb = cols / 32;
 #if HLM_IL_ZMM
-  if constexpr (!Il::kHalves) {
-    if (n_tok >= kDirectTokens) {
-      assert(blocks != nullptr);  // wants_blocks(): the matmul lays them out once
-      return RowsRepackedK16<Il>(w, row_bytes, nsb, r0, r1, *blocks, n_tok, y, rows);
-    }
+  if (n_tok >= kDirectTokens) {
+    assert(blocks != nullptr);  // wants_blocks(): the matmul lays them out once
+    return RowsRepackedK16<Il>(w, row_bytes, nsb, r0, r1, *blocks, n_tok, y, rows);
   }
 #else
   (void)blocks;

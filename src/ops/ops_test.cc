@@ -469,6 +469,8 @@ TEST(Matmul, SharedInputMatchesSeparateMatmuls) {
 // a partial last tile, one to many tokens (the decode and prefill kernels), and in matmul_shared
 // beside untiled matrices whose rows put the tiled one's range off a tile edge.
 TEST(Matmul, TiledWeightsMatchTheRowsTheyCameFrom) {
+  // The kernels read tiles only with the extensions on (HLM_CPU_EXTENSIONS=off starts them off).
+  if (!set_cpu_extensions(true)) GTEST_SKIP() << "this CPU has no extension hlm uses";
   if (!tile_weights(TensorType::Q4_1, std::vector<uint8_t>(20 * 16).data(), 16, 32)) {
     GTEST_SKIP() << "this CPU's kernels read no tiles (they need AVX512-VNNI)";
   }

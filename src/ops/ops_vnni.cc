@@ -104,7 +104,8 @@ void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, in
 }
 
 bool wants_blocks(TensorType t, int64_t n_tok) {
-  return kind() == Kind::kAvx512Vnni && n_tok >= evex::kDirectTokens && t != TensorType::Q6_K;
+  (void)t;  // every type handles() accepts reads them
+  return kind() == Kind::kAvx512Vnni && n_tok >= evex::kDirectTokens;
 }
 
 size_t tile_block_bytes(TensorType t) {

@@ -33,7 +33,7 @@ void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, in
                  float* y);
 
 // Whether matmul_rows or matmul_tiles of type t over n_tok tokens reads the block-major
-// activations (Q6_K never does).
+// activations.
 bool wants_blocks(TensorType t, int64_t n_tok);
 
 // ---- Tiled weights (ops.h's TiledWeights) ----
