@@ -147,7 +147,8 @@ HLM_IL_INLINE void SymmetricScale(const uint8_t* const* p, int64_t off, float ze
 // 8 * 2 * 15 * 127 and 4 * 2 * 31 * 127 stay below 2^15.
 template <int kBytes_, int kD, int kQs, int kQh, int kZero>
 struct IlNibbles {
-  static constexpr int kBytes = kBytes_, kStepsPerMadd = kQh < 0 ? 8 : 4;
+  static constexpr int kBytes = kBytes_, kStepsPerMadd = kQh < 0 ? 8 : 4, kBlocks = 1;
+  static constexpr bool kHalves = false;
   static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, __m256& dw,
                                    __m256& mw) {
     TransposeNibbles(p, off + kQs, v);
@@ -171,7 +172,8 @@ using IlQ5_1 = IlNibbles<24, fmt::kQ5_1_D, fmt::kQ5_1_Qs, fmt::kQ5_1_Qh, 0>;
 // read as a symmetric type with zero 128. The f32
 // rounding differs from the generic Q8_0 kernel, so results match it closely, not bit for bit.
 struct IlQ8_0 {
-  static constexpr int kBytes = 34, kStepsPerMadd = 8;
+  static constexpr int kBytes = 34, kStepsPerMadd = 8, kBlocks = 1;
+  static constexpr bool kHalves = false;
   static HLM_IL_INLINE void Decode(const uint8_t* const* p, int64_t off, __m256i* v, __m256& dw,
                                    __m256& mw) {
     Transpose32(p, off + fmt::kQ8_0_Qs, v);
@@ -297,19 +299,34 @@ HLM_IL_INLINE void PrefetchNextTile(const uint8_t* const* rp, size_t row_bytes, 
   }
 }
 
-// T tokens straight from the weights (decode).
+// Il::Decode of unit u (one block of 32 for the 32-block types, kBlocks = 1; one super-block of
+// 8 blocks for the K types) of the 8 rows p, block by block to sink(j, w, dw, mw), w(s) giving
+// step s of block j of the unit. The 32-block types decode into registers and pass them on.
+template <class Il, class Sink>
+HLM_IL_INLINE void DecodeUnit(const uint8_t* const* p, int64_t u, Sink&& sink) {
+  if constexpr (Il::kBlocks == 1) {
+    __m256i v[8];
+    __m256 dw, mw;
+    Il::Decode(p, u * Il::kBytes, v, dw, mw);
+    sink(
+        0, [&](int s) { return v[s]; }, dw, mw);
+  } else {
+    Il::Decode(p, u * Il::kBytes, sink);
+  }
+}
+
+// T tokens straight from the weights (decode), one unit (DecodeUnit) at a time.
 template <class Il, int T>
-HLM_IL_INLINE void TileDirect(const uint8_t* const* rp, size_t row_bytes, int64_t nb,
+HLM_IL_INLINE void TileDirect(const uint8_t* const* rp, size_t row_bytes, int64_t nu,
                               const ActQ8* a, float* y, int64_t rows, size_t r, size_t nr) {
   __m256 acc[T];
 #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    PrefetchNextTile<Il>(rp, row_bytes, b);
-    __m256i v[8];
-    __m256 dw, mw;
-    Il::Decode(rp, b * Il::kBytes, v, dw, mw);
-    BlockTokens<T, Il::kStepsPerMadd>([&](int s) { return v[s]; }, dw, mw, a, b, acc);
+  for (int64_t u = 0; u < nu; ++u) {
+    PrefetchNextTile<Il>(rp, row_bytes, u);
+    DecodeUnit<Il>(rp, u, [&](int j, auto w, __m256 dw, __m256 mw) {
+      BlockTokens<T, Il::kStepsPerMadd, Il::kHalves>(w, dw, mw, a, Il::kBlocks * u + j, acc);
+    });
   }
   for (int t = 0; t < T; ++t) StoreTile(y + t * rows + static_cast<int64_t>(r), nr, acc[t]);
 }
@@ -440,33 +457,36 @@ HLM_IL_INLINE void TilePasses16(const RepackScratch& scr, int64_t nb, const ActQ
                                       next_block);
 }
 
+// Prefill on 16-row tiles: each unit (DecodeUnit) of rows 0-7 and of rows 8-15 decoded and its
+// blocks laid side by side.
 template <class Il>
-HLM_IL_INLINE void RowsRepacked16(const uint8_t* w, size_t row_bytes, int64_t nb, size_t r0,
+HLM_IL_INLINE void RowsRepacked16(const uint8_t* w, size_t row_bytes, int64_t nu, size_t r0,
                                   size_t r1, const ActQ8Blocks& pa, int64_t n_tok, float* y,
                                   int64_t rows) {
+  const int64_t nb = Il::kBlocks * nu;
   static thread_local RepackScratch scr;
   scr.Reserve(2 * nb);
   for (size_t r = r0; r < r1; r += 2 * kRows) {
     const size_t nr = r1 - r < 2 * kRows ? r1 - r : 2 * kRows;
     const uint8_t* rp[16];  // rows past the end repeat the first row; their lanes are dropped
     for (size_t i = 0; i < 16; ++i) rp[i] = w + (r + (i < nr ? i : 0)) * row_bytes;
-    for (int64_t b = 0; b < nb; ++b) {
-      PrefetchNextTile<Il, 2 * kRows>(rp, row_bytes, b);
-      uint8_t* dst = scr.wq + b * 2 * kBlockBytes;
+    for (int64_t u = 0; u < nu; ++u) {
+      PrefetchNextTile<Il, 2 * kRows>(rp, row_bytes, u);
 #pragma GCC unroll 2
       for (int h = 0; h < 2; ++h) {  // rows 0-7 to the low halves, 8-15 to the high halves
-        __m256i v[8];
-        __m256 dw, mw;
-        Il::Decode(rp + 8 * h, b * Il::kBytes, v, dw, mw);
+        DecodeUnit<Il>(rp + 8 * h, u, [&](int j, auto wv, __m256 dw, __m256 mw) {
+          const int64_t b = Il::kBlocks * u + j;
+          uint8_t* dst = scr.wq + b * 2 * kBlockBytes;
 #pragma GCC unroll 8
-        for (int s = 0; s < 8; ++s) {
-          _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * s + 32 * h), v[s]);
-        }
-        _mm256_store_ps(scr.dw + 16 * b + 8 * h, dw);
-        _mm256_store_ps(scr.mw + 16 * b + 8 * h, mw);
+          for (int s = 0; s < 8; ++s) {
+            _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * s + 32 * h), wv(s));
+          }
+          _mm256_store_ps(scr.dw + 16 * b + 8 * h, dw);
+          _mm256_store_ps(scr.mw + 16 * b + 8 * h, mw);
+        });
       }
     }
-    TilePasses16(scr, nb, pa, n_tok, y, rows, r, __mmask16((1u << nr) - 1));
+    TilePasses16<Il::kHalves>(scr, nb, pa, n_tok, y, rows, r, __mmask16((1u << nr) - 1));
   }
 }
 
@@ -593,15 +613,16 @@ void matmul_tiles(TensorType t, const uint8_t* tiles, int64_t rows, int64_t cols
 }
 #endif
 
+// Rows [r0, r1) of an interleaved-kernel matmul (cols a multiple of 32 * Il::kBlocks).
 template <class Il>
 HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t cols, size_t r0,
                                    size_t r1, const ActQ8* acts, const ActQ8Blocks* blocks,
                                    int64_t n_tok, float* y, int64_t rows) {
-  const int64_t nb = cols / 32;
+  const int64_t nb = cols / 32, nu = nb / Il::kBlocks;
 #if HLM_IL_ZMM
   if (n_tok >= kDirectTokens) {
     assert(blocks != nullptr);  // wants_blocks(): the matmul lays them out once
-    return RowsRepacked16<Il>(w, row_bytes, nb, r0, r1, *blocks, n_tok, y, rows);
+    return RowsRepacked16<Il>(w, row_bytes, nu, r0, r1, *blocks, n_tok, y, rows);
   }
 #else
   (void)blocks;
@@ -611,30 +632,31 @@ HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t c
     const uint8_t* rp[8];  // rows past the end repeat the first row; their lanes are dropped
     for (size_t i = 0; i < 8; ++i) rp[i] = w + (r + (i < nr ? i : 0)) * row_bytes;
     if (n_tok < kDirectTokens) {
-      if (n_tok == 1) TileDirect<Il, 1>(rp, row_bytes, nb, acts, y, rows, r, nr);
-      if (n_tok == 2) TileDirect<Il, 2>(rp, row_bytes, nb, acts, y, rows, r, nr);
-      if (n_tok == 3) TileDirect<Il, 3>(rp, row_bytes, nb, acts, y, rows, r, nr);
+      if (n_tok == 1) TileDirect<Il, 1>(rp, row_bytes, nu, acts, y, rows, r, nr);
+      if (n_tok == 2) TileDirect<Il, 2>(rp, row_bytes, nu, acts, y, rows, r, nr);
+      if (n_tok == 3) TileDirect<Il, 3>(rp, row_bytes, nu, acts, y, rows, r, nr);
       continue;
     }
     static thread_local RepackScratch scr;
     scr.Reserve(nb);
-    for (int64_t b = 0; b < nb; ++b) {
-      PrefetchNextTile<Il>(rp, row_bytes, b);
-      __m256i v[8];
-      __m256 dw, mw;
-      Il::Decode(rp, b * Il::kBytes, v, dw, mw);
-      __m256i* dst = reinterpret_cast<__m256i*>(scr.wq + b * kBlockBytes);
+    for (int64_t u = 0; u < nu; ++u) {
+      PrefetchNextTile<Il>(rp, row_bytes, u);
+      DecodeUnit<Il>(rp, u, [&](int j, auto wv, __m256 dw, __m256 mw) {
+        const int64_t b = Il::kBlocks * u + j;
+        auto* dst = reinterpret_cast<__m256i*>(scr.wq + b * kBlockBytes);
 #pragma GCC unroll 8
-      for (int s = 0; s < 8; ++s) _mm256_store_si256(dst + s, v[s]);
-      _mm256_store_ps(scr.dw + 8 * b, dw);
-      _mm256_store_ps(scr.mw + 8 * b, mw);
+        for (int s = 0; s < 8; ++s) _mm256_store_si256(dst + s, wv(s));
+        _mm256_store_ps(scr.dw + 8 * b, dw);
+        _mm256_store_ps(scr.mw + 8 * b, mw);
+      });
     }
     int64_t t = 0;
     for (; t + kTokTile <= n_tok; t += kTokTile) {
-      TileRepacked<kTokTile, Il::kStepsPerMadd>(scr, nb, acts + t, y + t * rows, rows, r, nr);
+      TileRepacked<kTokTile, Il::kStepsPerMadd, Il::kHalves>(scr, nb, acts + t, y + t * rows, rows,
+                                                             r, nr);
     }
-    TileRest<kTokTile - 1, Il::kStepsPerMadd>(int(n_tok - t), scr, nb, acts + t, y + t * rows, rows,
-                                              r, nr);
+    TileRest<kTokTile - 1, Il::kStepsPerMadd, Il::kHalves>(int(n_tok - t), scr, nb, acts + t,
+                                                           y + t * rows, rows, r, nr);
   }
 }
 
@@ -648,7 +670,7 @@ HLM_IL_INLINE void RowsInterleaved(const uint8_t* w, size_t row_bytes, int64_t c
 // at a time over them.
 
 struct IlQ4_K {
-  static constexpr int kBytes = 144, kStepsPerMadd = 8;
+  static constexpr int kBytes = 144, kStepsPerMadd = 8, kBlocks = 8;
   static constexpr bool kHalves = false;
   // The super-block at p[i] + off of row i, block by block to sink.
   template <class Sink>
@@ -692,7 +714,7 @@ struct IlQ4_K {
 
 struct IlQ6_K {
   // 6-bit quants: maddubs pairs reach 2 * 63 * 127, so two steps per int16 sum.
-  static constexpr int kBytes = 210, kStepsPerMadd = 2;
+  static constexpr int kBytes = 210, kStepsPerMadd = 2, kBlocks = 8;
   static constexpr bool kHalves = true;
   // As IlQ4_K::Decode, with dw / mw the scales of the blocks' first and second 16 elements.
   template <class Sink>
@@ -732,103 +754,6 @@ struct IlQ6_K {
   }
 };
 
-// T tokens straight from the weights (decode), one super-block at a time.
-template <class Il, int T>
-HLM_IL_INLINE void TileDirectK(const uint8_t* const* rp, size_t row_bytes, int64_t nsb,
-                               const ActQ8* a, float* y, int64_t rows, size_t r, size_t nr) {
-  __m256 acc[T];
-#pragma GCC unroll 8
-  for (int t = 0; t < T; ++t) acc[t] = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < nsb; ++sb) {
-    PrefetchNextTile<Il>(rp, row_bytes, sb);
-    Il::Decode(rp, sb * Il::kBytes, [&](int j, auto w, __m256 dw, __m256 mw) {
-      BlockTokens<T, Il::kStepsPerMadd, Il::kHalves>(w, dw, mw, a, 8 * sb + j, acc);
-    });
-  }
-  for (int t = 0; t < T; ++t) StoreTile(y + t * rows + static_cast<int64_t>(r), nr, acc[t]);
-}
-
-#if HLM_IL_ZMM
-// Prefill on 16-row tiles, as RowsRepacked16: each super-block of rows 0-7 and of rows 8-15
-// decoded and laid side by side.
-template <class Il>
-HLM_IL_INLINE void RowsRepackedK16(const uint8_t* w, size_t row_bytes, int64_t nsb, size_t r0,
-                                   size_t r1, const ActQ8Blocks& pa, int64_t n_tok, float* y,
-                                   int64_t rows) {
-  static thread_local RepackScratch scr;
-  scr.Reserve(2 * 8 * nsb);
-  for (size_t r = r0; r < r1; r += 2 * kRows) {
-    const size_t nr = r1 - r < 2 * kRows ? r1 - r : 2 * kRows;
-    const uint8_t* rp[16];  // rows past the end repeat the first row; their lanes are dropped
-    for (size_t i = 0; i < 16; ++i) rp[i] = w + (r + (i < nr ? i : 0)) * row_bytes;
-    for (int64_t sb = 0; sb < nsb; ++sb) {
-      PrefetchNextTile<Il, 2 * kRows>(rp, row_bytes, sb);
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {  // rows 0-7 to the low halves, 8-15 to the high halves
-        Il::Decode(rp + 8 * h, sb * Il::kBytes, [&](int j, auto wv, __m256 dw, __m256 mw) {
-          const int64_t b = 8 * sb + j;
-          uint8_t* dst = scr.wq + b * 2 * kBlockBytes;
-#pragma GCC unroll 8
-          for (int s = 0; s < 8; ++s) {
-            _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 64 * s + 32 * h), wv(s));
-          }
-          _mm256_store_ps(scr.dw + 16 * b + 8 * h, dw);
-          _mm256_store_ps(scr.mw + 16 * b + 8 * h, mw);
-        });
-      }
-    }
-    TilePasses16<Il::kHalves>(scr, 8 * nsb, pa, n_tok, y, rows, r, __mmask16((1u << nr) - 1));
-  }
-}
-#endif
-
-// Rows [r0, r1) of a K-type matmul (cols a multiple of 256).
-template <class Il>
-HLM_IL_INLINE void RowsK(const uint8_t* w, size_t row_bytes, int64_t cols, size_t r0, size_t r1,
-                         const ActQ8* acts, const ActQ8Blocks* blocks, int64_t n_tok, float* y,
-                         int64_t rows) {
-  const int64_t nsb = cols / 256, nb = cols / 32;
-#if HLM_IL_ZMM
-  if (n_tok >= kDirectTokens) {
-    assert(blocks != nullptr);  // wants_blocks(): the matmul lays them out once
-    return RowsRepackedK16<Il>(w, row_bytes, nsb, r0, r1, *blocks, n_tok, y, rows);
-  }
-#else
-  (void)blocks;
-#endif
-  for (size_t r = r0; r < r1; r += kRows) {
-    const size_t nr = r1 - r < kRows ? r1 - r : kRows;
-    const uint8_t* rp[8];  // rows past the end repeat the first row; their lanes are dropped
-    for (size_t i = 0; i < 8; ++i) rp[i] = w + (r + (i < nr ? i : 0)) * row_bytes;
-    if (n_tok < kDirectTokens) {
-      if (n_tok == 1) TileDirectK<Il, 1>(rp, row_bytes, nsb, acts, y, rows, r, nr);
-      if (n_tok == 2) TileDirectK<Il, 2>(rp, row_bytes, nsb, acts, y, rows, r, nr);
-      if (n_tok == 3) TileDirectK<Il, 3>(rp, row_bytes, nsb, acts, y, rows, r, nr);
-      continue;
-    }
-    static thread_local RepackScratch scr;
-    scr.Reserve(nb);
-    for (int64_t sb = 0; sb < nsb; ++sb) {
-      PrefetchNextTile<Il>(rp, row_bytes, sb);
-      Il::Decode(rp, sb * Il::kBytes, [&](int j, auto wv, __m256 dw, __m256 mw) {
-        const int64_t b = 8 * sb + j;
-        auto* dst = reinterpret_cast<__m256i*>(scr.wq + b * kBlockBytes);
-#pragma GCC unroll 8
-        for (int s = 0; s < 8; ++s) _mm256_store_si256(dst + s, wv(s));
-        _mm256_store_ps(scr.dw + 8 * b, dw);
-        _mm256_store_ps(scr.mw + 8 * b, mw);
-      });
-    }
-    int64_t t = 0;
-    for (; t + kTokTile <= n_tok; t += kTokTile) {
-      TileRepacked<kTokTile, Il::kStepsPerMadd, Il::kHalves>(scr, nb, acts + t, y + t * rows, rows,
-                                                             r, nr);
-    }
-    TileRest<kTokTile - 1, Il::kStepsPerMadd, Il::kHalves>(int(n_tok - t), scr, nb, acts + t,
-                                                           y + t * rows, rows, r, nr);
-  }
-}
-
 #if HLM_IL_VNNI
 // vnni::matmul_rows (ops_vnni.h) for this instantiation, which ops_vnni.cc dispatches to.
 void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, int64_t cols,
@@ -847,9 +772,9 @@ void matmul_rows(TensorType t, const void* w, size_t row_bytes, int64_t rows, in
     case TensorType::Q5_1:
       return RowsInterleaved<IlQ5_1>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     case TensorType::Q4_K:
-      return RowsK<IlQ4_K>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
+      return RowsInterleaved<IlQ4_K>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     case TensorType::Q6_K:
-      return RowsK<IlQ6_K>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
+      return RowsInterleaved<IlQ6_K>(p, row_bytes, cols, r0, r1, acts, blocks, n_tok, y, rows);
     default:
       std::abort();  // callers check handles() first
   }

@@ -539,29 +539,23 @@ HWY_NOINLINE void MatmulRowsQ(TensorType t, const void* w, int64_t rows, int64_t
       return RowsInterleaved<IlQ4_0>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
     case TensorType::Q4_1:
       return RowsInterleaved<IlQ4_1>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
+    case TensorType::Q5_0:
+      return RowsInterleaved<IlQ5_0>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
+    case TensorType::Q5_1:
+      return RowsInterleaved<IlQ5_1>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
+    case TensorType::Q4_K:
+      return RowsInterleaved<IlQ4_K>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
+    case TensorType::Q6_K:
+      return RowsInterleaved<IlQ6_K>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
 #else
     case TensorType::Q4_0:
       return RowsQ<DecQ4_0>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
     case TensorType::Q4_1:
       return RowsQ<DecQ4_1>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
-#endif
-#if HLM_OPS_X86_BYTES
-    case TensorType::Q5_0:
-      return RowsInterleaved<IlQ5_0>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
-    case TensorType::Q5_1:
-      return RowsInterleaved<IlQ5_1>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
-#else
     case TensorType::Q5_0:
       return RowsQ<DecQ5_0>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
     case TensorType::Q5_1:
       return RowsQ<DecQ5_1>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
-#endif
-#if HLM_OPS_X86_BYTES
-    case TensorType::Q4_K:
-      return RowsK<IlQ4_K>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
-    case TensorType::Q6_K:
-      return RowsK<IlQ6_K>(p, rb, cols, r0, r1, acts, nullptr, n_tok, y, rows);
-#else
     case TensorType::Q4_K:
       return RowsQ<DecQK45<false>>(p, rb, cols, r0, r1, acts, n_tok, y, rows);
     case TensorType::Q6_K:

@@ -61,6 +61,26 @@ std::vector<uint8_t> random_row(TensorType t, int64_t n, std::mt19937& rng) {
   return row;
 }
 
+// rows random rows of type t (random_row), back to back.
+std::vector<uint8_t> random_matrix(TensorType t, int64_t rows, int64_t cols, std::mt19937& rng) {
+  std::vector<uint8_t> w;
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto row = random_row(t, cols, rng);
+    w.insert(w.end(), row.begin(), row.end());
+  }
+  return w;
+}
+
+// The rows x cols matrix w of type t in f32.
+std::vector<float> dequantize_matrix(TensorType t, const std::vector<uint8_t>& w, int64_t rows,
+                                     int64_t cols) {
+  std::vector<float> wf(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    dequantize_row(t, w.data() + r * row_bytes(t, cols), wf.data() + r * cols, cols);
+  }
+  return wf;
+}
+
 std::vector<float> random_vec(int64_t n, std::mt19937& rng) {
   std::normal_distribution<float> g(0.0f, 1.0f);
   std::vector<float> x(static_cast<size_t>(n));
@@ -370,11 +390,7 @@ TEST(Matmul, MatchesRowDot) {
     const int64_t rows = 37, cols = 512;
     for (TensorType t : kAllTypes) {
       SCOPED_TRACE(std::string(info(t).name));
-      std::vector<uint8_t> w;
-      for (int64_t r = 0; r < rows; ++r) {
-        const auto row = random_row(t, cols, rng);
-        w.insert(w.end(), row.begin(), row.end());
-      }
+      const std::vector<uint8_t> w = random_matrix(t, rows, cols, rng);
       for (int threads : {1, 2}) {
         ThreadPool pool(threads);
         for (int64_t n_tok : {1, 3, 17}) {
@@ -403,11 +419,7 @@ TEST(Matmul, PrologueProducesTheInputRowByRow) {
   const int64_t rows = 40, cols = 256;
   for (TensorType t : {TensorType::Q4_1, TensorType::Q8_0, TensorType::F16}) {
     SCOPED_TRACE(std::string(info(t).name));
-    std::vector<uint8_t> w;
-    for (int64_t r = 0; r < rows; ++r) {
-      const auto row = random_row(t, cols, rng);
-      w.insert(w.end(), row.begin(), row.end());
-    }
+    const std::vector<uint8_t> w = random_matrix(t, rows, cols, rng);
     ThreadPool pool(2);
     for (int64_t n_tok : {3, 20}) {
       const auto x = random_vec(cols * n_tok, rng);
@@ -481,11 +493,7 @@ TEST(Matmul, TiledWeightsMatchTheRowsTheyCameFrom) {
       for (int64_t cols : {32, 576}) {
         SCOPED_TRACE(std::string(info(t).name) + " " + std::to_string(rows) + "x" +
                      std::to_string(cols));
-        std::vector<uint8_t> w;
-        for (int64_t r = 0; r < rows; ++r) {
-          const auto row = random_row(t, cols, rng);
-          w.insert(w.end(), row.begin(), row.end());
-        }
+        const std::vector<uint8_t> w = random_matrix(t, rows, cols, rng);
         const TiledWeights tiles = tile_weights(t, w.data(), rows, cols);
         ASSERT_TRUE(tiles);
         const std::vector<uint8_t> zeros(w.size(), 0);
@@ -529,15 +537,8 @@ TEST(Matmul, KTypesMatchTheReferenceOnEveryKernel) {
   const int64_t rows = 21, cols = 768;
   auto check = [&](TensorType t, std::mt19937& rng) {
     SCOPED_TRACE(std::string(info(t).name));
-    std::vector<uint8_t> w;
-    for (int64_t r = 0; r < rows; ++r) {
-      const auto row = random_row(t, cols, rng);
-      w.insert(w.end(), row.begin(), row.end());
-    }
-    std::vector<float> wf(static_cast<size_t>(rows * cols));
-    for (int64_t r = 0; r < rows; ++r) {
-      dequantize_row(t, w.data() + r * row_bytes(t, cols), wf.data() + r * cols, cols);
-    }
+    const std::vector<uint8_t> w = random_matrix(t, rows, cols, rng);
+    const std::vector<float> wf = dequantize_matrix(t, w, rows, cols);
     ThreadPool pool(2);
     for (int64_t n_tok : {1, 2, 3, 4, 7, 13}) {
       const auto x = random_vec(cols * n_tok, rng);
@@ -579,15 +580,8 @@ TEST(Matmul, CpuExtensionsMatchTheKernelsTheyReplace) {
                        TensorType::Q5_1, TensorType::Q4_K, TensorType::Q6_K}) {
     SCOPED_TRACE(std::string(info(t).name));
     const int64_t cols = is_k(t) ? 768 : 576;  // K types: whole 256-element super-blocks
-    std::vector<uint8_t> w;
-    for (int64_t r = 0; r < rows; ++r) {
-      const auto row = random_row(t, cols, rng);
-      w.insert(w.end(), row.begin(), row.end());
-    }
-    std::vector<float> wf(static_cast<size_t>(rows * cols));
-    for (int64_t r = 0; r < rows; ++r) {
-      dequantize_row(t, w.data() + r * row_bytes(t, cols), wf.data() + r * cols, cols);
-    }
+    const std::vector<uint8_t> w = random_matrix(t, rows, cols, rng);
+    const std::vector<float> wf = dequantize_matrix(t, w, rows, cols);
     ThreadPool pool(2);
     for (int64_t n_tok : {1, 2, 3, 4, 7, 33}) {
       const auto x = random_vec(cols * n_tok, rng);
