@@ -44,6 +44,9 @@ TEACHER_DEFAULT = os.path.expanduser("~/.cache/hlm/models/SmolLM2-135M-Instruct.
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 TOPK = 64
 N_EMBD, N_HEAD, N_KV, HEAD_DIM, N_FF, ROPE_BASE, EPS = 576, 9, 3, 64, 1536, 100000.0, 1e-5
+# A llama block's tensors in the teacher GGUF's order (the order the delta keeps).
+LAYER_TENSORS = ("attn_norm", "ffn_down", "ffn_gate", "ffn_up", "ffn_norm", "attn_k",
+                 "attn_output", "attn_q", "attn_v")
 
 
 def log(msg):
@@ -248,12 +251,18 @@ def q41(arr):
     return gguf.quants.quantize(arr.astype(np.float32), gguf.GGMLQuantizationType.Q4_1)
 
 
+def student_embedding(T):
+    """The student's token_embd as the C++ builder makes it: the teacher's, requantised to Q4_1."""
+    import gguf
+    return ("token_embd.weight", q41(deq(T["token_embd.weight"])), gguf.GGMLQuantizationType.Q4_1)
+
+
 def truncated_student(a, layers, path):
     """Untrained student: teacher layers `layers` renumbered 0.., embedding requantised Q4_1."""
     import gguf
     r = teacher_reader(a.teacher)
     T = {t.name: t for t in r.tensors}
-    ts = [("token_embd.weight", q41(deq(T["token_embd.weight"])), gguf.GGMLQuantizationType.Q4_1)]
+    ts = [student_embedding(T)]
     for new, old in enumerate(layers):
         for t in r.tensors:
             if t.name.startswith(f"blk.{old}."):
@@ -345,6 +354,7 @@ def build_torch_student(a, layers):
     # as shipped: the builder requantises the teacher's Q8_0 embedding to Q4_1
     emb = torch.from_numpy(dequant_q41(q41(deq(T["token_embd.weight"]))).reshape(-1, N_EMBD))
     params = {}
+    # This order fixes the optimiser's parameter order, which its checkpoints rely on.
     for new, old in enumerate(layers):
         for nm in ("attn_norm", "ffn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
                    "ffn_gate", "ffn_up", "ffn_down"):
@@ -598,8 +608,7 @@ def stage_export(a):
     r = teacher_reader(a.teacher)
     ts = []
     for l in range(a.m):
-        for nm in ("attn_norm", "ffn_down", "ffn_gate", "ffn_up", "ffn_norm", "attn_k",
-                   "attn_output", "attn_q", "attn_v"):
+        for nm in LAYER_TENSORS:
             k = f"blk.{l}.{nm}.weight"
             w = P[k].numpy().astype(np.float32)
             if w.ndim == 1:
@@ -613,7 +622,7 @@ def stage_export(a):
     write_delta_parts(a, ts)
     # A Python-built full student (for scoring; the shipped one is rebuilt by the C++ builder).
     T = {t.name: t for t in r.tensors}
-    full = [("token_embd.weight", q41(deq(T["token_embd.weight"])), gguf.GGMLQuantizationType.Q4_1)] + ts
+    full = [student_embedding(T)] + ts
     write_gguf(os.path.join(a.work, f"student_{a.name}.py.gguf"), r, a.m, full)
 
 
