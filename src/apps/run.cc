@@ -52,6 +52,7 @@ struct RunOptions {
   PromptOptions prompt;
   OutputOptions output;
   std::string trace_file;
+  bool trace_signals = false;
   CloudLinkOptions link;  // --cloud: verify through `hlm serve` instead of an in-process LLM
 };
 
@@ -64,6 +65,7 @@ int run_hybrid(const RunOptions& o) {
   if (!cost) return fail(cost.error());
   auto cfg = o.method.config(o.prompt.max_tokens, o.models.ctx, profile->policy, *cost);
   if (!cfg) return fail(cfg.error());
+  cfg->measure_uncertainty = cfg->measure_importance = o.trace_signals;
   auto prompt = prepare_prompt(*pair->slm, o.prompt, o.models.ctx);
   if (!prompt) return fail(prompt.error());
 
@@ -142,6 +144,11 @@ void add_run_command(CLI::App& app, Commands& commands) {
   o->prompt.add(sub);
   o->threads.add(sub);
   sub->add_option("--trace", o->trace_file, "Write one JSON line per token to this file");
+  sub->add_flag("--trace-signals", o->trace_signals,
+                "Compute u and the importance (--estimator) of every token, whatever the policy "
+                "uses: `--policy hlm --trace F --trace-signals` shows the LLM's verdict on every "
+                "draft beside the signals a gate would see (tools/eval/gate_analysis.py)")
+      ->needs("--trace");
   o->link.add(sub);
   o->output.add(sub, "Print the run summary as one JSON object instead of the text");
   commands.on(sub, [o] { return run_hybrid(*o); });

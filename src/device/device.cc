@@ -182,7 +182,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
   const RunConfig& cfg = config_;
   const Model& m = *slm_;
   const int V = m.config().n_vocab;
-  const bool uses_importance = cfg.policy.kind == PolicyKind::kIuhlm;
+  const bool uses_importance = cfg.policy.kind == PolicyKind::kIuhlm || cfg.measure_importance;
   const bool received =
       uses_importance && cfg.policy.importance.estimator == ImportanceEstimator::kReceived;
   const int w = received ? cfg.policy.importance.lookahead : 0;
@@ -371,6 +371,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
       timeline.wait_until(f.arrives);
       epoch++;
       tr.token = reply.next;
+      tr.draft_piece = std::move(tr.piece);
       tr.piece = m.tokenizer().token_to_piece(reply.next);
       res.tokens.resize(f.index + 1);
       res.tokens.back() = reply.next;
@@ -435,7 +436,7 @@ Result<RunResult> Device::run_per_token(const std::vector<int32_t>& prompt, Veri
     float u = -1.0f;
     if (needs_uncertainty(cfg.policy) || cfg.measure_uncertainty) u = unc(e.z, e.d, rng.unc);
     std::optional<Importance> imp;
-    if (uses_importance && needs_importance(cfg.policy, u)) {
+    if (uses_importance && (cfg.measure_importance || needs_importance(cfg.policy, u))) {
       if (received) {
         const int want = std::min(w, remaining - 1);
         const double before = slm.unbilled_s;
@@ -613,6 +614,7 @@ Result<RunResult> Device::run_spec(const std::vector<int32_t>& prompt, Verifier&
       tr.resampled = i == size_t(j) && j < k;
       tr.from_cloud = i == size_t(j);
       tr.piece = m.tokenizer().token_to_piece(round[i]);
+      if (tr.resampled) tr.draft_piece = m.tokenizer().token_to_piece(tr.draft);
       if (i + 1 == round.size()) fill_trace(tr, rec);
       res.tokens.push_back(round[i]);
       if (cfg.keep_trace) res.trace.push_back(tr);

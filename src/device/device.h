@@ -35,6 +35,11 @@ struct RunConfig {
   bool keep_trace = true;
   // Compute u for every token even when the policy does not need it (calibration, traces).
   bool measure_uncertainty = false;
+  // Compute the importance (policy.importance's estimator) of every token too, whatever the
+  // policy: a trace of `hlm` (every token verified) then shows which drafts the LLM rejects
+  // beside the signals a gate would have seen (the per-token analysis of the importance gate).
+  // The filter's modelled time includes it.
+  bool measure_importance = false;
   // When the cloud becomes unreachable the device keeps generating SLM-only and retries with
   // exponential backoff from this delay (doubling up to retry_max_s), then reopens a session
   // with its whole context.
@@ -59,8 +64,9 @@ struct TokenTrace {
   int position = 0;
   int32_t token = 0;
   std::string piece;
-  int32_t draft = -1;  // the SLM's draft (equals token unless resampled)
-  float u = -1.0f;     // -1 when not computed
+  int32_t draft = -1;       // the SLM's draft (equals token unless resampled)
+  std::string draft_piece;  // the draft's text when the cloud replaced it (else empty)
+  float u = -1.0f;          // -1 when not computed
   float importance = -1.0f;
   float tau = -1.0f;
   float lambda_flip = std::numeric_limits<float>::quiet_NaN();  // Importance::lambda_flip; NaN:

@@ -99,6 +99,33 @@ TEST(DevicePolicies, IuhlmUploadsUncertainAndImportantTokens) {
   }
 }
 
+TEST(DevicePolicies, MeasuredSignalsLeaveTheOutputAlone) {
+  // `hlm run --trace-signals`: u and the importance on every line of an hlm trace, while the
+  // tokens stay those of a plain hlm run (the gate analysis reads the LLM's verdicts from it).
+  // received(w) drafts w tokens ahead before each upload, so at T > 0 a replaced draft leaves
+  // the random stream elsewhere than plain hlm does (same distribution, other draws): it is
+  // compared greedily.
+  for (const char* est : {"focus", "entropy", "received"}) {
+    const float temp = std::string(est) == "received" ? 0.0f : 0.8f;
+    const auto plain = run(config("hlm", temp));
+    RunConfig c = config("hlm", temp);
+    c.policy.importance.estimator =
+        parse_policy(std::string("iuhlm:est=") + est).value().importance.estimator;
+    c.measure_uncertainty = c.measure_importance = true;
+    const auto o = run(c);
+    EXPECT_EQ(o.result.tokens, plain.result.tokens) << est;
+    int replaced = 0;
+    for (const auto& t : o.result.trace) {
+      EXPECT_TRUE(t.uploaded);
+      EXPECT_GE(t.u, 0.0f) << est;
+      EXPECT_FALSE(std::isnan(t.lambda_flip)) << est << " at " << t.position;
+      EXPECT_EQ(t.draft_piece.empty(), !t.resampled) << est << " at " << t.position;
+      replaced += t.resampled;
+    }
+    EXPECT_GT(replaced, 0) << est;
+  }
+}
+
 TEST(DeviceSync, CloudContextEqualsDeviceContext) {
   for (const char* policy : {"hlm", "uhlm(0.1)", "rand(0.3)", "iuhlm:u_th=0.05,est=focus",
                              "iuhlm:u_th=0.05,est=received,w=2", "spec(3)"}) {

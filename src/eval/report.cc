@@ -49,6 +49,7 @@ nlohmann::json trace_json(const TokenTrace& t) {
       {"ul_bytes", t.ul_bytes},   {"dl_bytes", t.dl_bytes},     {"t_slm", t.t_slm},
       {"t_filter", t.t_filter},   {"t_llm", t.t_llm},           {"t_ul", t.t_ul},
       {"t_dl", t.t_dl},           {"e_device", t.e_device},     {"e_cloud", t.e_cloud}};
+  if (t.resampled && t.draft >= 0) j["draft_piece"] = t.draft_piece;
   j["u"] = t.u >= 0 ? nlohmann::json(t.u) : nlohmann::json(nullptr);
   j["I"] = t.importance >= 0 || t.tau >= 0 ? nlohmann::json(t.importance) : nlohmann::json(nullptr);
   j["tau"] = t.tau >= 0 || t.importance >= 0 ? nlohmann::json(t.tau) : nlohmann::json(nullptr);

@@ -15,7 +15,8 @@ namespace hlm {
 //  wall_s}
 nlohmann::json summary_json(const RunResult& r);
 // One trace line: position, token, piece, draft, u, I, tau, uploaded, accepted, resampled,
-// from_cloud, slm_only, ul_bytes, dl_bytes, t_slm, t_filter, t_llm, t_ul, t_dl, e_device, e_cloud.
+// from_cloud, slm_only, ul_bytes, dl_bytes, t_slm, t_filter, t_llm, t_ul, t_dl, e_device, e_cloud;
+// draft_piece too when the cloud replaced the draft.
 nlohmann::json trace_json(const TokenTrace& t);
 // Bytes for people: "812 B", "1.2 KB", "10.4 MB" (decimal units, as a radio's rate is).
 std::string format_bytes(uint64_t bytes);

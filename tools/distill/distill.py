@@ -44,6 +44,7 @@ TEACHER_DEFAULT = os.path.expanduser("~/.cache/hlm/models/SmolLM2-135M-Instruct.
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 TOPK = 64
 N_EMBD, N_HEAD, N_KV, HEAD_DIM, N_FF, ROPE_BASE, EPS = 576, 9, 3, 64, 1536, 100000.0, 1e-5
+N_LAYER = 30  # the teacher's blocks
 # A llama block's tensors in the teacher GGUF's order (the order the delta keeps).
 LAYER_TENSORS = ("attn_norm", "ffn_down", "ffn_gate", "ffn_up", "ffn_norm", "attn_k",
                  "attn_output", "attn_q", "attn_v")
@@ -54,8 +55,9 @@ def log(msg):
 
 
 class Eta:
-    def __init__(self, total, what):
-        self.total, self.what, self.t0, self.last = total, what, time.time(), 0.0
+    def __init__(self, total, what, start=0):
+        """start: units already done before this process (a resumed run)."""
+        self.total, self.what, self.start, self.t0, self.last = total, what, start, time.time(), 0.0
 
     def tick(self, done, extra=""):
         now = time.time()
@@ -63,7 +65,7 @@ class Eta:
             return
         self.last = now
         el = now - self.t0
-        eta = el / max(done, 1) * (self.total - done)
+        eta = el / max(done - self.start, 1) * (self.total - done)
         log(f"{self.what}: {done}/{self.total}  elapsed {el/60:.1f} min  ETA {eta/60:.1f} min {extra}")
 
 
@@ -332,8 +334,10 @@ def stage_probe(a):
     cache = {}
     cands = {}
     for m in a.probe_m:
-        cands[f"first{m}"] = list(range(m))
-        cands[f"first{m - 1}+last1"] = list(range(m - 1)) + [29]
+        for tail in a.probe_tail:  # the last layers map the residual stream onto the output
+            head = m - tail
+            name = f"first{head}" + (f"+last{tail}" if tail else "")
+            cands[name] = list(range(head)) + list(range(N_LAYER - tail, N_LAYER))
     for name, layers in cands.items():
         if name in res:
             continue
@@ -491,7 +495,7 @@ def stage_train(a):
         log(f"resumed at step {step}")
     per_step = a.accum
     total = a.steps
-    eta = Eta(total, "train")
+    eta = Eta(total, "train", step)
     t0 = time.time() - t_used
     run, ntok = 0.0, 0
     while step < total:
@@ -523,7 +527,7 @@ def stage_train(a):
         torch.nn.utils.clip_grad_norm_(list(P.values()), 1.0)
         opt.step()
         step += 1
-        run = tot if step == 1 else 0.95 * run + 0.05 * tot
+        run = tot if ntok == sum(lens) else 0.95 * run + 0.05 * tot  # first step of this process
         eta.tick(step, f"loss {run:.4f} lr {lr:.2e} tokens {ntok}")
         if step % 10 == 0 or step == total:
             torch.save(dict(params={k: v.data for k, v in P.items()}, opt=opt.state_dict(),
@@ -664,6 +668,8 @@ def main():
     ap.add_argument("--reverse", action="store_true",
                     help="gen: work through the list from the end (a second worker)")
     ap.add_argument("--probe-m", type=int, nargs="*", default=[4, 6, 8])
+    ap.add_argument("--probe-tail", type=int, nargs="*", default=[0, 1],
+                    help="probe: how many of the teacher's last layers each candidate keeps")
     ap.add_argument("--probe-n", type=int, default=40)
     ap.add_argument("--eval-n", type=int, default=30)
     ap.add_argument("--m", type=int, default=6)

@@ -182,6 +182,9 @@ def v2_goals(v2, temps, slm):
         out.append(f"| {t} | iuhlm ≥ uhlm at every matched upload rate, better beyond the CIs "
                    f"at ≥ 1 | **{'yes' if g2['met'] else 'no'}** | {ev2} |")
     out.append("")
+    if any(t in g and not g[t]["iuhlm_vs_uhlm"]["met"] for t in temps):
+        out.append("Why iuhlm does not beat uhlm here, token by token: \"Where the importance "
+                   "gate fails\" below.\n")
     for t in temps:
         tab = v2["tables"].get(t)
         if not tab or float(t) == 0:
@@ -370,6 +373,89 @@ def v2_paper(v2, temps):
     return "\n".join(out)
 
 
+def pct(x):
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def gate_section(gate, rel, results_dir):
+    """Where the importance gate fails: tools/eval/gate_analysis.py's per-token figures."""
+    if not gate:
+        return "(step `gate` has not been run)\n"
+    ests = gate["estimators"]
+    prof = gate.get("profile") or {}
+    first = next(iter(ests.values()))
+    out = [f"Every draft of `hlm` at T = 0 on {gate['n']} prompts of `{gate['prompts']}` × "
+           f"{gate['max_tokens']} tokens, with the u and importance a gate would have seen "
+           "(`hlm run --policy hlm --trace F --trace-signals`; hlm at T = 0 follows the LLM's "
+           "own greedy continuation, and the LLM replaces a draft iff it is not its argmax). "
+           f"The uncertain tokens are those uhlm uploads at the profile's u_th = {gate['u_th']:g}; "
+           "the gate is iuhlm's importance test at each estimator's λ (the profile's for "
+           f"`{prof.get('estimator')}`). AUC: the chance that a replaced draft scores above a kept "
+           "one (0.5 = no information), 95% bootstrap intervals over prompts. "
+           f"`tools/eval/gate_analysis.py`; data `{rel}/gate_analysis.json`.\n",
+           f"Of {first['tokens']} drafts the LLM replaces {first['replaced']} "
+           f"({pct(first['replaced'] / max(1, first['tokens']))}); {first['uncertain']} are "
+           f"uncertain, and of those it replaces {first['replaced_uncertain']} "
+           f"({pct(first['replaced_uncertain'] / max(1, first['uncertain']))}). "
+           f"u tells replaced from kept drafts with AUC {first['auc_u_all']:.3f} "
+           f"{fmt_ci(first['auc_u_all_ci'])} over all tokens.\n",
+           "| estimator | λ | AUC of importance among uncertain tokens | gate uploads (share of "
+           "uncertain) | replaced uncertain drafts it uploads (recall) | replaced drafts caught "
+           "with the gate's upload count: gate / u alone / random |",
+           "|---|---|---|---|---|---|"]
+    for e, r in ests.items():
+        g, su = r["gate"], r["same_uploads"]
+        out.append(f"| {e} | {g['lambda']:g} | {r['auc_importance_uncertain']:.3f} "
+                   f"{fmt_ci(r['auc_importance_uncertain_ci'])} | {pct(g['share_of_uncertain'])} "
+                   f"{fmt_ci(g['share_ci'], pct=True)} | {pct(g['recall'])} "
+                   f"{fmt_ci(g['recall_ci'], pct=True)} | {su['gate']} / {su['u_alone']:.1f} / "
+                   f"{su['random_among_uncertain']:.1f} |")
+    out.append("")
+    best = max(ests.items(), key=lambda kv: kv[1]["auc_importance_uncertain"] or 0)
+    adds = [e for e, r in ests.items() if r["auc_importance_uncertain_ci"]
+            and r["auc_importance_uncertain_ci"][0] > 0.5]
+    if adds:
+        out.append(f"**Importance carries information** about which uncertain drafts the LLM "
+                   f"replaces for {', '.join(adds)} (AUC interval above 0.5).\n")
+    else:
+        out.append("**The importance gate adds nothing here:** for no estimator does importance "
+                   "tell the replaced uncertain drafts from the kept ones beyond chance (every "
+                   f"AUC interval includes 0.5; the highest is {best[0]}'s "
+                   f"{best[1]['auc_importance_uncertain']:.3f}). Its uploads catch about as many "
+                   "replaced drafts as a random choice of the same number of uncertain tokens, "
+                   "and the tokens it skips are replaced about as often as those it uploads.\n")
+    kept = 1 - first["replaced_uncertain"] / max(1, first["uncertain"])
+    out.append(f"What a gate has to work with: only {pct(kept)} of the uncertain drafts are kept "
+               "by the LLM, so nearly every uncertain token a gate skips is one the LLM would have "
+               "changed, whatever the gate looks at; a gate can save verifications at little cost "
+               "in fidelity only where a good share of uncertain drafts survive, i.e. with a device "
+               "model that agrees with the LLM far more often (docs/models.md, student v2).\n")
+    r = ests.get(prof.get("estimator")) or first
+    out.append(f"Where the `{prof.get('estimator') or next(iter(ests))}` gate's misses (replaced "
+               "uncertain drafts it skips) fall:\n")
+    out.append("| token class | uncertain | replaced | gate uploads | caught | missed |")
+    out.append("|---|---|---|---|---|---|")
+    for k, c in list(r["by_class"].items()) + list(r["by_position"].items()):
+        out.append(f"| {k} | {c.get('uncertain', 0)} | {c.get('replaced', 0)} "
+                   f"({pct(c.get('replaced', 0) / max(1, c.get('uncertain', 0)))}) | "
+                   f"{c.get('uploaded', 0)} | {c.get('caught', 0)} | {c.get('missed', 0)} |")
+    out.append("")
+    if r["top_missed"]:
+        out.append("Commonest missed drafts (draft → the LLM's token): " + ", ".join(
+            f"`{m['draft']!r}` → `{m['llm']!r}` ×{m['n']}" for m in r["top_missed"][:8]) + ".\n")
+    if os.path.exists(os.path.join(results_dir, "gate_analysis.png")):
+        cap = "Replaced share by u (all drafts) and by importance quintile (uncertain drafts)"
+        out.append(f"**{cap}** ([SVG]({rel}/gate_analysis.svg))\n\n"
+                   f"![{cap}]({rel}/gate_analysis.png)\n")
+    return "\n".join(out)
+
+
+def fmt_ci(c, pct=False):
+    if not c:
+        return ""
+    return f"[{100 * c[0]:.1f}, {100 * c[1]:.1f}]" if pct else f"[{c[0]:.3f}, {c[1]:.3f}]"
+
+
 def v2_sections(v2, temps, rel, results_dir, slm):
     md = []
     md.append("## Goals (issue 18, part 4)\n")
@@ -403,6 +489,9 @@ def v2_sections(v2, temps, rel, results_dir, slm):
                        "cloud profile (qualifying methods only)"),):
         if os.path.exists(os.path.join(results_dir, f"{name}.png")):
             md.append(f"**{cap}** ([SVG]({rel}/{name}.svg))\n\n![{cap}]({rel}/{name}.png)\n")
+    md.append("## Where the importance gate fails (per token, test split)\n")
+    md.append(gate_section(load(os.path.join(results_dir, "gate_analysis.json")), rel,
+                           results_dir))
     md.append("## Against the paper\n")
     md.append(v2_paper(v2, temps))
     return "\n".join(md)

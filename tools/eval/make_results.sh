@@ -4,7 +4,8 @@
 # importance study on the dev split, then on the test split every method at T = 0 and T = 0.8
 # over several seeds (step `test`), the same generations priced under every channel preset ×
 # cloud cost profile for "when does hybrid win" (step `win`: re-run unscored, as hlm cannot
-# re-cost a recorded run), quality scoring, plots and the page.
+# re-cost a recorded run), the per-token analysis of the importance gate (step `gate`), quality
+# scoring, plots and the page.
 # Every step resumes (hlm eval appends to its results.jsonl), so an interrupted run continues
 # where it stopped.
 #
@@ -13,7 +14,7 @@
 #                                           # loaded core, plus ~5 min of scoring and loading)
 #   tools/eval/make_results.sh page         # only re-render plots + RESULTS.md from $WORK
 #   STEPS="calibrate grid" tools/eval/make_results.sh   # steps: calibrate grid importance test
-#                                                        #        win page
+#                                                        #        win gate page
 #   N=3 TOKENS=16 SEEDS="1 2" N_DEV=3 DEV_TOKENS=16 N_CAL=3 CAL_TOKENS=16 WORK=/tmp/res-smoke \
 #     OUT_MD=/tmp/res-smoke/RESULTS.md OUT_DIR=/tmp/res-smoke/results tools/eval/make_results.sh
 #                                                        # a smoke run (a few minutes)
@@ -180,6 +181,15 @@ if want win; then
     done
   done
 fi
+if want gate; then
+  # Where the importance gate fails: every draft of hlm at T = 0 on the test prompts with the
+  # signals a gate would see, per estimator (tools/eval/gate_analysis.py; resumes).
+  log "gate: per-token analysis of the importance gate ($N prompts x $TOKENS tokens, T = 0)"
+  run python3 tools/eval/gate_analysis.py --hlm "$HLM" --slm "$SLM" --llm "$LLM" \
+    --threads "$THREADS" ${PROFILE:+--profile "$PROFILE"} --prompts test --n "$N" \
+    --max-tokens "$TOKENS" --work "$WORK/gate" --out "$WORK/gate_analysis.json" \
+    --plot "$WORK/gate_analysis"
+fi
 if want page || want all; then
   log "plots and $OUT_MD"
   mkdir -p "$OUT_DIR"
@@ -187,6 +197,9 @@ if want page || want all; then
     --channels "$CHANNELS" --clouds "$CLOUDS" --out "$OUT_DIR/results_v2.json"
   python3 tools/eval/plots.py --work "$WORK" --out "$OUT_DIR"
   [[ -f "$WORK/importance.json" ]] && cp "$WORK/importance.json" "$OUT_DIR/importance.json"
+  for f in gate_analysis.json gate_analysis.png gate_analysis.svg; do
+    if [[ -f "$WORK/$f" ]]; then cp "$WORK/$f" "$OUT_DIR/$f"; fi
+  done
   python3 tools/eval/make_results.py --work "$WORK" --hlm "$HLM" --slm "$SLM" --llm "$LLM" \
     --results-dir "$OUT_DIR" --out "$OUT_MD"
   for t in $TEMPS; do
