@@ -55,7 +55,10 @@ int serve_api(const ApiCommandOptions& o) {
   } else {
     auto ro = o.link.remote(cfg->channel);
     if (!ro) return fail(ro.error());
-    cloud = std::make_unique<RemoteVerifier>(*ro);
+    auto remote = std::make_unique<RemoteVerifier>(*ro);
+    if (auto note = adopt_server_power(*remote, o.method, *cfg); !note.empty())
+      std::fprintf(stderr, "%s\n", note.c_str());
+    cloud = std::move(remote);
     cloud_name = o.link.cloud;
   }
   api::ApiOptions ao = o.api;

@@ -309,7 +309,7 @@ int bench_serve(BenchServeOptions o) {
   if (vllm) o.sampling = SamplingParams{};
   auto cost = o.cost.resolve(**model, vllm != nullptr, so.threads);
   if (!cost) return fail(cost.error());
-  so.cloud_cost = cloud_line(*cost);
+  set_cloud_cost(so, *cost);
   so.record_batches = !o.save.file.empty();
   auto srv = server::Server::start(*model, so, std::move(backend).value());
   if (!srv) return fail(srv.error());

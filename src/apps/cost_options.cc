@@ -27,8 +27,10 @@ Result<CostChoice> CloudCostOptions::resolve(const Model& llm, bool vllm, int th
   return c;
 }
 
-std::optional<CostLine> cloud_line(const CostChoice& choice) {
-  return choice.profile ? std::optional(choice.profile->forward) : std::nullopt;
+void set_cloud_cost(server::ServerOptions& so, const CostChoice& choice) {
+  so.cloud_cost = choice.profile ? std::optional(choice.profile->forward) : std::nullopt;
+  so.cloud_cost_name = choice.name();
+  so.cloud_power_w = choice.profile ? std::optional(choice.profile->power.compute_w) : std::nullopt;
 }
 
 void print_cost_notes(const CostChoice& choice, int threads) {

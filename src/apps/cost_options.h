@@ -10,6 +10,7 @@
 
 #include "engine/model.h"
 #include "eval/cost_profile.h"
+#include "server/server.h"
 
 namespace hlm::apps {
 
@@ -22,8 +23,9 @@ struct CloudCostOptions {
   Result<CostChoice> resolve(const Model& llm, bool vllm, int threads) const;
 };
 
-// The line a server prices replies by: the profile's forward (unset when measured).
-std::optional<CostLine> cloud_line(const CostChoice& choice);
+// What a server takes from its cloud cost profile: the line it prices replies by (the profile's
+// forward; unset when measured), and the name and power Health reports to devices.
+void set_cloud_cost(server::ServerOptions& so, const CostChoice& choice);
 
 // The stderr lines about a chosen profile: its fallback or mismatch note, and a CPU profile
 // measured at another thread count than `threads`.

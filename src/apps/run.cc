@@ -81,7 +81,10 @@ int run_hybrid(const RunOptions& o) {
   } else {
     auto ro = o.link.remote(cfg->channel);
     if (!ro) return fail(ro.error());
-    cloud = std::make_unique<RemoteVerifier>(*ro);
+    auto remote = std::make_unique<RemoteVerifier>(*ro);
+    if (auto note = adopt_server_power(*remote, o.method, *cfg); !note.empty() && !o.output.json)
+      std::fprintf(stderr, "%s\n", note.c_str());
+    cloud = std::move(remote);
   }
   Device device(pair->slm, pool, *cfg);
   Utf8Stream stream;

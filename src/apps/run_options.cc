@@ -38,6 +38,21 @@ Result<ModelPair> PairOptions::load() const {
   return p;
 }
 
+std::string adopt_server_power(RemoteVerifier& cloud, const MethodOptions& method, RunConfig& cfg) {
+  if (cfg.cost.powers.p_cloud_w) return "";  // this run's own cloud profile decides
+  auto health = cloud.health();
+  if (!health || !health->cloud_power_w) return "";
+  ComputePowers powers = cfg.cost.powers;
+  powers.p_cloud_w = health->cloud_power_w;
+  auto ch = parse_channel(method.channel, powers);
+  if (!ch) return "";  // it parsed with the preset's powers, so it cannot fail here
+  cfg.channel = *ch;
+  cfg.cost.cloud_name = health->cloud_cost;
+  return fmt::format(
+      "hlm: cloud energy at {:g} W while verifying, from the server's cost profile {}",
+      cfg.channel.p_cloud_w, health->cloud_cost);
+}
+
 Result<ModelPair> load_device_only(const PairOptions& models) {
   auto path = resolve_model(models.slm);
   if (!path) return path.error();

@@ -94,6 +94,12 @@ struct CloudLinkOptions {
   Result<RemoteOptions> remote(const ChannelConfig& channel) const;
 };
 
+// With --cloud: the cloud's energy is priced at the power of the server's own cost profile (its
+// Health reply), as an in-process cloud's profile's power would be, unless this run names a cloud
+// cost profile itself or --channel sets p_cloud. Returns a note for stderr ("" when nothing
+// changed); a server that does not answer leaves the channel's power as it is.
+std::string adopt_server_power(RemoteVerifier& cloud, const MethodOptions& method, RunConfig& cfg);
+
 // The device model alone (with --cloud the server checks the vocabulary at session open).
 Result<ModelPair> load_device_only(const PairOptions& models);
 

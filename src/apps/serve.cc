@@ -73,7 +73,7 @@ int serve(ServeOptions& o) {
   }
   auto cost = o.cost.resolve(**model, vllm != nullptr, so.threads);
   if (!cost) return fail(cost.error());
-  so.cloud_cost = cloud_line(*cost);
+  set_cloud_cost(so, *cost);
   auto srv = server::Server::start(*model, so, std::move(backend).value());
   if (!srv) return fail(srv.error());
   server::Server& s = **srv;

@@ -440,6 +440,8 @@ Result<RemoteHealth> RemoteVerifier::health() {
   h.max_sessions = reply.max_sessions();
   h.max_context = reply.max_context();
   h.model = reply.model();
+  h.cloud_cost = reply.cloud_cost();
+  if (reply.has_cloud_power_w()) h.cloud_power_w = reply.cloud_power_w();
   return h;
 }
 

@@ -47,6 +47,8 @@ struct RemoteHealth {
   int max_sessions = 0;
   int max_context = 0;
   std::string model;
+  std::string cloud_cost;               // the server's cloud cost profile ("measured")
+  std::optional<double> cloud_power_w;  // its power while verifying (W); unset: measured
 };
 
 // Bytes and emulated delays of everything this client sent and received.

@@ -15,6 +15,7 @@
 #include <sstream>
 #include <thread>
 
+#include "apps/run_options.h"
 #include "cloud/cloud_verifier.h"
 #include "device/device.h"
 #include "engine/model_writer.h"
@@ -154,6 +155,68 @@ TEST(ServeProcess, NetworkOutputEqualsInProcessOutput) {
   server.kill(SIGTERM);
   EXPECT_EQ(server.wait_exit(), 0) << server.log();
   EXPECT_NE(server.log().find("shutting down"), std::string::npos) << server.log();
+}
+
+TEST(ServeProcess, DevicesPriceTheCloudAtTheServersProfilePower) {
+  Fixture& f = fixture();
+  ServeProcess server(
+      {"--llm", f.llm_path, "--listen", "127.0.0.1:0", "--threads", "1", "--max-context", "256",
+       "--cloud-cost", std::string(HLM_SOURCE_DIR) + "/costs/cloud/a100-llama-2-7b-fp16.json"},
+      f.dir / "serve-power.log");
+  ServeProcess measured(
+      {"--llm", f.llm_path, "--listen", "127.0.0.1:0", "--threads", "1", "--max-context", "256"},
+      f.dir / "serve-measured.log");
+  const int port = server.wait_port(), port_measured = measured.wait_port();
+  ASSERT_GT(port, 0) << server.log();
+  ASSERT_GT(port_measured, 0) << measured.log();
+  RemoteOptions ro;
+  ro.target = fmt::format("127.0.0.1:{}", port);
+  RemoteVerifier remote(ro);
+  auto h = remote.health();
+  ASSERT_TRUE(h.ok()) << h.error().message;
+  EXPECT_EQ(h->cloud_cost, "a100-llama-2-7b-fp16");
+  ASSERT_TRUE(h->cloud_power_w.has_value());
+  EXPECT_EQ(*h->cloud_power_w, 400.0);
+
+  apps::MethodOptions method;  // narrowband: the preset's cloud power is 300 W
+  method.policy = "hlm";
+  RunConfig cfg = method.config(24, 256).value();
+  ASSERT_EQ(cfg.channel.p_cloud_w, 300.0);
+  EXPECT_NE(apps::adopt_server_power(remote, method, cfg).find("400 W"), std::string::npos);
+  EXPECT_EQ(cfg.channel.p_cloud_w, 400.0);
+  EXPECT_EQ(cfg.cost.cloud_name, "a100-llama-2-7b-fp16");
+  ThreadPool pool(1);
+  auto run = Device(f.slm, pool, cfg).generate(kPrompt, &remote);
+  ASSERT_TRUE(run.ok()) << run.error().message;
+  int priced = 0;
+  for (const auto& t : run->trace) {
+    if (t.t_llm <= 0) continue;
+    EXPECT_NEAR(t.e_cloud, 400.0 * t.t_llm, 1e-9 * t.e_cloud) << "at " << t.position;
+    priced++;
+  }
+  EXPECT_GT(priced, 0);
+
+  // An explicit p_cloud, or a cloud profile the device names itself, wins; a measuring server
+  // reports no power, and the preset's stays.
+  method.channel = "narrowband:p_cloud=50";
+  cfg = method.config(24, 256).value();
+  apps::adopt_server_power(remote, method, cfg);
+  EXPECT_EQ(cfg.channel.p_cloud_w, 50.0);
+  method.channel = "narrowband";
+  cfg = method.config(24, 256).value();
+  cfg.cost.powers.p_cloud_w = 123.0;
+  EXPECT_EQ(apps::adopt_server_power(remote, method, cfg), "");
+  EXPECT_EQ(cfg.channel.p_cloud_w, 300.0);
+  RemoteOptions rm;
+  rm.target = fmt::format("127.0.0.1:{}", port_measured);
+  RemoteVerifier remote_measured(rm);
+  auto hm = remote_measured.health();
+  ASSERT_TRUE(hm.ok()) << hm.error().message;
+  EXPECT_EQ(hm->cloud_cost, "measured");
+  EXPECT_FALSE(hm->cloud_power_w.has_value());
+  cfg = method.config(24, 256).value();
+  EXPECT_EQ(apps::adopt_server_power(remote_measured, method, cfg), "");
+  EXPECT_EQ(cfg.channel.p_cloud_w, 300.0);
 }
 
 TEST(ServeProcess, KillAndRestartMidGenerationStillCompletes) {

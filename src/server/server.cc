@@ -340,6 +340,8 @@ struct Server::Impl final : public v1::VerifierService::Service {
     reply->set_max_sessions(options.max_sessions);
     reply->set_max_context(options.max_context);
     reply->set_model(llm->config().name);
+    reply->set_cloud_cost(options.cloud_cost_name);
+    if (options.cloud_power_w) reply->set_cloud_power_w(*options.cloud_power_w);
     std::lock_guard<std::mutex> lock(mu);
     reply->set_sessions(int(sessions.size()) + streaming);
     return Status::OK;

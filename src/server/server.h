@@ -40,6 +40,9 @@ struct ServerOptions {
   // Replies report the compute this line models (a cloud cost profile's forward, priced per
   // batch: cloud/costed_verifier.h) instead of the clock.
   std::optional<CostLine> cloud_cost;
+  // Reported in Health: the profile's name and the cloud's power while verifying (W).
+  std::string cloud_cost_name = "measured";
+  std::optional<double> cloud_power_w;
   bool record_batches = false;  // keep each batch's work and measured time (batch_samples())
 };
 
