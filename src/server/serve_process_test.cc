@@ -169,11 +169,16 @@ TEST(ServeProcess, DevicesPriceTheCloudAtTheServersProfilePower) {
   const int port = server.wait_port(), port_measured = measured.wait_port();
   ASSERT_GT(port, 0) << server.log();
   ASSERT_GT(port_measured, 0) << measured.log();
-  RemoteOptions ro;
-  ro.target = fmt::format("127.0.0.1:{}", port);
-  RemoteVerifier remote(ro);
-  auto h = remote.health();
+  const auto client = [](int p) {
+    RemoteOptions ro;
+    ro.target = fmt::format("127.0.0.1:{}", p);
+    return std::make_unique<RemoteVerifier>(ro);
+  };
+  auto remote_ptr = client(port), remote_measured = client(port_measured);
+  RemoteVerifier& remote = *remote_ptr;
+  auto h = remote.health(), hm = remote_measured->health();
   ASSERT_TRUE(h.ok()) << h.error().message;
+  ASSERT_TRUE(hm.ok()) << hm.error().message;
   EXPECT_EQ(h->cloud_cost, "a100-llama-2-7b-fp16");
   ASSERT_TRUE(h->cloud_power_w.has_value());
   EXPECT_EQ(*h->cloud_power_w, 400.0);
@@ -207,15 +212,10 @@ TEST(ServeProcess, DevicesPriceTheCloudAtTheServersProfilePower) {
   cfg.cost.powers.p_cloud_w = 123.0;
   EXPECT_EQ(apps::adopt_server_power(remote, method, cfg), "");
   EXPECT_EQ(cfg.channel.p_cloud_w, 300.0);
-  RemoteOptions rm;
-  rm.target = fmt::format("127.0.0.1:{}", port_measured);
-  RemoteVerifier remote_measured(rm);
-  auto hm = remote_measured.health();
-  ASSERT_TRUE(hm.ok()) << hm.error().message;
   EXPECT_EQ(hm->cloud_cost, "measured");
   EXPECT_FALSE(hm->cloud_power_w.has_value());
   cfg = method.config(24, 256).value();
-  EXPECT_EQ(apps::adopt_server_power(remote_measured, method, cfg), "");
+  EXPECT_EQ(apps::adopt_server_power(*remote_measured, method, cfg), "");
   EXPECT_EQ(cfg.channel.p_cloud_w, 300.0);
 }
 
