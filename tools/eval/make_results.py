@@ -398,7 +398,10 @@ def gate_section(gate, rel, results_dir):
            f"uncertain, and of those it replaces {first['replaced_uncertain']} "
            f"({pct(first['replaced_uncertain'] / max(1, first['uncertain']))}). "
            f"u tells replaced from kept drafts with AUC {first['auc_u_all']:.3f} "
-           f"{fmt_ci(first['auc_u_all_ci'])} over all tokens.\n",
+           f"{fmt_ci(first['auc_u_all_ci'])} over all tokens, and still with AUC "
+           f"{first['auc_u_uncertain']:.3f} {fmt_ci(first['auc_u_uncertain_ci'])} within the "
+           "uncertain ones: spending a gate's uploads on the most uncertain tokens instead "
+           "(\"u alone\" below, a higher u_th) is the comparison the gate has to win.\n",
            "| estimator | λ | AUC of importance among uncertain tokens | gate uploads (share of "
            "uncertain) | replaced uncertain drafts it uploads (recall) | replaced drafts caught "
            "with the gate's upload count: gate / u alone / random |",
