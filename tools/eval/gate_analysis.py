@@ -187,23 +187,21 @@ def analyse(traces, u_th, lam):
     gate_caught = sum(t["rej"] for t in gated)
     rand_caught = len(rej_unc) * n_up / len(unc) if unc else 0.0
 
-    classes = defaultdict(lambda: Counter())
-    for t in unc:
-        c = classes[token_class(t["piece"])]
-        c["uncertain"] += 1
-        c["replaced"] += t["rej"]
-        c["uploaded"] += t["f"] >= lam
-        c["caught"] += t["rej"] and t["f"] >= lam
-        c["missed"] += t["rej"] and t["f"] < lam
-    positions = defaultdict(lambda: Counter())
-    for t in unc:
-        band = "answer tokens 1-8" if t["i"] < 8 else ("9-24" if t["i"] < 24 else "25+")
-        c = positions[band]
-        c["uncertain"] += 1
-        c["replaced"] += t["rej"]
-        c["uploaded"] += t["f"] >= lam
-        c["caught"] += t["rej"] and t["f"] >= lam
-        c["missed"] += t["rej"] and t["f"] < lam
+    def tally(group_of):
+        """The gate's counts over the uncertain tokens, per group."""
+        out = defaultdict(Counter)
+        for t in unc:
+            c, up = out[group_of(t)], t["f"] >= lam
+            c["uncertain"] += 1
+            c["replaced"] += t["rej"]
+            c["uploaded"] += up
+            c["caught"] += t["rej"] and up
+            c["missed"] += t["rej"] and not up
+        return out
+
+    classes = tally(lambda t: token_class(t["piece"]))
+    positions = tally(lambda t: "answer tokens 1-8" if t["i"] < 8 else ("9-24" if t["i"] < 24
+                                                                        else "25+"))
     missed = Counter((t["piece"], t["llm"]) for t in unc if t["rej"] and t["f"] < lam)
     # replaced share by importance quintile among the uncertain tokens
     qs = sorted(unc, key=lambda t: t["f"])

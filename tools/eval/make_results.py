@@ -373,7 +373,7 @@ def v2_paper(v2, temps):
     return "\n".join(out)
 
 
-def pct(x):
+def percent(x):
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
@@ -394,9 +394,9 @@ def gate_section(gate, rel, results_dir):
            "one (0.5 = no information), 95% bootstrap intervals over prompts. "
            f"`tools/eval/gate_analysis.py`; data `{rel}/gate_analysis.json`.\n",
            f"Of {first['tokens']} drafts the LLM replaces {first['replaced']} "
-           f"({pct(first['replaced'] / max(1, first['tokens']))}); {first['uncertain']} are "
+           f"({percent(first['replaced'] / max(1, first['tokens']))}); {first['uncertain']} are "
            f"uncertain, and of those it replaces {first['replaced_uncertain']} "
-           f"({pct(first['replaced_uncertain'] / max(1, first['uncertain']))}). "
+           f"({percent(first['replaced_uncertain'] / max(1, first['uncertain']))}). "
            f"u tells replaced from kept drafts with AUC {first['auc_u_all']:.3f} "
            f"{fmt_ci(first['auc_u_all_ci'])} over all tokens, and still with AUC "
            f"{first['auc_u_uncertain']:.3f} {fmt_ci(first['auc_u_uncertain_ci'])} within the "
@@ -409,8 +409,8 @@ def gate_section(gate, rel, results_dir):
     for e, r in ests.items():
         g, su = r["gate"], r["same_uploads"]
         out.append(f"| {e} | {g['lambda']:g} | {r['auc_importance_uncertain']:.3f} "
-                   f"{fmt_ci(r['auc_importance_uncertain_ci'])} | {pct(g['share_of_uncertain'])} "
-                   f"{fmt_ci(g['share_ci'], pct=True)} | {pct(g['recall'])} "
+                   f"{fmt_ci(r['auc_importance_uncertain_ci'])} | {percent(g['share_of_uncertain'])} "
+                   f"{fmt_ci(g['share_ci'], pct=True)} | {percent(g['recall'])} "
                    f"{fmt_ci(g['recall_ci'], pct=True)} | {su['gate']} / {su['u_alone']:.1f} / "
                    f"{su['random_among_uncertain']:.1f} |")
     out.append("")
@@ -428,7 +428,7 @@ def gate_section(gate, rel, results_dir):
                    "replaced drafts as a random choice of the same number of uncertain tokens, "
                    "and the tokens it skips are replaced about as often as those it uploads.\n")
     kept = 1 - first["replaced_uncertain"] / max(1, first["uncertain"])
-    out.append(f"What a gate has to work with: only {pct(kept)} of the uncertain drafts are kept "
+    out.append(f"What a gate has to work with: only {percent(kept)} of the uncertain drafts are kept "
                "by the LLM, so nearly every uncertain token a gate skips is one the LLM would have "
                "changed, whatever the gate looks at; a gate can save verifications at little cost "
                "in fidelity only where a good share of uncertain drafts survive, i.e. with a device "
@@ -440,7 +440,7 @@ def gate_section(gate, rel, results_dir):
     out.append("|---|---|---|---|---|---|")
     for k, c in list(r["by_class"].items()) + list(r["by_position"].items()):
         out.append(f"| {k} | {c.get('uncertain', 0)} | {c.get('replaced', 0)} "
-                   f"({pct(c.get('replaced', 0) / max(1, c.get('uncertain', 0)))}) | "
+                   f"({percent(c.get('replaced', 0) / max(1, c.get('uncertain', 0)))}) | "
                    f"{c.get('uploaded', 0)} | {c.get('caught', 0)} | {c.get('missed', 0)} |")
     out.append("")
     if r["top_missed"]:
