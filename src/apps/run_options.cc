@@ -45,7 +45,7 @@ std::string adopt_server_power(RemoteVerifier& cloud, const MethodOptions& metho
   ComputePowers powers = cfg.cost.powers;
   powers.p_cloud_w = health->cloud_power_w;
   auto ch = parse_channel(method.channel, powers);
-  if (!ch) return "";  // it parsed with the preset's powers, so it cannot fail here
+  if (!ch) return "";  // a power the channel refuses (negative, NaN): keep the preset's
   cfg.channel = *ch;
   cfg.cost.cloud_name = health->cloud_cost;
   return fmt::format(
