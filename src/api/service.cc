@@ -25,18 +25,26 @@ std::string sse(const json& j) { return "data: " + dump(j) + "\n\n"; }
 
 }  // namespace
 
-// One request's state, owned by its deferred work; holds a concurrency slot while it lives.
+// One request's state, owned by its deferred work; holds a concurrency slot until its answer is
+// about to be sent (release()) or it is dropped unrun.
 struct ApiService::Job {
   ApiService* service = nullptr;
   bool chat = false;
   std::string body;
   std::string id;
   int64_t created = 0;
+  bool holding = true;
 
   Job(ApiService* s, bool c, std::string b) : service(s), chat(c), body(std::move(b)) {
     service->active_++;
   }
-  ~Job() { service->active_--; }
+  ~Job() { release(); }
+  // Called before the last bytes go out: a client that sends its next request as soon as it has
+  // the answer must find the slot free, not wait for this thread to unwind.
+  void release() {
+    if (holding) service->active_--;
+    holding = false;
+  }
   Job(const Job&) = delete;
   Job& operator=(const Job&) = delete;
 };
@@ -95,10 +103,14 @@ http::Reply ApiService::completions(const http::Request& r, bool chat) {
 }
 
 void ApiService::run(Job& job, http::Exchange& ex) {
+  auto answer = [&](http::Response res) {
+    job.release();
+    ex.respond(std::move(res));
+  };
   auto req = parse_completion_request(job.body, job.chat);
   if (!req) {
     refused_invalid_++;
-    return ex.respond(error(400, req.error().message));
+    return answer(error(400, req.error().message));
   }
   const Model& slm = *backend_.slm;
   const Tokenizer& tok = slm.tokenizer();
@@ -106,25 +118,25 @@ void ApiService::run(Job& job, http::Exchange& ex) {
                             options_.max_tokens_limit, std::random_device{}());
   if (!cfg) {
     refused_invalid_++;
-    return ex.respond(error(400, cfg.error().message));
+    return answer(error(400, cfg.error().message));
   }
   if (!backend_.cloud) cfg->policy.kind = PolicyKind::kSlm;
   std::string text;
   if (job.chat) {
     const auto& tmpl = slm.chat_template();
-    if (!tmpl) return ex.respond(error(400, tmpl.error().message));
+    if (!tmpl) return answer(error(400, tmpl.error().message));
     text = tmpl->apply(req->messages, /*add_generation_prompt=*/true);
   } else {
     text = req->prompt;
   }
   const std::vector<int32_t> prompt = tok.encode(text, /*add_special=*/true,
                                                  /*parse_special=*/job.chat);
-  if (prompt.empty()) return ex.respond(error(400, "the prompt is empty"));
+  if (prompt.empty()) return answer(error(400, "the prompt is empty"));
   // The device loop also needs room for its look-ahead and drafts.
   const int headroom = cfg->policy.importance.lookahead + 1 + cfg->policy.draft;
   if (int(prompt.size()) + cfg->max_tokens + headroom > cfg->n_ctx) {
     refused_invalid_++;
-    return ex.respond(
+    return answer(
         error(400, fmt::format("the prompt has {} tokens; with max_tokens {} it does not fit the "
                                "context of {} (hlm api --ctx)",
                                prompt.size(), cfg->max_tokens, cfg->n_ctx)));
@@ -205,11 +217,12 @@ void ApiService::run(Job& job, http::Exchange& ex) {
   if (!result) {
     failed_++;
     if (req->stream) {
+      job.release();
       ex.write(sse(json::parse(http::error_body(500, result.error().message))));
       ex.write("data: [DONE]\n\n");
       return;
     }
-    return ex.respond(error(500, result.error().message));
+    return answer(error(500, result.error().message));
   }
   if (client_gone) {
     cancelled_++;
@@ -257,6 +270,7 @@ void ApiService::run(Job& job, http::Exchange& ex) {
     json last = chunk("", finish);
     last["usage"] = usage;
     last["hlm"] = hlm_field;
+    job.release();
     ex.write(sse(last));
     ex.write("data: [DONE]\n\n");
     return;
@@ -276,7 +290,7 @@ void ApiService::run(Job& job, http::Exchange& ex) {
                {"hlm", hlm_field}};
   http::Response res = http::json_response(200, dump(body));
   res.headers = {{"X-HLM-Cloud", cloud}};
-  ex.respond(std::move(res));
+  answer(std::move(res));
 }
 
 std::string ApiService::render_metrics() const {

@@ -249,8 +249,10 @@ TEST(ApiService, ConcurrentRequestsEqualSequentialOnes) {
                 {"temperature", 0},
                 {"stream", i % 2 == 1}};
   };
-  auto text = [&](int i) {
+  auto text = [&](int i) -> std::string {
     const std::string reply = post(f.port(), "/v1/completions", body(i).dump());
+    EXPECT_EQ(status_of(reply), 200) << "request " << i << ": " << reply;
+    if (status_of(reply) != 200) return "";
     return i % 2 ? stream_text(reply)
                  : json::parse(body_of(reply))["choices"][0]["text"].get<std::string>();
   };
