@@ -263,6 +263,17 @@ TEST(ApiService, ConcurrentRequestsEqualSequentialOnes) {
   for (int i = 0; i < 8; ++i) EXPECT_EQ(par[size_t(i)], seq[size_t(i)]) << i;
 }
 
+TEST(ApiService, ASequentialClientNeverFindsItsLastRequestRunning) {
+  ApiOptions o;
+  o.max_concurrent = 1;
+  Fixture f(o);
+  for (int i = 0; i < 30; ++i) {
+    json body = {{"prompt", "next"}, {"max_tokens", 1}, {"stream", i % 2 == 1}};
+    const std::string reply = post(f.port(), "/v1/completions", body.dump());
+    ASSERT_EQ(status_of(reply), 200) << "request " << i << ": " << reply;
+  }
+}
+
 TEST(ApiService, BusyServerAnswers429AndClientsThatLeaveFreeTheirSlot) {
   ApiOptions o;
   o.max_concurrent = 1;
