@@ -50,6 +50,8 @@ inline int fail(const Error& e) { return fail(e.message); }
 // declare it here, list the file in CMakeLists.txt and add one line to main.cc.
 void add_version_command(CLI::App& app, Commands& commands);
 void add_models_command(CLI::App& app, Commands& commands);
+// `hlm models teacher-text` (teacher_text.cc), registered by add_models_command.
+void add_teacher_text_command(CLI::App* models, Commands& commands);
 void add_generate_command(CLI::App& app, Commands& commands);
 void add_bench_command(CLI::App& app, Commands& commands);
 void add_run_command(CLI::App& app, Commands& commands);

@@ -343,6 +343,8 @@ void add_models_command(CLI::App& app, Commands& commands) {
   auto names = std::make_shared<std::vector<std::string>>();
   fingerprint->add_option("models", *names, "Model names or file paths")->required();
   commands.on(fingerprint, [names] { return run_fingerprint(*names); });
+
+  add_teacher_text_command(models, commands);
 }
 
 }  // namespace hlm::apps

@@ -9,7 +9,10 @@ resumes where it stopped:
   gen-self  training text the teacher writes whole: a user turn it samples from the system
             prompt, then its answer.  Each sequence is scored by the teacher (logits_all); per
             position the top-64 logits + the log-sum-exp are kept (fp16/int32/fp32)
-            -> gen/{heldout-dev,heldout-test,self}/NNNNN.npz
+            -> gen/{heldout-dev,heldout-test,self}/NNNNN.npz.  --engine hlm (the default)
+            writes it with `hlm models teacher-text` (--batch sequences per forward, hlm's
+            sampler: no min-p or repeat penalty), about 5x faster per core than
+            --engine llama-cpp (llama-cpp-python, one sequence at a time)
   probe     the UNTRAINED truncated students (first m layers, m in --probe-m) are written as
             GGUFs and scored against the teacher on held-out text (cheap, no training)
   train     the student = token_embd (frozen, tied output) + layers [0, m) + output_norm in
@@ -85,7 +88,8 @@ def stamp(work, stage, seconds, **extra):
 # Held-out text: the teacher's answers to the evaluation prompts of data/prompts (AlpacaEval),
 # never trained on. Choices (depth, schedule) are made on "dev"; figures are judged on "test".
 HELDOUT_SPLITS = ("dev", "test")
-DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "prompts")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+DATA_DIR = os.path.join(ROOT, "data", "prompts")
 
 
 def load_prompts(a, split):
@@ -167,6 +171,18 @@ def stage_gen_heldout(a, split):
         ptoks = ptoks[: a.max_prompt]
         return ptoks + answer(a, llm, ptoks, a.seed + i), len(ptoks)
     run_gen(a, "heldout-" + split, range(len(ps)), make)
+
+
+def stage_gen_self_hlm(a):
+    """gen-self through hlm's engine: the same files, sequences --batch at a time."""
+    cmd = [a.hlm, "models", "teacher-text", "--model", a.teacher,
+           "--out", os.path.join(a.work, "gen", "self"), "--count", str(a.n_self),
+           "--batch", str(a.batch), "--threads", str(a.threads), "--max-user", str(a.max_prompt),
+           "--max-new", str(a.max_new), "--seed", str(a.seed), "--system", SYSTEM]
+    log("gen[self]: " + " ".join(cmd))
+    t0 = time.time()
+    subprocess.run(cmd, check=True)
+    stamp(a.work, f"gen_self_hlm_{os.getpid()}", time.time() - t0, sequences=a.n_self)
 
 
 def stage_gen_self(a):
@@ -663,6 +679,13 @@ def main():
     ap.add_argument("--max-prompt", type=int, default=256)
     ap.add_argument("--max-new", type=int, default=160)
     ap.add_argument("--n-self", type=int, default=4000, help="gen-self: sequences to write")
+    ap.add_argument("--engine", choices=["hlm", "llama-cpp"], default="hlm",
+                    help="gen-self: who writes the text (hlm models teacher-text, or "
+                         "llama-cpp-python)")
+    ap.add_argument("--hlm", default=os.path.join(ROOT, "build", "hlm"),
+                    help="gen-self --engine hlm: the hlm binary")
+    ap.add_argument("--batch", type=int, default=8,
+                    help="gen-self --engine hlm: sequences decoded together")
     ap.add_argument("--heldout", choices=HELDOUT_SPLITS, default="dev",
                     help="probe/eval: held-out answers to this split's prompts")
     ap.add_argument("--reverse", action="store_true",
@@ -703,7 +726,7 @@ def main():
         for split in HELDOUT_SPLITS:
             stage_gen_heldout(a, split)
     if st in ("gen-self", "all"):
-        stage_gen_self(a)
+        stage_gen_self_hlm(a) if a.engine == "hlm" else stage_gen_self(a)
     if st in ("probe", "all"):
         stage_probe(a)
     if st in ("train", "all"):

@@ -1,0 +1,127 @@
+// hlm models teacher-text: the teacher writes training text for tools/distill (src/distill),
+// several sequences per batched forward, one .npz per sequence, resumable.
+#include "distill/teacher_text.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "apps/command.h"
+#include "apps/options.h"
+#include "engine/model.h"
+#include "models/registry.h"
+#include "util/thread_pool.h"
+
+namespace hlm::apps {
+namespace {
+
+struct TeacherTextCliOptions {
+  std::string model = "llm";
+  std::string out;
+  int64_t first = 0;
+  int64_t count = 0;
+  int batch = 8;
+  TeacherTextOptions text;
+  ThreadOptions threads;
+  OutputOptions output;
+};
+
+int run_teacher_text(const TeacherTextCliOptions& o) {
+  auto path = resolve_model(o.model);
+  if (!path) return fail(path.error());
+  auto model = Model::load(*path);
+  if (!model) return fail(model.error());
+  std::error_code ec;
+  std::filesystem::create_directories(o.out, ec);
+  if (ec)
+    return fail(fmt::format("--out {}: cannot create the directory: {}", o.out, ec.message()));
+  auto file = [&](int64_t id) { return fmt::format("{}/{:05d}.npz", o.out, id); };
+  std::vector<int64_t> todo;
+  for (int64_t id = o.first; id < o.first + o.count; ++id)
+    if (!std::filesystem::exists(file(id))) todo.push_back(id);
+
+  ThreadPool pool(o.threads.threads);
+  Context ctx(*model, o.batch, teacher_text_ctx((*model)->tokenizer(), o.text), pool);
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t written = 0, dropped = 0, tokens = 0;
+  for (size_t at = 0; at < todo.size(); at += size_t(o.batch)) {
+    const size_t n = std::min(todo.size() - at, size_t(o.batch));
+    auto seqs = teacher_text(ctx, std::span(todo).subspan(at, n), o.text);
+    if (!seqs) return fail(seqs.error());
+    for (const auto& s : *seqs) {
+      if (Status st = save_npz(s, file(s.id)); !st) return fail(st.error());
+      tokens += int64_t(s.tokens.size());
+    }
+    written += int64_t(seqs->size());
+    dropped += int64_t(n - seqs->size());
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double left = double(todo.size() - at - n) / double(at + n) * s;
+    std::fprintf(stderr,
+                 "\rteacher-text: %zu/%zu sequences (%ld written, %ld dropped), %ld tokens, "
+                 "%.0f tokens/s, %.1f min left ",
+                 at + n, todo.size(), long(written), long(dropped), long(tokens), tokens / s,
+                 left / 60);
+  }
+  if (!todo.empty()) std::fputc('\n', stderr);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (o.output.json) {
+    nlohmann::json j = {{"out", o.out},       {"already", o.count - int64_t(todo.size())},
+                        {"written", written}, {"dropped", dropped},
+                        {"tokens", tokens},   {"seconds", s},
+                        {"model", *path}};
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf(
+        "%s: %ld sequences written (%ld tokens in %.1f s), %ld dropped (no end of the user "
+        "turn within --max-user), %ld already there\n",
+        o.out.c_str(), long(written), long(tokens), s, long(dropped),
+        long(o.count - int64_t(todo.size())));
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_teacher_text_command(CLI::App* models, Commands& commands) {
+  auto* sub = models->add_subcommand(
+      "teacher-text",
+      "Write distillation text: the model asks itself a question, answers it, and keeps its top "
+      "logits at every position (DIR/NNNNN.npz for sequences FIRST..FIRST+COUNT-1; existing ones "
+      "are skipped)");
+  auto o = std::make_shared<TeacherTextCliOptions>();
+  sub->add_option("--model", o->model, "Teacher: a GGUF path or a known name")
+      ->capture_default_str();
+  sub->add_option("--out", o->out, "Directory for the sequences")->required();
+  sub->add_option("--count", o->count, "Sequences")->required()->check(CLI::PositiveNumber);
+  sub->add_option("--first", o->first, "First sequence number")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--batch", o->batch, "Sequences decoded together in one forward")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  sub->add_option("--system", o->text.system, "System prompt the questions are asked under")
+      ->capture_default_str();
+  sub->add_option("--max-user", o->text.max_user,
+                  "Tokens a question may take (a longer one is dropped)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  sub->add_option("--max-new", o->text.max_new, "Answer tokens at most")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 8192));
+  sub->add_option("--top", o->text.top, "Logits kept per position")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--seed", o->text.seed,
+                  "Seed: sequence i samples its question with seed + 2i, its answer with seed + "
+                  "2i + 1")
+      ->capture_default_str();
+  o->threads.add(sub);
+  o->output.add(sub, "Print a JSON summary on stdout (progress goes to stderr)");
+  commands.on(sub, [o] { return run_teacher_text(*o); });
+}
+
+}  // namespace hlm::apps

@@ -1,0 +1,55 @@
+// teacher_text: the teacher writing its own training text for distillation. From a system prompt
+// it samples a user turn (its own idea of what users ask), answers it as a chat would, and keeps
+// its top logits and log-sum-exp at every position: what tools/distill trains the student on.
+// Several sequences decode together in one batched forward, which is what makes hlm's engine
+// several times faster at this than a one-sequence-at-a-time loop.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/context.h"
+#include "engine/sampler.h"
+#include "util/result.h"
+
+namespace hlm {
+
+struct TeacherTextOptions {
+  std::string system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
+  int max_user = 96;  // a user turn that has not ended within this many tokens is dropped
+  int min_user = 4;   // nor is a shorter one kept
+  int max_new = 192;  // answer tokens at most (the end-of-generation token included)
+  int top = 64;       // logits kept per position
+  // Sequence i draws its user turn with seed + 2i and its answer with seed + 2i + 1.
+  uint64_t seed = 0;
+  SamplingParams user{1.0f, 0, 0.95f, 0};
+  SamplingParams answer{0.7f, 40, 0.95f, 0};
+};
+
+struct TeacherSequence {
+  int64_t id = 0;
+  std::vector<int32_t> tokens;  // the head, the user turn, the assistant header, the answer
+  int n_prompt = 0;             // tokens of the head (system turn and user header)
+  // Per position p (the teacher's prediction of token p + 1), its `top` largest logits: ids and
+  // values (fp16 bits), [tokens.size()][top], and the log-sum-exp of the whole row.
+  std::vector<int32_t> top_ids;
+  std::vector<uint16_t> top_logits;
+  std::vector<float> lse;
+};
+
+// Context size one sequence needs under these options.
+int teacher_text_ctx(const Tokenizer& tok, const TeacherTextOptions& o);
+
+// Writes sequences `ids` in one batch on sequences 0..ids.size()-1 of ctx (cleared first; ctx
+// needs that many sequences of teacher_text_ctx() positions). Returns those whose user turn ended
+// in time, in the order of ids. The model's vocabulary must have ChatML's <|im_start|> and
+// <|im_end|>.
+Result<std::vector<TeacherSequence>> teacher_text(Context& ctx, std::span<const int64_t> ids,
+                                                  const TeacherTextOptions& o);
+
+// Saves one sequence as tools/distill's .npz: toks, n_prompt, idx, val, lse.
+Status save_npz(const TeacherSequence& s, const std::string& path);
+
+}  // namespace hlm

@@ -1,0 +1,118 @@
+// teacher_text on the real teacher (label model: skipped when llm is not cached).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "distill/teacher_text.h"
+#include "engine/model.h"
+#include "models/registry.h"
+#include "ops/quant_formats.h"
+#include "tokenizer/tokenizer.h"
+#include "util/thread_pool.h"
+
+namespace hlm {
+namespace {
+
+std::shared_ptr<const Model> teacher() {
+  static std::shared_ptr<const Model> m = [] {
+    auto path = resolve_model("llm");
+    if (!path) return std::shared_ptr<const Model>();
+    auto loaded = Model::load(*path);
+    return loaded ? *loaded : std::shared_ptr<const Model>();
+  }();
+  return m;
+}
+
+TeacherTextOptions small() {
+  TeacherTextOptions o;
+  o.max_user = 48;
+  o.max_new = 12;
+  o.top = 16;
+  o.seed = 7;
+  return o;
+}
+
+std::vector<TeacherSequence> write(const std::vector<int64_t>& ids) {
+  ThreadPool pool(2);
+  Context ctx(teacher(), int(ids.size()), teacher_text_ctx(teacher()->tokenizer(), small()), pool);
+  auto r = teacher_text(ctx, ids, small());
+  EXPECT_TRUE(r.ok()) << r.error().message;
+  return r ? *r : std::vector<TeacherSequence>{};
+}
+
+TEST(TeacherTextModel, SequencesAreChatTurnsWithARowPerPosition) {
+  if (!teacher()) GTEST_SKIP() << "llm is not cached (hlm models fetch llm)";
+  const Tokenizer& tok = teacher()->tokenizer();
+  const auto seqs = write({0, 1, 2, 3, 4, 5});
+  ASSERT_GE(seqs.size(), 3u) << "most questions end within 48 tokens";
+  const int32_t im_end = tok.find_token("<|im_end|>");
+  for (const auto& s : seqs) {
+    const size_t n = s.tokens.size();
+    const std::string text = tok.decode(s.tokens, /*special=*/true);
+    EXPECT_EQ(text.rfind("<|im_start|>system\n", 0), 0u) << text;
+    EXPECT_NE(text.find("<|im_end|>\n<|im_start|>assistant\n"), std::string::npos) << text;
+    EXPECT_EQ(s.tokens[size_t(s.n_prompt) - 1], tok.encode("user\n", false, true).back());
+    const size_t answer = n -
+                          size_t(std::find(s.tokens.begin() + s.n_prompt, s.tokens.end(), im_end) -
+                                 s.tokens.begin()) -
+                          1;
+    EXPECT_LE(answer, 12u + 5u)
+        << "the assistant header (a few tokens) and at most 12 answer tokens";
+    ASSERT_EQ(s.lse.size(), n);
+    ASSERT_EQ(s.top_ids.size(), n * 16);
+    ASSERT_EQ(s.top_logits.size(), n * 16);
+    for (size_t p = 0; p < n; ++p) {
+      const float first = ops::fmt::f16_to_f32(s.top_logits[p * 16]);
+      for (int k = 1; k < 16; ++k)
+        EXPECT_LE(ops::fmt::f16_to_f32(s.top_logits[p * 16 + size_t(k)]), first);
+      // fp16 keeps 11 significant bits: the kept logit is within 1/2048 of the true one.
+      EXPECT_GT(s.lse[p], first - std::abs(first) / 1024)
+          << "log-sum-exp is at least the largest logit";
+    }
+  }
+}
+
+// The rows kept while decoding are the teacher's predictions for the finished text, as a
+// single prefill of it gives them.
+TEST(TeacherTextModel, RowsMatchAPrefillOfTheWrittenText) {
+  if (!teacher()) GTEST_SKIP() << "llm is not cached (hlm models fetch llm)";
+  const auto seqs = write({10, 11});
+  ASSERT_FALSE(seqs.empty());
+  const TeacherSequence& s = seqs.front();
+  ThreadPool pool(2);
+  Context ctx(teacher(), 1, int(s.tokens.size()) + 1, pool);
+  SeqInput in;
+  in.tokens = s.tokens;
+  in.logits_at.resize(s.tokens.size());
+  std::iota(in.logits_at.begin(), in.logits_at.end(), 0);
+  auto out = ctx.eval(std::span(&in, 1));
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  const size_t V = size_t(teacher()->config().n_vocab);
+  int same_top1 = 0;
+  double max_lse = 0;
+  for (size_t p = 0; p < s.tokens.size(); ++p) {
+    auto row = (*out)[0].logits.subspan(p * V, V);
+    const auto best = std::max_element(row.begin(), row.end()) - row.begin();
+    same_top1 += best == s.top_ids[p * 16];
+    double mx = *std::max_element(row.begin(), row.end()), sum = 0;
+    for (float x : row) sum += std::exp(x - mx);
+    max_lse = std::max(max_lse, std::abs(mx + std::log(sum) - s.lse[p]));
+  }
+  EXPECT_GE(same_top1, int(s.tokens.size()) - 1) << "at most one near-tie flips";
+  EXPECT_LT(max_lse, 0.05) << "incremental and batched forwards agree to rounding";
+}
+
+TEST(TeacherTextModel, SameIdsAndSeedGiveTheSameText) {
+  if (!teacher()) GTEST_SKIP() << "llm is not cached (hlm models fetch llm)";
+  const auto a = write({20, 21}), b = write({20, 21});
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].id, b[i].id);
+    EXPECT_EQ(a[i].tokens, b[i].tokens);
+  }
+}
+
+}  // namespace
+}  // namespace hlm
