@@ -331,6 +331,29 @@ TEST(HlmCli, ModelsDeriveNamesBadInputs) {
   EXPECT_TRUE(contains(m.out, "--out")) << m.out;
 }
 
+// teacher-text names what is wrong: the model, its vocabulary, the output directory, the counts.
+TEST(HlmCli, ModelsTeacherTextNamesBadInputs) {
+  ScopedTempDir dir;
+  const std::string bad = dir / "bad.gguf", tiny = dir / "tiny.gguf";
+  std::ofstream(bad) << "this is not a gguf file";
+  ASSERT_TRUE(hlm::write_tiny_model(tiny, hlm::TinyModelSpec{}).ok());
+  const std::string out = dir / "text";
+  Outcome b = hlm("models teacher-text --model '" + bad + "' --out '" + out + "' --count 2");
+  EXPECT_EQ(b.code, 1) << b.out;
+  EXPECT_TRUE(contains(b.out, bad)) << b.out;
+  Outcome v = hlm("models teacher-text --model '" + tiny + "' --out '" + out + "' --count 2");
+  EXPECT_EQ(v.code, 1) << v.out;
+  EXPECT_TRUE(contains(v.out, "<|im_start|>")) << v.out;
+  std::ofstream(dir / "file") << "x";
+  Outcome o =
+      hlm("models teacher-text --model '" + tiny + "' --out '" + dir / "file" + "/sub' --count 2");
+  EXPECT_EQ(o.code, 1) << o.out;
+  EXPECT_TRUE(contains(o.out, "--out")) << o.out;
+  Outcome c = hlm("models teacher-text --model '" + tiny + "' --out '" + out + "' --count 0");
+  EXPECT_NE(c.code, 0) << c.out;
+  EXPECT_TRUE(contains(c.out, "--count")) << c.out;
+}
+
 // synth writes a loadable file with the given vocabulary, and names what is wrong otherwise.
 TEST(HlmCli, ModelsSynth) {
   ScopedTempDir dir;

@@ -96,10 +96,12 @@ void add_teacher_text_command(CLI::App* models, Commands& commands) {
   sub->add_option("--model", o->model, "Teacher: a GGUF path or a known name")
       ->capture_default_str();
   sub->add_option("--out", o->out, "Directory for the sequences")->required();
-  sub->add_option("--count", o->count, "Sequences")->required()->check(CLI::PositiveNumber);
+  sub->add_option("--count", o->count, "Sequences")
+      ->required()
+      ->check(CLI::Range(int64_t{1}, int64_t{100000000}));
   sub->add_option("--first", o->first, "First sequence number")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(int64_t{0}, int64_t{100000000}));
   sub->add_option("--batch", o->batch, "Sequences decoded together in one forward")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
@@ -114,7 +116,7 @@ void add_teacher_text_command(CLI::App* models, Commands& commands) {
       ->check(CLI::Range(1, 8192));
   sub->add_option("--top", o->text.top, "Logits kept per position")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1, 1 << 20));
   sub->add_option("--seed", o->text.seed,
                   "Seed: sequence i samples its question with seed + 2i, its answer with seed + "
                   "2i + 1")
