@@ -47,30 +47,28 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
   ThreadPool pool(o.threads.threads);
   Context ctx(*model, o.batch, teacher_text_ctx((*model)->tokenizer(), o.text), pool);
   const auto t0 = std::chrono::steady_clock::now();
-  int64_t written = 0, dropped = 0, tokens = 0;
-  for (size_t at = 0; at < todo.size(); at += size_t(o.batch)) {
-    const size_t n = std::min(todo.size() - at, size_t(o.batch));
-    auto seqs = teacher_text(ctx, std::span(todo).subspan(at, n), o.text);
-    if (!seqs) return fail(seqs.error());
-    for (const auto& s : *seqs) {
-      if (Status st = save_npz(s, file(s.id)); !st) return fail(st.error());
-      tokens += int64_t(s.tokens.size());
-    }
-    written += int64_t(seqs->size());
-    dropped += int64_t(n - seqs->size());
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const double left = double(todo.size() - at - n) / double(at + n) * s;
+  int64_t written = 0, tokens = 0;
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  auto dropped = teacher_text(ctx, todo, o.text, [&](TeacherSequence&& s) -> Status {
+    if (Status st = save_npz(s, file(s.id)); !st) return st;
+    ++written;
+    tokens += int64_t(s.tokens.size());
+    const double t = elapsed();
     std::fprintf(stderr,
-                 "\rteacher-text: %zu/%zu sequences (%ld written, %ld dropped), %ld tokens, "
-                 "%.0f tokens/s, %.1f min left ",
-                 at + n, todo.size(), long(written), long(dropped), long(tokens), tokens / s,
-                 left / 60);
-  }
+                 "\rteacher-text: %ld of %zu sequences written, %ld tokens, %.0f tokens/s, about "
+                 "%.1f min left ",
+                 long(written), todo.size(), long(tokens), tokens / t,
+                 double(todo.size()) / double(written) * t / 60 - t / 60);
+    return ok_status();
+  });
   if (!todo.empty()) std::fputc('\n', stderr);
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!dropped) return fail(dropped.error());
+  const double s = elapsed();
   if (o.output.json) {
     nlohmann::json j = {{"out", o.out},       {"already", o.count - int64_t(todo.size())},
-                        {"written", written}, {"dropped", dropped},
+                        {"written", written}, {"dropped", *dropped},
                         {"tokens", tokens},   {"seconds", s},
                         {"model", *path}};
     std::printf("%s\n", j.dump().c_str());
@@ -78,7 +76,7 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
     std::printf(
         "%s: %ld sequences written (%ld tokens in %.1f s), %ld dropped (no end of the user "
         "turn within --max-user), %ld already there\n",
-        o.out.c_str(), long(written), long(tokens), s, long(dropped),
+        o.out.c_str(), long(written), long(tokens), s, long(*dropped),
         long(o.count - int64_t(todo.size())));
   }
   return 0;

@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
+#include <optional>
 
 #include "distill/npz.h"
 #include "engine/model.h"
+#include "ops/ops.h"
 #include "ops/quant_formats.h"
 #include "tokenizer/tokenizer.h"
 
@@ -40,22 +43,41 @@ struct Writing {
   }
 };
 
-// Keeps a row's `top` largest logits and its log-sum-exp.
-void keep_top(std::span<const float> row, int top, std::vector<int32_t>& order,
-              TeacherSequence& s) {
-  std::iota(order.begin(), order.end(), 0);
-  std::nth_element(order.begin(), order.begin() + top, order.end(),
-                   [&](int32_t a, int32_t b) { return row[size_t(a)] > row[size_t(b)]; });
-  std::sort(order.begin(), order.begin() + top,
-            [&](int32_t a, int32_t b) { return row[size_t(a)] > row[size_t(b)]; });
-  const float mx = row[size_t(order[0])];
-  double sum = 0;
-  for (float x : row) sum += std::exp(double(x) - mx);
-  s.lse.push_back(float(mx + std::log(sum)));
-  for (int k = 0; k < top; ++k) {
-    s.top_ids.push_back(order[size_t(k)]);
-    s.top_logits.push_back(ops::fmt::f32_to_f16(row[size_t(order[size_t(k)])]));
+// Per worker thread: room for one row's softmax and the running top list.
+struct RowScratch {
+  std::vector<float> p;
+  std::vector<std::pair<float, int32_t>> heap;
+};
+
+// A row's `top` largest logits, largest first (ids, and values as fp16 bits), and its
+// log-sum-exp. One pass with a min-heap of the best so far (most entries fail its first
+// comparison); the log-sum-exp from the vectorised softmax, whose largest entry is
+// 1 / Σ exp(z - max): lse = max - log p(argmax).
+void top_of_row(std::span<const float> row, int top, RowScratch& w, int32_t* ids, uint16_t* vals,
+                float* lse) {
+  auto& h = w.heap;
+  h.clear();
+  const auto greater = std::greater<std::pair<float, int32_t>>();
+  for (size_t i = 0; i < row.size(); ++i) {
+    if (int(h.size()) < top) {
+      h.emplace_back(row[i], int32_t(i));
+      std::push_heap(h.begin(), h.end(), greater);
+    } else if (row[i] > h.front().first) {
+      std::pop_heap(h.begin(), h.end(), greater);
+      h.back() = {row[i], int32_t(i)};
+      std::push_heap(h.begin(), h.end(), greater);
+    }
   }
+  std::sort(h.begin(), h.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  for (int k = 0; k < top; ++k) {
+    ids[k] = h[size_t(k)].second;
+    vals[k] = ops::fmt::f32_to_f16(h[size_t(k)].first);
+  }
+  w.p.resize(row.size());
+  ops::softmax_f32(row.data(), int64_t(row.size()), 1.0f, w.p.data());
+  *lse = h[0].first - std::log(w.p[size_t(h[0].second)]);
 }
 
 }  // namespace
@@ -66,8 +88,9 @@ int teacher_text_ctx(const Tokenizer& tok, const TeacherTextOptions& o) {
          o.max_user + o.max_new + 1;
 }
 
-Result<std::vector<TeacherSequence>> teacher_text(Context& ctx, std::span<const int64_t> ids,
-                                                  const TeacherTextOptions& o) {
+Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
+                             const TeacherTextOptions& o,
+                             const std::function<Status(TeacherSequence&&)>& on_done) {
   const Tokenizer& tok = ctx.model().tokenizer();
   const int32_t im_end = tok.find_token("<|im_end|>");
   if (tok.find_token("<|im_start|>") < 0 || im_end < 0) {
@@ -80,9 +103,6 @@ Result<std::vector<TeacherSequence>> teacher_text(Context& ctx, std::span<const 
   if (o.top < 1 || o.top > n_vocab) {
     return make_error("--top {}: must be 1..{} (the vocabulary)", o.top, n_vocab);
   }
-  if (int(ids.size()) > ctx.n_seq()) {
-    return make_error("{} sequences in one batch, the context holds {}", ids.size(), ctx.n_seq());
-  }
   if (teacher_text_ctx(tok, o) > ctx.n_ctx()) {
     return make_error("a sequence needs {} positions, the context has {}", teacher_text_ctx(tok, o),
                       ctx.n_ctx());
@@ -90,24 +110,30 @@ Result<std::vector<TeacherSequence>> teacher_text(Context& ctx, std::span<const 
   const std::vector<int32_t> head = tok.encode(head_text(o), false, true);
   const std::vector<int32_t> assistant = tok.encode(kAssistant, false, true);
 
-  std::vector<Writing> w;
-  w.reserve(ids.size());
-  for (size_t j = 0; j < ids.size(); ++j) {
-    ctx.clear(int(j));
-    w.emplace_back(ids[j], o);
-    w.back().pending = head;
-    w.back().seq.n_prompt = int(head.size());
-  }
-  std::vector<int32_t> order(size_t(n_vocab), 0);
-  for (;;) {
+  // One slot per context sequence; a slot whose sequence ends takes the next id at once, so the
+  // batch stays full instead of waiting for its longest sequence.
+  std::vector<std::optional<Writing>> slot(size_t(ctx.n_seq()));
+  size_t next = 0;
+  int64_t dropped = 0;
+  auto refill = [&] {
+    for (size_t j = 0; j < slot.size() && next < ids.size(); ++j) {
+      if (slot[j]) continue;
+      ctx.clear(int(j));
+      slot[j].emplace(ids[next++], o);
+      slot[j]->pending = head;
+      slot[j]->seq.n_prompt = int(head.size());
+    }
+  };
+  std::vector<RowScratch> scratch(size_t(ctx.pool().size()) + 1);
+  for (refill();; refill()) {
     std::vector<SeqInput> in;
     std::vector<size_t> who;
-    for (size_t j = 0; j < w.size(); ++j) {
-      if (w[j].pending.empty()) continue;
+    for (size_t j = 0; j < slot.size(); ++j) {
+      if (!slot[j]) continue;
       SeqInput s;
       s.seq = int(j);
-      s.tokens = w[j].pending;
-      s.logits_at.resize(w[j].pending.size());
+      s.tokens = slot[j]->pending;
+      s.logits_at.resize(slot[j]->pending.size());
       std::iota(s.logits_at.begin(), s.logits_at.end(), 0);
       in.push_back(std::move(s));
       who.push_back(j);
@@ -115,27 +141,43 @@ Result<std::vector<TeacherSequence>> teacher_text(Context& ctx, std::span<const 
     if (in.empty()) break;
     auto out = ctx.eval(in);
     if (!out) return out.error();
+    // Every row of this forward, reduced to its top list on all threads (a row costs about as
+    // much as a token's forward at batch 16).
+    std::vector<std::pair<size_t, size_t>> rows;  // (input, row in it)
+    for (size_t k = 0; k < who.size(); ++k)
+      for (size_t r = 0; r < in[k].tokens.size(); ++r) rows.emplace_back(k, r);
+    const size_t top = size_t(o.top), V = size_t(n_vocab);
+    std::vector<int32_t> ids_at(rows.size() * top);
+    std::vector<uint16_t> vals_at(rows.size() * top);
+    std::vector<float> lse_at(rows.size());
+    ctx.pool().parallel_for(rows.size(), 1, [&](size_t b, size_t e, int worker) {
+      for (size_t i = b; i < e; ++i) {
+        const auto [k, r] = rows[i];
+        top_of_row((*out)[k].logits.subspan(r * V, V), o.top, scratch[size_t(worker)],
+                   &ids_at[i * top], &vals_at[i * top], &lse_at[i]);
+      }
+    });
+    size_t row = 0;
     for (size_t k = 0; k < who.size(); ++k) {
-      Writing& x = w[who[k]];
+      Writing& x = *slot[who[k]];
       const size_t n = x.pending.size();
       const std::span<const float> all = (*out)[k].logits;
-      for (size_t r = 0; r < n; ++r)
-        keep_top(all.subspan(r * size_t(n_vocab), size_t(n_vocab)), o.top, order, x.seq);
+      x.seq.top_ids.insert(x.seq.top_ids.end(), &ids_at[row * top], &ids_at[(row + n) * top]);
+      x.seq.top_logits.insert(x.seq.top_logits.end(), &vals_at[row * top],
+                              &vals_at[(row + n) * top]);
+      x.seq.lse.insert(x.seq.lse.end(), &lse_at[row], &lse_at[row + n]);
+      row += n;
       x.seq.tokens.insert(x.seq.tokens.end(), x.pending.begin(), x.pending.end());
       x.pending.clear();
       const std::span<const float> last = all.subspan((n - 1) * size_t(n_vocab), size_t(n_vocab));
       if (x.phase == Phase::kUser) {
         const int32_t t = x.user.sample(last);
         ++x.n_user;
-        if (t == im_end) {
-          if (x.n_user < o.min_user) {
-            x.phase = Phase::kDropped;
-            continue;
-          }
+        if (t == im_end && x.n_user >= o.min_user) {
           x.pending.push_back(t);
           x.pending.insert(x.pending.end(), assistant.begin(), assistant.end());
           x.phase = Phase::kAnswer;
-        } else if (x.n_user >= o.max_user) {
+        } else if (t == im_end || x.n_user >= o.max_user) {
           x.phase = Phase::kDropped;
         } else {
           x.pending.push_back(t);
@@ -149,12 +191,16 @@ Result<std::vector<TeacherSequence>> teacher_text(Context& ctx, std::span<const 
       } else if (x.phase == Phase::kLast) {
         x.phase = Phase::kDone;
       }
+      if (x.phase == Phase::kDone) {
+        if (Status st = on_done(std::move(x.seq)); !st) return st.error();
+        slot[who[k]].reset();
+      } else if (x.phase == Phase::kDropped) {
+        ++dropped;
+        slot[who[k]].reset();
+      }
     }
   }
-  std::vector<TeacherSequence> done;
-  for (auto& x : w)
-    if (x.phase == Phase::kDone) done.push_back(std::move(x.seq));
-  return done;
+  return dropped;
 }
 
 Status save_npz(const TeacherSequence& s, const std::string& path) {

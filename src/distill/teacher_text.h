@@ -1,11 +1,13 @@
 // teacher_text: the teacher writing its own training text for distillation. From a system prompt
 // it samples a user turn (its own idea of what users ask), answers it as a chat would, and keeps
 // its top logits and log-sum-exp at every position: what tools/distill trains the student on.
-// Several sequences decode together in one batched forward, which is what makes hlm's engine
-// several times faster at this than a one-sequence-at-a-time loop.
+// Several sequences decode together in one batched forward (continuously: a finished sequence's
+// slot starts the next at once), which is what makes hlm's engine several times faster at this
+// than a one-sequence-at-a-time loop.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -42,12 +44,14 @@ struct TeacherSequence {
 // Context size one sequence needs under these options.
 int teacher_text_ctx(const Tokenizer& tok, const TeacherTextOptions& o);
 
-// Writes sequences `ids` in one batch on sequences 0..ids.size()-1 of ctx (cleared first; ctx
-// needs that many sequences of teacher_text_ctx() positions). Returns those whose user turn ended
-// in time, in the order of ids. The model's vocabulary must have ChatML's <|im_start|> and
-// <|im_end|>.
-Result<std::vector<TeacherSequence>> teacher_text(Context& ctx, std::span<const int64_t> ids,
-                                                  const TeacherTextOptions& o);
+// Writes sequences `ids`, as many at a time as ctx has sequences (each of teacher_text_ctx()
+// positions): a sequence that ends hands its slot to the next id at once, and on_done receives
+// it then (so ids finish out of order). Returns how many were dropped (their user turn did not
+// end in time). An error from on_done stops the work and is returned. The model's vocabulary
+// must have ChatML's <|im_start|> and <|im_end|>.
+Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
+                             const TeacherTextOptions& o,
+                             const std::function<Status(TeacherSequence&&)>& on_done);
 
 // Saves one sequence as tools/distill's .npz: toks, n_prompt, idx, val, lse.
 Status save_npz(const TeacherSequence& s, const std::string& path);

@@ -34,18 +34,28 @@ TeacherTextOptions small() {
   return o;
 }
 
-std::vector<TeacherSequence> write(const std::vector<int64_t>& ids) {
+struct Written {
+  std::vector<TeacherSequence> seqs;  // in the order they finished
+  int64_t dropped = 0;
+};
+
+Written write(const std::vector<int64_t>& ids, int slots) {
   ThreadPool pool(2);
-  Context ctx(teacher(), int(ids.size()), teacher_text_ctx(teacher()->tokenizer(), small()), pool);
-  auto r = teacher_text(ctx, ids, small());
+  Context ctx(teacher(), slots, teacher_text_ctx(teacher()->tokenizer(), small()), pool);
+  Written w;
+  auto r = teacher_text(ctx, ids, small(), [&](TeacherSequence&& s) {
+    w.seqs.push_back(std::move(s));
+    return ok_status();
+  });
   EXPECT_TRUE(r.ok()) << r.error().message;
-  return r ? *r : std::vector<TeacherSequence>{};
+  if (r) w.dropped = *r;
+  return w;
 }
 
 TEST(TeacherTextModel, SequencesAreChatTurnsWithARowPerPosition) {
   if (!teacher()) GTEST_SKIP() << "llm is not cached (hlm models fetch llm)";
   const Tokenizer& tok = teacher()->tokenizer();
-  const auto seqs = write({0, 1, 2, 3, 4, 5});
+  const auto seqs = write({0, 1, 2, 3, 4, 5}, 6).seqs;
   ASSERT_GE(seqs.size(), 3u) << "most questions end within 48 tokens";
   const int32_t im_end = tok.find_token("<|im_end|>");
   for (const auto& s : seqs) {
@@ -78,7 +88,7 @@ TEST(TeacherTextModel, SequencesAreChatTurnsWithARowPerPosition) {
 // single prefill of it gives them.
 TEST(TeacherTextModel, RowsMatchAPrefillOfTheWrittenText) {
   if (!teacher()) GTEST_SKIP() << "llm is not cached (hlm models fetch llm)";
-  const auto seqs = write({10, 11});
+  const auto seqs = write({10, 11}, 2).seqs;
   ASSERT_FALSE(seqs.empty());
   const TeacherSequence& s = seqs.front();
   ThreadPool pool(2);
@@ -106,12 +116,37 @@ TEST(TeacherTextModel, RowsMatchAPrefillOfTheWrittenText) {
 
 TEST(TeacherTextModel, SameIdsAndSeedGiveTheSameText) {
   if (!teacher()) GTEST_SKIP() << "llm is not cached (hlm models fetch llm)";
-  const auto a = write({20, 21}), b = write({20, 21});
+  const auto a = write({20, 21}, 2).seqs, b = write({20, 21}, 2).seqs;
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_EQ(a[i].id, b[i].id);
     EXPECT_EQ(a[i].tokens, b[i].tokens);
   }
+}
+
+// Fewer slots than ids: a slot that finishes takes the next id, and every id ends exactly once,
+// written or dropped; an error from the callback stops the work and comes back.
+TEST(TeacherTextModel, SlotsTakeTheNextIdAndEveryIdEndsOnce) {
+  if (!teacher()) GTEST_SKIP() << "llm is not cached (hlm models fetch llm)";
+  const std::vector<int64_t> ids = {30, 31, 32, 33, 34, 35, 36};
+  const Written w = write(ids, 3);
+  std::vector<int64_t> got;
+  for (const auto& s : w.seqs) got.push_back(s.id);
+  EXPECT_EQ(int64_t(got.size()) + w.dropped, int64_t(ids.size()));
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(std::adjacent_find(got.begin(), got.end()), got.end()) << "an id written twice";
+  for (int64_t id : got) EXPECT_NE(std::find(ids.begin(), ids.end(), id), ids.end());
+
+  ThreadPool pool(2);
+  Context ctx(teacher(), 3, teacher_text_ctx(teacher()->tokenizer(), small()), pool);
+  int calls = 0;
+  auto r = teacher_text(ctx, ids, small(), [&](TeacherSequence&&) -> Status {
+    ++calls;
+    return make_error("disk full");
+  });
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().message, "disk full");
+  EXPECT_EQ(calls, 1);
 }
 
 }  // namespace

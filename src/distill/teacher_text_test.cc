@@ -14,7 +14,8 @@ TEST(TeacherText, RefusesAVocabularyWithoutChatMlTurns) {
   ThreadPool pool(1);
   Context ctx(pair->llm, 1, 512, pool);
   const int64_t ids[] = {0};
-  auto r = teacher_text(ctx, ids, TeacherTextOptions{});
+  auto r =
+      teacher_text(ctx, ids, TeacherTextOptions{}, [](TeacherSequence&&) { return ok_status(); });
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("<|im_start|>"), std::string::npos) << r.error().message;
 }

@@ -56,6 +56,8 @@ class Context {
   ~Context();
 
   const Model& model() const { return *model_; }
+  // The threads its forwards run on (for work on their outputs, between forwards).
+  ThreadPool& pool() const { return pool_; }
   int n_seq() const { return kv_.n_seq(); }
   int n_ctx() const { return kv_.capacity(); }
   int n_past(int seq) const { return kv_.length(seq); }
