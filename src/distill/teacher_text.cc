@@ -157,11 +157,21 @@ Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
                    &ids_at[i * top], &vals_at[i * top], &lse_at[i]);
       }
     });
+    // Each slot draws its next token with its own samplers, so the draws run on all threads too
+    // (a draw without top-k sorts the whole vocabulary).
+    std::vector<int32_t> drawn(who.size(), -1);
+    ctx.pool().parallel_for(who.size(), 1, [&](size_t b, size_t e, int) {
+      for (size_t k = b; k < e; ++k) {
+        Writing& x = *slot[who[k]];
+        const auto last = (*out)[k].logits.subspan((in[k].tokens.size() - 1) * V, V);
+        if (x.phase == Phase::kUser) drawn[k] = x.user.sample(last);
+        if (x.phase == Phase::kAnswer) drawn[k] = x.answer.sample(last);
+      }
+    });
     size_t row = 0;
     for (size_t k = 0; k < who.size(); ++k) {
       Writing& x = *slot[who[k]];
       const size_t n = x.pending.size();
-      const std::span<const float> all = (*out)[k].logits;
       x.seq.top_ids.insert(x.seq.top_ids.end(), &ids_at[row * top], &ids_at[(row + n) * top]);
       x.seq.top_logits.insert(x.seq.top_logits.end(), &vals_at[row * top],
                               &vals_at[(row + n) * top]);
@@ -169,9 +179,8 @@ Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
       row += n;
       x.seq.tokens.insert(x.seq.tokens.end(), x.pending.begin(), x.pending.end());
       x.pending.clear();
-      const std::span<const float> last = all.subspan((n - 1) * size_t(n_vocab), size_t(n_vocab));
       if (x.phase == Phase::kUser) {
-        const int32_t t = x.user.sample(last);
+        const int32_t t = drawn[k];
         ++x.n_user;
         if (t == im_end && x.n_user >= o.min_user) {
           x.pending.push_back(t);
@@ -183,7 +192,7 @@ Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
           x.pending.push_back(t);
         }
       } else if (x.phase == Phase::kAnswer) {
-        const int32_t t = x.answer.sample(last);
+        const int32_t t = drawn[k];
         ++x.n_answer;
         x.pending.push_back(t);
         // The last token is evaluated too: every position gets its row, as in a full prefill.
