@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -352,6 +353,33 @@ TEST(HlmCli, ModelsTeacherTextNamesBadInputs) {
   Outcome c = hlm("models teacher-text --model '" + tiny + "' --out '" + out + "' --count 0");
   EXPECT_NE(c.code, 0) << c.out;
   EXPECT_TRUE(contains(c.out, "--count")) << c.out;
+  Outcome none = hlm("models teacher-text --model '" + tiny + "' --out '" + out + "'");
+  EXPECT_EQ(none.code, 1) << none.out;
+  EXPECT_TRUE(contains(none.out, "--count")) << none.out;
+
+  // --score: text kept as tokens gets its rows (no ChatML needed); a bad line is named.
+  const std::string lines = dir / "text.jsonl";
+  std::ofstream(lines) << R"({"id": 3, "n_prompt": 1, "tokens": [1, 2, 3, 4]})"
+                       << "\n"
+                       << R"({"id": 5, "n_prompt": 2, "tokens": [4, 3]})"
+                       << "\n";
+  Outcome s = hlm("models teacher-text --model '" + tiny + "' --out '" + out + "' --score '" +
+                      lines + "' --top 4 --json",
+                  "2>/dev/null");
+  EXPECT_EQ(s.code, 0) << s.out;
+  EXPECT_TRUE(contains(s.out, "\"written\":2")) << s.out;
+  EXPECT_TRUE(std::filesystem::exists(out + "/00003.npz"));
+  EXPECT_TRUE(std::filesystem::exists(out + "/00005.npz"));
+  Outcome again = hlm("models teacher-text --model '" + tiny + "' --out '" + out + "' --score '" +
+                          lines + "' --json",
+                      "2>/dev/null");
+  EXPECT_TRUE(contains(again.out, "\"already\":2")) << again.out;
+  std::ofstream(lines, std::ios::app) << R"({"id": 6, "tokens": "abc"})"
+                                      << "\n";
+  Outcome m =
+      hlm("models teacher-text --model '" + tiny + "' --out '" + out + "' --score '" + lines + "'");
+  EXPECT_EQ(m.code, 1) << m.out;
+  EXPECT_TRUE(contains(m.out, "line 3")) << m.out;
 }
 
 // synth writes a loadable file with the given vocabulary, and names what is wrong otherwise.

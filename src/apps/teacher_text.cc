@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -22,6 +23,7 @@ namespace {
 struct TeacherTextCliOptions {
   std::string model = "llm";
   std::string out;
+  std::string score;
   int64_t first = 0;
   int64_t count = 0;
   int batch = 8;
@@ -30,7 +32,44 @@ struct TeacherTextCliOptions {
   OutputOptions output;
 };
 
+// Sequences to score: one JSON object per line; a bad line is named by its number.
+Result<std::vector<TeacherSequence>> read_token_lines(const std::string& path, int n_vocab) {
+  std::ifstream in(path);
+  if (!in) return make_error("--score {}: cannot open it", path);
+  std::vector<TeacherSequence> seqs;
+  std::string line;
+  for (int no = 1; std::getline(in, line); ++no) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    TeacherSequence s;
+    bool ok = j.is_object() && j.contains("id") && j["id"].is_number_integer() &&
+              j.contains("tokens") && j["tokens"].is_array() && !j["tokens"].empty() &&
+              j.value("n_prompt", -1) >= 0;
+    if (ok) {
+      s.id = j["id"].get<int64_t>();
+      s.n_prompt = j["n_prompt"].get<int>();
+      for (const auto& t : j["tokens"]) {
+        if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= n_vocab) {
+          ok = false;
+          break;
+        }
+        s.tokens.push_back(t.get<int32_t>());
+      }
+    }
+    if (!ok || s.id < 0 || s.n_prompt > int(s.tokens.size())) {
+      return make_error(
+          "--score {} line {}: expected {{\"id\": N >= 0, \"n_prompt\": N, \"tokens\": [ids "
+          "0..{}]}} with n_prompt <= the number of tokens",
+          path, no, n_vocab - 1);
+    }
+    seqs.push_back(std::move(s));
+  }
+  return seqs;
+}
+
 int run_teacher_text(const TeacherTextCliOptions& o) {
+  if (o.score.empty() && o.count < 1)
+    return fail("--count: required unless --score gives the text");
   auto path = resolve_model(o.model);
   if (!path) return fail(path.error());
   auto model = Model::load(*path);
@@ -40,18 +79,13 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
   if (ec)
     return fail(fmt::format("--out {}: cannot create the directory: {}", o.out, ec.message()));
   auto file = [&](int64_t id) { return fmt::format("{}/{:05d}.npz", o.out, id); };
-  std::vector<int64_t> todo;
-  for (int64_t id = o.first; id < o.first + o.count; ++id)
-    if (!std::filesystem::exists(file(id))) todo.push_back(id);
-
-  ThreadPool pool(o.threads.threads);
-  Context ctx(*model, o.batch, teacher_text_ctx((*model)->tokenizer(), o.text), pool);
   const auto t0 = std::chrono::steady_clock::now();
   int64_t written = 0, tokens = 0;
+  size_t n_todo = 0;
   auto elapsed = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
-  auto dropped = teacher_text(ctx, todo, o.text, [&](TeacherSequence&& s) -> Status {
+  auto save = [&](TeacherSequence&& s) -> Status {
     if (Status st = save_npz(s, file(s.id)); !st) return st;
     ++written;
     tokens += int64_t(s.tokens.size());
@@ -59,25 +93,47 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
     std::fprintf(stderr,
                  "\rteacher-text: %ld of %zu sequences written, %ld tokens, %.0f tokens/s, about "
                  "%.1f min left ",
-                 long(written), todo.size(), long(tokens), tokens / t,
-                 double(todo.size()) / double(written) * t / 60 - t / 60);
+                 long(written), n_todo, long(tokens), tokens / t,
+                 double(n_todo) / double(written) * t / 60 - t / 60);
     return ok_status();
-  });
-  if (!todo.empty()) std::fputc('\n', stderr);
+  };
+  ThreadPool pool(o.threads.threads);
+  int64_t already = 0;
+  Result<int64_t> dropped = int64_t{0};
+  if (!o.score.empty()) {
+    auto seqs = read_token_lines(o.score, (*model)->config().n_vocab);
+    if (!seqs) return fail(seqs.error());
+    already = int64_t(std::erase_if(
+        *seqs, [&](const TeacherSequence& s) { return std::filesystem::exists(file(s.id)); }));
+    size_t longest = 0;
+    for (const auto& s : *seqs) longest = std::max(longest, s.tokens.size());
+    n_todo = seqs->size();
+    Context ctx(*model, o.batch, int(longest) + 1, pool);
+    if (Status st = teacher_score(ctx, std::move(*seqs), o.text.top, save); !st)
+      return fail(st.error());
+  } else {
+    std::vector<int64_t> todo;
+    for (int64_t id = o.first; id < o.first + o.count; ++id)
+      if (!std::filesystem::exists(file(id))) todo.push_back(id);
+    n_todo = todo.size();
+    already = o.count - int64_t(n_todo);
+    Context ctx(*model, o.batch, teacher_text_ctx((*model)->tokenizer(), o.text), pool);
+    dropped = teacher_text(ctx, todo, o.text, save);
+  }
+  if (n_todo > 0) std::fputc('\n', stderr);
   if (!dropped) return fail(dropped.error());
   const double s = elapsed();
   if (o.output.json) {
-    nlohmann::json j = {{"out", o.out},       {"already", o.count - int64_t(todo.size())},
-                        {"written", written}, {"dropped", *dropped},
-                        {"tokens", tokens},   {"seconds", s},
+    nlohmann::json j = {{"out", o.out},        {"already", already}, {"written", written},
+                        {"dropped", *dropped}, {"tokens", tokens},   {"seconds", s},
                         {"model", *path}};
     std::printf("%s\n", j.dump().c_str());
   } else {
-    std::printf(
-        "%s: %ld sequences written (%ld tokens in %.1f s), %ld dropped (no end of the user "
-        "turn within --max-user), %ld already there\n",
-        o.out.c_str(), long(written), long(tokens), s, long(*dropped),
-        long(o.count - int64_t(todo.size())));
+    std::printf("%s: %ld sequences %s (%ld tokens in %.1f s), ", o.out.c_str(), long(written),
+                o.score.empty() ? "written" : "scored", long(tokens), s);
+    if (o.score.empty())
+      std::printf("%ld dropped (no end of the user turn within --max-user), ", long(*dropped));
+    std::printf("%ld already there\n", long(already));
   }
   return 0;
 }
@@ -94,9 +150,12 @@ void add_teacher_text_command(CLI::App* models, Commands& commands) {
   sub->add_option("--model", o->model, "Teacher: a GGUF path or a known name")
       ->capture_default_str();
   sub->add_option("--out", o->out, "Directory for the sequences")->required();
-  sub->add_option("--count", o->count, "Sequences")
-      ->required()
+  sub->add_option("--count", o->count, "Sequences (required unless --score)")
       ->check(CLI::Range(int64_t{1}, int64_t{100000000}));
+  sub->add_option("--score", o->score,
+                  "Score text written before instead: a JSON-lines file of {\"id\", \"n_prompt\", "
+                  "\"tokens\"}; each gets its rows from one forward and is saved as DIR/ID.npz")
+      ->check(CLI::ExistingFile);
   sub->add_option("--first", o->first, "First sequence number")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{100000000}));

@@ -88,40 +88,32 @@ int teacher_text_ctx(const Tokenizer& tok, const TeacherTextOptions& o) {
          o.max_user + o.max_new + 1;
 }
 
-Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
-                             const TeacherTextOptions& o,
-                             const std::function<Status(TeacherSequence&&)>& on_done) {
+namespace {
+
+// The loop text writing and rescoring share: every slot evaluates its pending tokens in one
+// batched forward, every row of it is reduced to its top list, then each slot draws its next
+// token or ends. `take` fills an empty slot with the next sequence (false when there is none).
+// Returns how many sequences were dropped.
+Result<int64_t> drive(Context& ctx, const TeacherTextOptions& o,
+                      const std::function<bool(std::optional<Writing>&)>& take,
+                      const std::function<Status(TeacherSequence&&)>& on_done) {
   const Tokenizer& tok = ctx.model().tokenizer();
   const int32_t im_end = tok.find_token("<|im_end|>");
-  if (tok.find_token("<|im_start|>") < 0 || im_end < 0) {
-    return make_error(
-        "teacher text is written in ChatML turns, and {}'s vocabulary has no "
-        "<|im_start|> or <|im_end|> token",
-        ctx.model().path());
-  }
+  const std::vector<int32_t> assistant = tok.encode(kAssistant, false, true);
   const int n_vocab = ctx.model().config().n_vocab;
   if (o.top < 1 || o.top > n_vocab) {
     return make_error("--top {}: must be 1..{} (the vocabulary)", o.top, n_vocab);
   }
-  if (teacher_text_ctx(tok, o) > ctx.n_ctx()) {
-    return make_error("a sequence needs {} positions, the context has {}", teacher_text_ctx(tok, o),
-                      ctx.n_ctx());
-  }
-  const std::vector<int32_t> head = tok.encode(head_text(o), false, true);
-  const std::vector<int32_t> assistant = tok.encode(kAssistant, false, true);
-
-  // One slot per context sequence; a slot whose sequence ends takes the next id at once, so the
+  // One slot per context sequence; a slot whose sequence ends takes the next at once, so the
   // batch stays full instead of waiting for its longest sequence.
   std::vector<std::optional<Writing>> slot(size_t(ctx.n_seq()));
-  size_t next = 0;
+  bool more = true;
   int64_t dropped = 0;
   auto refill = [&] {
-    for (size_t j = 0; j < slot.size() && next < ids.size(); ++j) {
+    for (size_t j = 0; j < slot.size() && more; ++j) {
       if (slot[j]) continue;
       ctx.clear(int(j));
-      slot[j].emplace(ids[next++], o);
-      slot[j]->pending = head;
-      slot[j]->seq.n_prompt = int(head.size());
+      more = take(slot[j]);
     }
   };
   std::vector<RowScratch> scratch(size_t(ctx.pool().size()) + 1);
@@ -210,6 +202,70 @@ Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
     }
   }
   return dropped;
+}
+
+}  // namespace
+
+Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
+                             const TeacherTextOptions& o,
+                             const std::function<Status(TeacherSequence&&)>& on_done) {
+  const Tokenizer& tok = ctx.model().tokenizer();
+  if (tok.find_token("<|im_start|>") < 0 || tok.find_token("<|im_end|>") < 0) {
+    return make_error(
+        "teacher text is written in ChatML turns, and {}'s vocabulary has no "
+        "<|im_start|> or <|im_end|> token",
+        ctx.model().path());
+  }
+  if (teacher_text_ctx(tok, o) > ctx.n_ctx()) {
+    return make_error("a sequence needs {} positions, the context has {}", teacher_text_ctx(tok, o),
+                      ctx.n_ctx());
+  }
+  const std::vector<int32_t> head = tok.encode(head_text(o), false, true);
+  size_t next = 0;
+  return drive(
+      ctx, o,
+      [&](std::optional<Writing>& w) {
+        if (next == ids.size()) return false;
+        w.emplace(ids[next++], o);
+        w->pending = head;
+        w->seq.n_prompt = int(head.size());
+        return true;
+      },
+      on_done);
+}
+
+Status teacher_score(Context& ctx, std::vector<TeacherSequence> seqs, int top,
+                     const std::function<Status(TeacherSequence&&)>& on_done) {
+  const int32_t n_vocab = ctx.model().config().n_vocab;
+  for (const auto& s : seqs) {
+    if (s.tokens.empty() || int(s.tokens.size()) >= ctx.n_ctx()) {
+      return make_error("sequence {}: {} tokens, must be 1..{} (the context)", s.id,
+                        s.tokens.size(), ctx.n_ctx() - 1);
+    }
+    for (int32_t t : s.tokens) {
+      if (t < 0 || t >= n_vocab) {
+        return make_error("sequence {}: token {} is not in {}'s vocabulary (0..{})", s.id, t,
+                          ctx.model().path(), n_vocab - 1);
+      }
+    }
+  }
+  TeacherTextOptions o;
+  o.top = top;
+  size_t next = 0;
+  auto r = drive(
+      ctx, o,
+      [&](std::optional<Writing>& w) {
+        if (next == seqs.size()) return false;
+        TeacherSequence& s = seqs[next++];
+        w.emplace(s.id, o);
+        w->pending = std::move(s.tokens);
+        w->seq.n_prompt = s.n_prompt;
+        w->phase = Phase::kLast;  // nothing to draw: one forward gives every row
+        return true;
+      },
+      on_done);
+  if (!r) return r.error();
+  return ok_status();
 }
 
 Status save_npz(const TeacherSequence& s, const std::string& path) {

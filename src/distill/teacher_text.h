@@ -53,6 +53,12 @@ Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
                              const TeacherTextOptions& o,
                              const std::function<Status(TeacherSequence&&)>& on_done);
 
+// The rows again for text written before (tools/distill commits only its tokens: the rows are
+// what takes the space): each sequence's id, tokens and n_prompt are kept and its `top` rows
+// computed by one forward, several sequences at a time. Each must fit the context.
+Status teacher_score(Context& ctx, std::vector<TeacherSequence> seqs, int top,
+                     const std::function<Status(TeacherSequence&&)>& on_done);
+
 // Saves one sequence as tools/distill's .npz: toks, n_prompt, idx, val, lse.
 Status save_npz(const TeacherSequence& s, const std::string& path);
 

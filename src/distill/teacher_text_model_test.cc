@@ -114,6 +114,65 @@ TEST(TeacherTextModel, RowsMatchAPrefillOfTheWrittenText) {
   EXPECT_LT(max_lse, 0.05) << "incremental and batched forwards agree to rounding";
 }
 
+// Text kept as tokens only gets its rows back from teacher_score: the same ids, n_prompt and
+// tokens, the same top-1 and log-sum-exp up to rounding, each id once.
+TEST(TeacherTextModel, ScoringTheTokensGivesTheRowsBack) {
+  if (!teacher()) GTEST_SKIP() << "llm is not cached (hlm models fetch llm)";
+  const auto written = write({40, 41, 42, 43}, 4).seqs;
+  ASSERT_GE(written.size(), 2u);
+  std::vector<TeacherSequence> bare;
+  size_t longest = 0;
+  for (const auto& s : written) {
+    TeacherSequence b;
+    b.id = s.id;
+    b.n_prompt = s.n_prompt;
+    b.tokens = s.tokens;
+    bare.push_back(std::move(b));
+    longest = std::max(longest, s.tokens.size());
+  }
+  ThreadPool pool(2);
+  Context ctx(teacher(), 2, int(longest) + 1, pool);  // fewer slots than sequences
+  std::vector<TeacherSequence> scored;
+  auto st = teacher_score(ctx, bare, 16, [&](TeacherSequence&& s) {
+    scored.push_back(std::move(s));
+    return ok_status();
+  });
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  ASSERT_EQ(scored.size(), written.size());
+  for (const auto& w : written) {
+    auto it = std::find_if(scored.begin(), scored.end(),
+                           [&](const TeacherSequence& s) { return s.id == w.id; });
+    ASSERT_NE(it, scored.end()) << "sequence " << w.id << " not scored";
+    EXPECT_EQ(it->tokens, w.tokens);
+    EXPECT_EQ(it->n_prompt, w.n_prompt);
+    ASSERT_EQ(it->lse.size(), w.lse.size());
+    ASSERT_EQ(it->top_ids.size(), w.top_ids.size());
+    int same_top1 = 0;
+    float max_lse = 0;
+    for (size_t p = 0; p < w.lse.size(); ++p) {
+      same_top1 += it->top_ids[p * 16] == w.top_ids[p * 16];
+      max_lse = std::max(max_lse, std::abs(it->lse[p] - w.lse[p]));
+    }
+    EXPECT_GE(same_top1, int(w.lse.size()) - 1) << "at most one near-tie flips";
+    EXPECT_LT(max_lse, 0.05f) << "incremental and batched forwards agree to rounding";
+  }
+
+  // A sequence longer than the context, or a token outside the vocabulary, is refused by id.
+  Context small_ctx(teacher(), 1, 8, pool);
+  auto too_long =
+      teacher_score(small_ctx, {bare.front()}, 16, [](TeacherSequence&&) { return ok_status(); });
+  ASSERT_FALSE(too_long.ok());
+  EXPECT_NE(too_long.error().message.find("sequence " + std::to_string(bare.front().id)),
+            std::string::npos)
+      << too_long.error().message;
+  TeacherSequence bad = bare.front();
+  bad.tokens[1] = teacher()->config().n_vocab;
+  auto out_of_vocab = teacher_score(ctx, {bad}, 16, [](TeacherSequence&&) { return ok_status(); });
+  ASSERT_FALSE(out_of_vocab.ok());
+  EXPECT_NE(out_of_vocab.error().message.find("vocabulary"), std::string::npos)
+      << out_of_vocab.error().message;
+}
+
 TEST(TeacherTextModel, SameIdsAndSeedGiveTheSameText) {
   if (!teacher()) GTEST_SKIP() << "llm is not cached (hlm models fetch llm)";
   const auto a = write({20, 21}, 2).seqs, b = write({20, 21}, 2).seqs;
