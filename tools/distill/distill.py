@@ -209,6 +209,57 @@ def stage_gen_self(a):
     run_gen(a, "self", range(a.n_self), make)
 
 
+# The teacher's text is what takes hours to write, and ~/.cache does not always outlive a
+# session: `pack` keeps its tokens (a few MB, committed as PACKED) and `unpack` gets the rows
+# back from one teacher forward per sequence (`hlm models teacher-text --score`), so text once
+# written is never written again.
+PACKED = os.path.join(ROOT, "data", "distill", "teacher-self.npz")
+
+
+def stage_pack(a):
+    files = sorted(glob.glob(os.path.join(a.work, "gen", "self", "*[0-9].npz")))
+    if not files:
+        sys.exit(f"pack: no sequences under {a.work}/gen/self (run gen-self first)")
+    toks, ids, n_prompt, offsets = [], [], [], [0]
+    for f in files:
+        z = np.load(f)
+        if z["toks"].max() > np.iinfo(np.uint16).max:
+            sys.exit(f"pack: {f} has token ids beyond 16 bits")
+        toks.append(z["toks"].astype(np.uint16))
+        ids.append(int(os.path.basename(f)[:-4]))
+        n_prompt.append(int(z["n_prompt"]))
+        offsets.append(offsets[-1] + len(z["toks"]))
+    meta = dict(teacher=os.path.basename(a.teacher), seed=a.seed, max_user=a.max_prompt,
+                max_new=a.max_new, system=SYSTEM, engine=a.engine, written_by="distill.py gen-self")
+    os.makedirs(os.path.dirname(a.packed), exist_ok=True)
+    np.savez_compressed(a.packed, toks=np.concatenate(toks), offsets=np.array(offsets, np.int64),
+                        id=np.array(ids, np.int64), n_prompt=np.array(n_prompt, np.int32),
+                        meta=np.array(json.dumps(meta, sort_keys=True)))
+    log(f"pack: {len(files)} sequences, {offsets[-1]} tokens -> {a.packed} "
+        f"({os.path.getsize(a.packed) / 1e6:.1f} MB)")
+
+
+def stage_unpack(a):
+    z = np.load(a.packed)
+    meta = json.loads(str(z["meta"]))
+    if meta["teacher"] != os.path.basename(a.teacher):
+        sys.exit(f"unpack: {a.packed} was written by {meta['teacher']}, not {a.teacher}")
+    out = os.path.join(a.work, "gen", "self")
+    os.makedirs(out, exist_ok=True)
+    lines = os.path.join(a.work, "packed-self.jsonl")
+    off = z["offsets"]
+    with open(lines, "w") as f:
+        for i, (sid, n_prompt) in enumerate(zip(z["id"], z["n_prompt"])):
+            toks = z["toks"][off[i]:off[i + 1]].astype(int).tolist()
+            f.write(json.dumps(dict(id=int(sid), n_prompt=int(n_prompt), tokens=toks)) + "\n")
+    cmd = [a.hlm, "models", "teacher-text", "--model", a.teacher, "--out", out, "--score", lines,
+           "--batch", str(a.batch), "--threads", str(a.threads)]
+    log(f"unpack: {len(z['id'])} sequences of {a.packed} ({meta}): " + " ".join(cmd))
+    t0 = time.time()
+    subprocess.run(cmd, check=True)
+    stamp(a.work, "unpack", time.time() - t0, sequences=int(len(z["id"])))
+
+
 def load_gen(a, split):
     out = []
     for f in sorted(glob.glob(os.path.join(a.work, "gen", split, "*[0-9].npz"))):
@@ -384,12 +435,20 @@ def build_torch_student(a, layers):
         torch.from_numpy(deq(T["output_norm.weight"]).copy()))
     if a.lr_out > 0:  # an untied output head of its own, read off the truncated residual stream
         params["output.weight"] = torch.nn.Parameter(emb.clone())
-    if a.init:  # continue from a delta (e.g. the shipped student's)
-        D = {t.name: t for t in teacher_reader(a.init).tensors}
+    if a.init:  # continue from a delta (e.g. the shipped student's), all its parts
+        D = {t.name: t for part in init_parts(a.init) for t in teacher_reader(part).tensors}
         for k in params:
             if k in D:
                 params[k].data.copy_(torch.from_numpy(deq(D[k]).reshape(params[k].shape).copy()))
     return emb, params
+
+
+def init_parts(delta):
+    """--init names part 1; parts 2.. are found beside it (see part_paths)."""
+    parts = [delta]
+    while os.path.exists(nxt := part_paths(delta, len(parts) + 1)[-1]):
+        parts.append(nxt)
+    return parts
 
 
 def student_layers(a):
@@ -714,8 +773,9 @@ def main():
     ap.add_argument("--delta", default=None)
     ap.add_argument("--student", default=None)
     ap.add_argument("--no-bench", action="store_true")
-    ap.add_argument("stage", choices=["gen-heldout", "gen-self", "probe", "train", "export",
-                                      "eval", "all"])
+    ap.add_argument("--packed", default=PACKED, help="pack/unpack: the tokens-only file")
+    ap.add_argument("stage", choices=["gen-heldout", "gen-self", "pack", "unpack", "probe",
+                                      "train", "export", "eval", "all"])
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     a.name = a.name or f"m{a.m}"
@@ -727,6 +787,10 @@ def main():
             stage_gen_heldout(a, split)
     if st in ("gen-self", "all"):
         stage_gen_self_hlm(a) if a.engine == "hlm" else stage_gen_self(a)
+    if st == "pack":
+        stage_pack(a)
+    if st == "unpack":
+        stage_unpack(a)
     if st in ("probe", "all"):
         stage_probe(a)
     if st in ("train", "all"):
