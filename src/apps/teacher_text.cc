@@ -79,6 +79,9 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
   if (ec)
     return fail(fmt::format("--out {}: cannot create the directory: {}", o.out, ec.message()));
   auto file = [&](int64_t id) { return fmt::format("{}/{:05d}.npz", o.out, id); };
+  // An empty marker for an id whose user turn did not end within --max-user: the seeds are
+  // fixed, so a resumed run would draw (and drop) the same turn again.
+  auto marker = [&](int64_t id) { return fmt::format("{}/{:05d}.dropped", o.out, id); };
   const auto t0 = std::chrono::steady_clock::now();
   int64_t written = 0, tokens = 0;
   size_t n_todo = 0;
@@ -98,7 +101,7 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
     return ok_status();
   };
   ThreadPool pool(o.threads.threads);
-  int64_t already = 0;
+  int64_t already = 0, dropped_before = 0;
   Result<int64_t> dropped = int64_t{0};
   if (!o.score.empty()) {
     auto seqs = read_token_lines(o.score, (*model)->config().n_vocab);
@@ -113,19 +116,32 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
       return fail(st.error());
   } else {
     std::vector<int64_t> todo;
-    for (int64_t id = o.first; id < o.first + o.count; ++id)
-      if (!std::filesystem::exists(file(id))) todo.push_back(id);
+    for (int64_t id = o.first; id < o.first + o.count; ++id) {
+      if (std::filesystem::exists(marker(id)))
+        ++dropped_before;
+      else if (!std::filesystem::exists(file(id)))
+        todo.push_back(id);
+    }
     n_todo = todo.size();
-    already = o.count - int64_t(n_todo);
+    already = o.count - int64_t(n_todo) - dropped_before;
     Context ctx(*model, o.batch, teacher_text_ctx((*model)->tokenizer(), o.text), pool);
-    dropped = teacher_text(ctx, todo, o.text, save);
+    dropped = teacher_text(ctx, todo, o.text, save, [&](int64_t id) -> Status {
+      if (!std::ofstream(marker(id)))
+        return make_error("--out {}: cannot write {}", o.out, marker(id));
+      return ok_status();
+    });
   }
   if (n_todo > 0) std::fputc('\n', stderr);
   if (!dropped) return fail(dropped.error());
   const double s = elapsed();
   if (o.output.json) {
-    nlohmann::json j = {{"out", o.out},        {"already", already}, {"written", written},
-                        {"dropped", *dropped}, {"tokens", tokens},   {"seconds", s},
+    nlohmann::json j = {{"out", o.out},
+                        {"already", already},
+                        {"written", written},
+                        {"dropped", *dropped},
+                        {"dropped_before", dropped_before},
+                        {"tokens", tokens},
+                        {"seconds", s},
                         {"model", *path}};
     std::printf("%s\n", j.dump().c_str());
   } else {
@@ -133,7 +149,11 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
                 o.score.empty() ? "written" : "scored", long(tokens), s);
     if (o.score.empty())
       std::printf("%ld dropped (no end of the user turn within --max-user), ", long(*dropped));
-    std::printf("%ld already there\n", long(already));
+    std::printf("%ld already there", long(already));
+    if (dropped_before > 0)
+      std::printf(", %ld dropped before (DIR/ID.dropped; delete them to draw again)",
+                  long(dropped_before));
+    std::printf("\n");
   }
   return 0;
 }
@@ -145,7 +165,7 @@ void add_teacher_text_command(CLI::App* models, Commands& commands) {
       "teacher-text",
       "Write distillation text: the model asks itself a question, answers it, and keeps its top "
       "logits at every position (DIR/NNNNN.npz for sequences FIRST..FIRST+COUNT-1; existing ones "
-      "are skipped)");
+      "are skipped, as are ids dropped before: DIR/NNNNN.dropped)");
   auto o = std::make_shared<TeacherTextCliOptions>();
   sub->add_option("--model", o->model, "Teacher: a GGUF path or a known name")
       ->capture_default_str();

@@ -96,7 +96,8 @@ namespace {
 // Returns how many sequences were dropped.
 Result<int64_t> drive(Context& ctx, const TeacherTextOptions& o,
                       const std::function<bool(std::optional<Writing>&)>& take,
-                      const std::function<Status(TeacherSequence&&)>& on_done) {
+                      const std::function<Status(TeacherSequence&&)>& on_done,
+                      const std::function<Status(int64_t)>& on_dropped) {
   const Tokenizer& tok = ctx.model().tokenizer();
   const int32_t im_end = tok.find_token("<|im_end|>");
   const std::vector<int32_t> assistant = tok.encode(kAssistant, false, true);
@@ -197,6 +198,9 @@ Result<int64_t> drive(Context& ctx, const TeacherTextOptions& o,
         slot[who[k]].reset();
       } else if (x.phase == Phase::kDropped) {
         ++dropped;
+        if (on_dropped) {
+          if (Status st = on_dropped(x.seq.id); !st) return st.error();
+        }
         slot[who[k]].reset();
       }
     }
@@ -208,7 +212,8 @@ Result<int64_t> drive(Context& ctx, const TeacherTextOptions& o,
 
 Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
                              const TeacherTextOptions& o,
-                             const std::function<Status(TeacherSequence&&)>& on_done) {
+                             const std::function<Status(TeacherSequence&&)>& on_done,
+                             const std::function<Status(int64_t)>& on_dropped) {
   const Tokenizer& tok = ctx.model().tokenizer();
   if (tok.find_token("<|im_start|>") < 0 || tok.find_token("<|im_end|>") < 0) {
     return make_error(
@@ -231,7 +236,7 @@ Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
         w->seq.n_prompt = int(head.size());
         return true;
       },
-      on_done);
+      on_done, on_dropped);
 }
 
 Status teacher_score(Context& ctx, std::vector<TeacherSequence> seqs, int top,
@@ -252,18 +257,17 @@ Status teacher_score(Context& ctx, std::vector<TeacherSequence> seqs, int top,
   TeacherTextOptions o;
   o.top = top;
   size_t next = 0;
-  auto r = drive(
-      ctx, o,
-      [&](std::optional<Writing>& w) {
-        if (next == seqs.size()) return false;
-        TeacherSequence& s = seqs[next++];
-        w.emplace(s.id, o);
-        w->pending = std::move(s.tokens);
-        w->seq.n_prompt = s.n_prompt;
-        w->phase = Phase::kLast;  // nothing to draw: one forward gives every row
-        return true;
-      },
-      on_done);
+  auto r = drive(ctx, o,
+                 [&](std::optional<Writing>& w) {
+                   if (next == seqs.size()) return false;
+                   TeacherSequence& s = seqs[next++];
+                   w.emplace(s.id, o);
+                   w->pending = std::move(s.tokens);
+                   w->seq.n_prompt = s.n_prompt;
+                   w->phase = Phase::kLast;  // nothing to draw: one forward gives every row
+                   return true;
+                 },
+                 on_done, {});
   if (!r) return r.error();
   return ok_status();
 }

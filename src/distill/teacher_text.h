@@ -47,11 +47,14 @@ int teacher_text_ctx(const Tokenizer& tok, const TeacherTextOptions& o);
 // Writes sequences `ids`, as many at a time as ctx has sequences (each of teacher_text_ctx()
 // positions): a sequence that ends hands its slot to the next id at once, and on_done receives
 // it then (so ids finish out of order). Returns how many were dropped (their user turn did not
-// end in time). An error from on_done stops the work and is returned. The model's vocabulary
-// must have ChatML's <|im_start|> and <|im_end|>.
+// end in time); on_dropped, when given, receives each dropped id, so that a resumed run need
+// not draw it again (the seeds are fixed: it would be dropped again). An error from either
+// callback stops the work and is returned. The model's vocabulary must have ChatML's
+// <|im_start|> and <|im_end|>.
 Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
                              const TeacherTextOptions& o,
-                             const std::function<Status(TeacherSequence&&)>& on_done);
+                             const std::function<Status(TeacherSequence&&)>& on_done,
+                             const std::function<Status(int64_t)>& on_dropped = {});
 
 // The rows again for text written before (tools/distill commits only its tokens: the rows are
 // what takes the space): each sequence's id, tokens and n_prompt are kept and its `top` rows

@@ -37,16 +37,23 @@ TeacherTextOptions small() {
 struct Written {
   std::vector<TeacherSequence> seqs;  // in the order they finished
   int64_t dropped = 0;
+  std::vector<int64_t> dropped_ids;
 };
 
-Written write(const std::vector<int64_t>& ids, int slots) {
+Written write(const std::vector<int64_t>& ids, int slots, TeacherTextOptions o = small()) {
   ThreadPool pool(2);
-  Context ctx(teacher(), slots, teacher_text_ctx(teacher()->tokenizer(), small()), pool);
+  Context ctx(teacher(), slots, teacher_text_ctx(teacher()->tokenizer(), o), pool);
   Written w;
-  auto r = teacher_text(ctx, ids, small(), [&](TeacherSequence&& s) {
-    w.seqs.push_back(std::move(s));
-    return ok_status();
-  });
+  auto r = teacher_text(
+      ctx, ids, o,
+      [&](TeacherSequence&& s) {
+        w.seqs.push_back(std::move(s));
+        return ok_status();
+      },
+      [&](int64_t id) {
+        w.dropped_ids.push_back(id);
+        return ok_status();
+      });
   EXPECT_TRUE(r.ok()) << r.error().message;
   if (r) w.dropped = *r;
   return w;
@@ -184,17 +191,24 @@ TEST(TeacherTextModel, SameIdsAndSeedGiveTheSameText) {
 }
 
 // Fewer slots than ids: a slot that finishes takes the next id, and every id ends exactly once,
-// written or dropped; an error from the callback stops the work and comes back.
+// written or dropped (and a dropped one is named, so a resumed run can skip it); an error from
+// the callback stops the work and comes back.
 TEST(TeacherTextModel, SlotsTakeTheNextIdAndEveryIdEndsOnce) {
   if (!teacher()) GTEST_SKIP() << "llm is not cached (hlm models fetch llm)";
   const std::vector<int64_t> ids = {30, 31, 32, 33, 34, 35, 36};
-  const Written w = write(ids, 3);
-  std::vector<int64_t> got;
-  for (const auto& s : w.seqs) got.push_back(s.id);
-  EXPECT_EQ(int64_t(got.size()) + w.dropped, int64_t(ids.size()));
-  std::sort(got.begin(), got.end());
-  EXPECT_EQ(std::adjacent_find(got.begin(), got.end()), got.end()) << "an id written twice";
-  for (int64_t id : got) EXPECT_NE(std::find(ids.begin(), ids.end(), id), ids.end());
+  // A user turn must end at exactly 4 tokens to be kept under max_user 4: most are dropped.
+  TeacherTextOptions tight = small();
+  tight.max_user = 4;
+  for (const TeacherTextOptions& o : {small(), tight}) {
+    const Written w = write(ids, 3, o);
+    std::vector<int64_t> got;
+    for (const auto& s : w.seqs) got.push_back(s.id);
+    EXPECT_EQ(int64_t(w.dropped_ids.size()), w.dropped);
+    got.insert(got.end(), w.dropped_ids.begin(), w.dropped_ids.end());
+    std::sort(got.begin(), got.end());
+    EXPECT_EQ(got, ids) << "every id is written or dropped, exactly once";
+    if (o.max_user == 4) EXPECT_GE(w.dropped, 4) << "most 4-token user turns are dropped";
+  }
 
   ThreadPool pool(2);
   Context ctx(teacher(), 3, teacher_text_ctx(teacher()->tokenizer(), small()), pool);

@@ -3,11 +3,13 @@
 teacher-text`, packed to tokens only, then scored back into a fresh work dir, give the same
 tokens and n_prompt and the same rows up to rounding (the C++ test of teacher_score holds the
 engine to this; here the Python side, ids, offsets and the JSON lines, is checked end to end).
+Also: a resumed teacher-text skips the ids it dropped before.
 
     python3 tools/distill/pack_test.py HLM_BINARY TEACHER_GGUF
 """
 
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -46,6 +48,20 @@ def main():
             assert flips <= 1, f"{f}: top-1 differs at {flips} positions (at most one near-tie)"
             dl = float(np.abs(x["lse"] - y["lse"]).max())
             assert dl < 0.05, f"{f}: log-sum-exp differs by {dl}"
+
+        # An id whose user turn did not end in time leaves a marker, and a resumed run skips it
+        # instead of drawing (and dropping) the same turn again: under --max-user 4 a turn must
+        # end at exactly 4 tokens, so most are dropped.
+        tight = [hlm, "models", "teacher-text", "--model", teacher, "--out", os.path.join(tmp, "t"),
+                 "--count", "4", "--batch", "2", "--max-user", "4", "--max-new", "4", "--json"]
+        first = json.loads(subprocess.run(tight, check=True, capture_output=True, text=True).stdout)
+        ids = [(os.path.exists(os.path.join(tmp, "t", f"{i:05d}.npz")),
+                os.path.exists(os.path.join(tmp, "t", f"{i:05d}.dropped"))) for i in range(4)]
+        assert all(n != d for n, d in ids), ids
+        assert first["dropped"] == sum(d for _, d in ids) >= 1, (first, ids)
+        again = json.loads(subprocess.run(tight, check=True, capture_output=True, text=True).stdout)
+        assert (again["written"], again["dropped"]) == (0, 0), again
+        assert (again["already"], again["dropped_before"]) == (first["written"], first["dropped"]), again
 
         # A pack written for another teacher is refused by name.
         bad = subprocess.run(run[:2] + ["--teacher", "/elsewhere/other.gguf", "--hlm", hlm,
