@@ -6,7 +6,8 @@
 #            the student's), the student rebuilt by the C++ builder as `hlm models fetch` does,
 #            then the held-out scores of the old and new student on both splits
 #   cost     its device cost profile, costs/device/slm-mM-TAG.json (hlm bench engine --save-cost,
-#            the same settings and powers as slm-m8-epyc2's)
+#            the same settings and powers as slm-m8-epyc2's). It depends on the shape only: a
+#            student of a depth that has one already skips this step (STEPS="delta profile page")
 #   profile  the pair profile (tools/eval/make_profile.sh: calibration split, hlm calibrate --save)
 #   page     docs/RESULTS.md regenerated (tools/eval/make_results.sh, about an hour on 2 cores)
 # Then docs/models.md's model card is yours to update from the printed figures.
@@ -52,7 +53,9 @@ if want delta; then
     --delta "$out/slm-delta.gguf" export > /dev/null
   parts=("$out"/slm-delta.gguf)
   for f in "$out"/slm-delta-[0-9]*.gguf; do [[ -e $f ]] && parts+=("$f"); done
-  old_student=$("$HLM" models path slm)
+  # kept aside: a student of the same depth is rebuilt under the same file name
+  old_student="$out/old-$(basename "$("$HLM" models path slm)")"
+  cp "$("$HLM" models path slm)" "$old_student"
   rm -f models/slm-delta.gguf models/slm-delta-[0-9]*.gguf
   derive=()
   for f in "${parts[@]}"; do
