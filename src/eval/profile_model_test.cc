@@ -31,10 +31,13 @@ TEST(ShippedProfile, MatchesTheDefaultPairAndSkipsTokens) {
   EXPECT_EQ(profile->slm.fingerprint, model_fingerprint(slm->gguf())) << "rebuild " << kShipped;
   EXPECT_EQ(profile->llm.fingerprint, model_fingerprint(llm->gguf())) << "rebuild " << kShipped;
 
-  // Two prompts, 32 tokens each, at the run defaults (T = 0.8, seed 42): each policy at the
-  // profile's defaults skips at least 10% of the tokens (the dev split gives about twice that,
+  // Two prompts in the chat template (as `hlm run --chat` and the evaluation send them: the
+  // student learnt from chat turns, and a bare prompt may get an answer of a token or two), 32
+  // tokens each, at the run defaults (T = 0.8, seed 42): each policy at the profile's defaults
+  // skips at least 10% of the tokens (the calibration split gives 31% for uhlm,
   // docs/profiles.md), where U-HLM's published u_th = 0.073 skips almost none on this pair.
   ThreadPool pool(2);
+  const ChatTemplate& chat = slm->chat_template().value();
   const char* prompts[] = {"Explain why the sky is blue.", "Write a short poem about the sea."};
   for (const char* policy : {"uhlm", "iuhlm"}) {
     int64_t tokens = 0, uploads = 0;
@@ -45,12 +48,13 @@ TEST(ShippedProfile, MatchesTheDefaultPairAndSkipsTokens) {
       cfg.n_ctx = 256;
       CloudVerifier cloud(llm, pool, {1, 256});
       Device dev(slm, pool, cfg);
-      auto r = dev.generate(slm->tokenizer().encode(text, true, false), &cloud);
+      const std::string turn = chat.apply({{"user", text}});
+      auto r = dev.generate(slm->tokenizer().encode(turn, true, true), &cloud);
       ASSERT_TRUE(r.ok()) << r.error().message;
       tokens += int64_t(r->tokens.size());
       uploads += r->uploads;
     }
-    ASSERT_GT(tokens, 0);
+    ASSERT_GE(tokens, 32) << policy << ": too few tokens for a skip share";
     const double skipped = 1.0 - double(uploads) / double(tokens);
     std::printf("%s at the profile's defaults: %lld of %lld tokens uploaded (%.0f%% skipped)\n",
                 policy, static_cast<long long>(uploads), static_cast<long long>(tokens),
