@@ -260,9 +260,17 @@ def stage_unpack(a):
     stamp(a.work, "unpack", time.time() - t0, sequences=int(len(z["id"])))
 
 
+def gen_files(a, split):
+    """The sequences of one split; for self, only ids >= --min-id (text a student has not seen)."""
+    files = sorted(glob.glob(os.path.join(a.work, "gen", split, "*[0-9].npz")))
+    if split == "self" and a.min_id > 0:
+        files = [f for f in files if int(os.path.basename(f)[:-4]) >= a.min_id]
+    return files
+
+
 def load_gen(a, split):
     out = []
-    for f in sorted(glob.glob(os.path.join(a.work, "gen", split, "*[0-9].npz"))):
+    for f in gen_files(a, split):
         z = np.load(f)
         out.append({k: z[k] for k in z.files})
     return out
@@ -549,7 +557,9 @@ def stage_train(a):
     layers = student_layers(a)
     emb, P = build_torch_student(a, layers)
     data = load_gen(a, "self")
-    log(f"train {a.name}: {len(data)} sequences, {sum(len(g['toks']) for g in data)} tokens, "
+    log(f"train {a.name}: {len(data)} sequences"
+        + (f" (ids >= {a.min_id})" if a.min_id > 0 else "")
+        + f", {sum(len(g['toks']) for g in data)} tokens, "
         f"layers {layers}, output head {'its own' if a.lr_out > 0 else 'tied'}"
         + (f", from {a.init}" if a.init else ""))
     # norms (1-D) learn with a larger LR: the truncated residual stream needs a new output scale
@@ -580,8 +590,7 @@ def stage_train(a):
         lr = a.lr * sched
         opt.zero_grad()
         if step % 50 == 0:  # gen-self may still be writing: train on what exists by now
-            n_files = len(glob.glob(os.path.join(a.work, "gen", "self", "*[0-9].npz")))
-            if n_files > len(data):
+            if len(gen_files(a, "self")) > len(data):
                 data = load_gen(a, "self")
                 log(f"train: now {len(data)} sequences")
         # sequences drawn at random (seeded by step), so a resumed run continues the same stream
@@ -767,6 +776,9 @@ def main():
     ap.add_argument("--name", default="",
                     help="names the run's checkpoint and export (default: m<m>)")
     ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--min-id", type=int, default=0,
+                    help="train: only the teacher sequences with this id or above (the text "
+                         "written after the student being continued was trained)")
     ap.add_argument("--accum", type=int, default=4)
     ap.add_argument("--max-len", type=int, default=512)
     ap.add_argument("--fake-quant", type=int, default=1)
