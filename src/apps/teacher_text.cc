@@ -14,6 +14,7 @@
 #include "apps/command.h"
 #include "apps/options.h"
 #include "engine/model.h"
+#include "eval/prompts.h"
 #include "models/registry.h"
 #include "util/thread_pool.h"
 
@@ -24,6 +25,7 @@ struct TeacherTextCliOptions {
   std::string model = "llm";
   std::string out;
   std::string score;
+  std::string questions;
   int64_t first = 0;
   int64_t count = 0;
   int batch = 8;
@@ -74,6 +76,14 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
   if (!path) return fail(path.error());
   auto model = Model::load(*path);
   if (!model) return fail(model.error());
+  TeacherTextOptions text = o.text;
+  if (!o.questions.empty()) {
+    auto prompts = load_prompts(o.questions);
+    if (!prompts) return fail(prompts.error());
+    if (prompts->empty())
+      return fail(fmt::format("--questions {}: no questions in it", o.questions));
+    for (auto& p : *prompts) text.questions.push_back(std::move(p.prompt));
+  }
   std::error_code ec;
   std::filesystem::create_directories(o.out, ec);
   if (ec)
@@ -124,8 +134,8 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
     }
     n_todo = todo.size();
     already = o.count - int64_t(n_todo) - dropped_before;
-    Context ctx(*model, o.batch, teacher_text_ctx((*model)->tokenizer(), o.text), pool);
-    dropped = teacher_text(ctx, todo, o.text, save, [&](int64_t id) -> Status {
+    Context ctx(*model, o.batch, teacher_text_ctx((*model)->tokenizer(), text), pool);
+    dropped = teacher_text(ctx, todo, text, save, [&](int64_t id) -> Status {
       if (!std::ofstream(marker(id)))
         return make_error("--out {}: cannot write {}", o.out, marker(id));
       return ok_status();
@@ -148,7 +158,9 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
     std::printf("%s: %ld sequences %s (%ld tokens in %.1f s), ", o.out.c_str(), long(written),
                 o.score.empty() ? "written" : "scored", long(tokens), s);
     if (o.score.empty())
-      std::printf("%ld dropped (no end of the user turn within --max-user), ", long(*dropped));
+      std::printf("%ld dropped (%s), ", long(*dropped),
+                  o.questions.empty() ? "no end of the user turn within --max-user"
+                                      : "a question over --max-user tokens");
     std::printf("%ld already there", long(already));
     if (dropped_before > 0)
       std::printf(", %ld dropped before (DIR/ID.dropped; delete them to draw again)",
@@ -176,6 +188,12 @@ void add_teacher_text_command(CLI::App* models, Commands& commands) {
                   "Score text written before instead: a JSON-lines file of {\"id\", \"n_prompt\", "
                   "\"tokens\"}; each gets its rows from one forward and is saved as DIR/ID.npz")
       ->check(CLI::ExistingFile);
+  sub->add_option("--questions", o->questions,
+                  "Ask these questions instead of drawing them: a prompt set (JSON lines with "
+                  "\"prompt\", as data/prompts/*.jsonl); sequence i asks question i mod N, so "
+                  "--count k*N gives k answers to each")
+      ->check(CLI::ExistingFile)
+      ->excludes("--score");
   sub->add_option("--first", o->first, "First sequence number")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{100000000}));

@@ -226,17 +226,46 @@ Result<int64_t> teacher_text(Context& ctx, std::span<const int64_t> ids,
                       ctx.n_ctx());
   }
   const std::vector<int32_t> head = tok.encode(head_text(o), false, true);
+  // A given question: its turn ends with <|im_end|> and the assistant header, as a drawn one does.
+  // One over max_user tokens is dropped before any work, as a drawn one would be.
+  std::vector<std::vector<int32_t>> asked;
+  for (const std::string& q : o.questions) asked.push_back(tok.encode(q, false, false));
+  const std::vector<int32_t> turn_end =
+      tok.encode("<|im_end|>" + std::string(kAssistant), false, true);
+  auto question = [&](int64_t id) -> const std::vector<int32_t>& {
+    return asked[size_t(id) % asked.size()];
+  };
+  std::vector<int64_t> todo;
+  int64_t too_long = 0;
+  for (int64_t id : ids) {
+    if (asked.empty() || (!question(id).empty() && int(question(id).size()) <= o.max_user)) {
+      todo.push_back(id);
+      continue;
+    }
+    ++too_long;
+    if (on_dropped) {
+      if (Status st = on_dropped(id); !st) return st.error();
+    }
+  }
   size_t next = 0;
-  return drive(
+  auto dropped = drive(
       ctx, o,
       [&](std::optional<Writing>& w) {
-        if (next == ids.size()) return false;
-        w.emplace(ids[next++], o);
+        if (next == todo.size()) return false;
+        const int64_t id = todo[next++];
+        w.emplace(id, o);
         w->pending = head;
         w->seq.n_prompt = int(head.size());
+        if (!asked.empty()) {
+          w->pending.insert(w->pending.end(), question(id).begin(), question(id).end());
+          w->pending.insert(w->pending.end(), turn_end.begin(), turn_end.end());
+          w->phase = Phase::kAnswer;
+        }
         return true;
       },
       on_done, on_dropped);
+  if (!dropped) return dropped;
+  return *dropped + too_long;
 }
 
 Status teacher_score(Context& ctx, std::vector<TeacherSequence> seqs, int top,

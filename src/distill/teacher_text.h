@@ -1,6 +1,7 @@
 // teacher_text: the teacher writing its own training text for distillation. From a system prompt
-// it samples a user turn (its own idea of what users ask), answers it as a chat would, and keeps
-// its top logits and log-sum-exp at every position: what tools/distill trains the student on.
+// it samples a user turn (its own idea of what users ask), or takes one from a list of real
+// users' questions, answers it as a chat would, and keeps its top logits and log-sum-exp at every
+// position: what tools/distill trains the student on.
 // Several sequences decode together in one batched forward (continuously: a finished sequence's
 // slot starts the next at once), which is what makes hlm's engine several times faster at this
 // than a one-sequence-at-a-time loop.
@@ -26,6 +27,10 @@ struct TeacherTextOptions {
   int top = 64;       // logits kept per position
   // Sequence i draws its user turn with seed + 2i and its answer with seed + 2i + 1.
   uint64_t seed = 0;
+  // When given, sequence i asks questions[i % size] instead of drawing a user turn, so ids
+  // 0..k*size-1 hold k answers to each (what the held-out text is: answers to real questions).
+  // A question over max_user tokens is dropped.
+  std::vector<std::string> questions;
   SamplingParams user{1.0f, 0, 0.95f, 0};
   SamplingParams answer{0.7f, 40, 0.95f, 0};
 };

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 
 #include "distill/teacher_text.h"
@@ -188,6 +189,41 @@ TEST(TeacherTextModel, SameIdsAndSeedGiveTheSameText) {
     EXPECT_EQ(a[i].id, b[i].id);
     EXPECT_EQ(a[i].tokens, b[i].tokens);
   }
+}
+
+// Given questions: sequence i asks question i mod N, in the same chat turns a drawn one has, and
+// the answers to one question differ (each id has its own answer seed); a question over max_user
+// tokens is dropped and named.
+TEST(TeacherTextModel, GivenQuestionsAreAskedInTurnAndAnsweredAgain) {
+  if (!teacher()) GTEST_SKIP() << "llm is not cached (hlm models fetch llm)";
+  const Tokenizer& tok = teacher()->tokenizer();
+  TeacherTextOptions o = small();
+  o.max_new = 24;
+  std::string long_one;  // about 90 tokens, over max_user 48
+  for (int i = 0; i < 10; ++i) long_one += "Tell me more about apples and pears. ";
+  o.questions = {"What is the capital of France?", "Name three primary colours.", long_one};
+  const std::vector<int64_t> ids = {0, 1, 2, 3, 4, 5};
+  const Written w = write(ids, 4, o);
+  EXPECT_EQ(w.dropped, 2);
+  std::vector<int64_t> dropped = w.dropped_ids;
+  std::sort(dropped.begin(), dropped.end());
+  EXPECT_EQ(dropped, (std::vector<int64_t>{2, 5})) << "the long question, both times";
+  ASSERT_EQ(w.seqs.size(), 4u);
+  std::map<int64_t, std::string> answer;
+  for (const auto& s : w.seqs) {
+    const std::string text = tok.decode(s.tokens, /*special=*/true);
+    const std::string asked = "<|im_start|>user\n" + o.questions[size_t(s.id) % 3] +
+                              "<|im_end|>\n<|im_start|>assistant\n";
+    const size_t at = text.find(asked);
+    ASSERT_NE(at, std::string::npos) << text;
+    EXPECT_EQ(text.rfind("<|im_start|>system\n", 0), 0u) << text;
+    EXPECT_EQ(s.tokens[size_t(s.n_prompt) - 1], tok.encode("user\n", false, true).back());
+    ASSERT_EQ(s.lse.size(), s.tokens.size());
+    answer[s.id] = text.substr(at + asked.size());
+    EXPECT_FALSE(answer[s.id].empty());
+  }
+  EXPECT_NE(answer[0], answer[3]) << "two answers to the first question, with their own seeds";
+  EXPECT_NE(answer[1], answer[4]);
 }
 
 // Fewer slots than ids: a slot that finishes takes the next id, and every id ends exactly once,

@@ -6,11 +6,12 @@ as example/outputs.json inside the source distribution of the PyPI package alpac
 (package code Apache-2.0; the AlpacaEval data CC BY-NC 4.0). The script downloads that sdist
 with `pip download --no-deps --no-binary :all:`, checks its SHA-256, reads the JSON member
 without installing anything, keeps instructions of at most --max-chars characters, shuffles
-them with a fixed seed and writes three disjoint splits:
+them with a fixed seed and writes four disjoint splits:
 
     data/prompts/calibration.jsonl  (hlm calibrate)
     data/prompts/dev.jsonl          (the importance study, tuning)
     data/prompts/test.jsonl         (the RESULTS table)
+    data/prompts/train.jsonl        (the rest: questions the teacher answers for distillation)
 
 Each line: {"id", "prompt", "reference", "source"}; hlm's prompt loader reads "prompt" and
 "reference". Deterministic: rerunning writes byte-identical files (--check verifies that).
@@ -85,6 +86,7 @@ def build_splits(examples, max_chars):
     for name, n in SPLITS:
         out[name] = rows[start:start + n]
         start += n
+    out["train"] = rows[start:]
     return out, len(rows)
 
 
