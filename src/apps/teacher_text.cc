@@ -79,9 +79,7 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
   TeacherTextOptions text = o.text;
   if (!o.questions.empty()) {
     auto prompts = load_prompts(o.questions);
-    if (!prompts) return fail(prompts.error());
-    if (prompts->empty())
-      return fail(fmt::format("--questions {}: no questions in it", o.questions));
+    if (!prompts) return fail(prompts.error());  // an empty set is an error there too
     for (auto& p : *prompts) text.questions.push_back(std::move(p.prompt));
   }
   std::error_code ec;
