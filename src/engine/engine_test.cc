@@ -2,9 +2,12 @@
 // logits, rollback, batching, attention capture, sampling reproducibility, and load errors.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
+#include <random>
 
 #include "engine/context.h"
 #include "engine/model_writer.h"
@@ -303,6 +306,58 @@ TEST(Sampler, TopKTopPRestrictSupport) {
   for (int i = 0; i < 6; ++i) {
     const double sd = std::sqrt(n * q[i] * (1 - q[i]));
     EXPECT_NEAR(counts[i], n * q[i], 5 * sd + 1) << "token " << i;
+  }
+}
+
+// The filtered distribution by the definition: sort the whole vocabulary (ties by id), keep the
+// top k, then the shortest prefix holding top_p, renormalise.
+std::vector<float> filtered_by_full_sort(std::span<const float> logits, const SamplingParams& sp) {
+  std::vector<float> p = softmax(logits, sp.temperature);
+  std::vector<int32_t> idx(p.size());
+  std::iota(idx.begin(), idx.end(), 0);
+  std::sort(idx.begin(), idx.end(),
+            [&](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
+  size_t keep = sp.top_k > 0 ? std::min(p.size(), size_t(sp.top_k)) : p.size();
+  double cum = 0;
+  for (size_t i = 0; i < keep; ++i) {
+    cum += p[idx[i]];
+    if (cum >= sp.top_p) {
+      keep = i + 1;
+      break;
+    }
+  }
+  double sum = 0;
+  for (size_t i = 0; i < keep; ++i) sum += p[idx[i]];
+  std::vector<float> q(p.size(), 0.0f);
+  for (size_t i = 0; i < keep; ++i) q[idx[i]] = float(p[idx[i]] / sum);
+  return q;
+}
+
+// Top-p orders only a widening prefix of the vocabulary; the result must be the full sort's,
+// whether the mass sits in a few tokens, is spread over thousands (several widenings), or ties.
+TEST(Sampler, TopPMatchesAFullSortOnLargeVocabularies) {
+  std::mt19937 rng(20261207);
+  std::normal_distribution<float> gauss(0.0f, 1.0f);
+  for (float spread : {6.0f, 1.0f, 0.05f}) {
+    for (float top_p : {0.5f, 0.9f, 0.95f, 0.999f}) {
+      for (int top_k : {0, 40, 3000}) {
+        std::vector<float> logits(20000);
+        for (float& x : logits) x = std::round(gauss(rng) * spread * 8) / 8;  // many ties
+        const SamplingParams sp{0.8f, top_k, top_p, 1};
+        const std::vector<float> want = filtered_by_full_sort(logits, sp);
+        const std::vector<float> got = Sampler(sp).distribution(logits);
+        size_t kept = 0;
+        for (size_t i = 0; i < want.size(); ++i) {
+          ASSERT_EQ(got[i] > 0, want[i] > 0)
+              << "token " << i << " spread " << spread << " top_p " << top_p << " top_k " << top_k;
+          ASSERT_NEAR(got[i], want[i], 1e-6f);
+          kept += want[i] > 0;
+        }
+        if (spread == 0.05f && top_k == 0) {
+          EXPECT_GT(kept, 256u * 4);  // widened at least twice
+        }
+      }
+    }
   }
 }
 

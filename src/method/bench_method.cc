@@ -1,7 +1,8 @@
-// Microbenchmarks for the method's per-token filters: uncertainty (K = 20, V = 49152) and
-// importance (30 layers × 9 heads × 512 positions), per call on synthetic inputs; and both on
-// the shipped device model's own steps (BM_FilterReal: logits, drafts and attention of the
-// `slm` over a few prompts, when it is cached), with the share of an SLM step they cost.
+// Microbenchmarks for the method's per-token filters: uncertainty (K = 20, V = 49152), the
+// sampling filter and importance (30 layers × 9 heads × 512 positions), per call on synthetic
+// inputs; and uncertainty and importance on the shipped device model's own steps (BM_FilterReal:
+// logits, drafts and attention of the `slm` over a few prompts, when it is cached), with the share
+// of an SLM step they cost.
 #include <benchmark/benchmark.h>
 
 #include <chrono>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "engine/context.h"
+#include "engine/sampler.h"
 #include "method/importance.h"
 #include "method/uncertainty.h"
 #include "method/uncertainty_reference.h"
@@ -61,6 +63,26 @@ void BM_Uncertainty(benchmark::State& state) {
 BENCHMARK(BM_Uncertainty)
     ->ArgsProduct({{0, 1, 2}, {4, 10}})
     ->ArgNames({"algo", "head"})
+    ->Unit(benchmark::kMicrosecond);
+
+// The sampling filter each drafted and verified token goes through: T = 0.8 and top-p 0.95, with
+// top-k 40 or without it (`hlm run --top-p`, the API's top_p), on logits as above.
+void BM_SamplerTopP(benchmark::State& state) {
+  const SamplingParams sp{
+      .temperature = 0.8f, .top_k = static_cast<int>(state.range(0)), .top_p = 0.95f, .seed = 1};
+  std::vector<std::vector<float>> logits;
+  for (int i = 0; i < 8; ++i) logits.push_back(lm_like_logits(float(state.range(1)), 2000 + i));
+  const Sampler sampler(sp);
+  std::vector<float> p(kVocab);
+  size_t i = 0;
+  for (auto _ : state) {
+    sampler.distribution(logits[i++ % 8], p);
+    benchmark::DoNotOptimize(p.data());
+  }
+}
+BENCHMARK(BM_SamplerTopP)
+    ->ArgsProduct({{0, 40}, {4, 10}})
+    ->ArgNames({"top_k", "head"})
     ->Unit(benchmark::kMicrosecond);
 
 AttentionRows make_rows(int n_layer, int n_head, int n_pos, uint64_t seed) {
