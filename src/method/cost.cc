@@ -25,7 +25,16 @@ double CostLine::seconds(const Work& w) const {
   return std::max(0.0, t);
 }
 
-Result<CostLine> fit_cost_line(std::span<const CostSample> samples, unsigned terms) {
+namespace {
+
+// Unconstrained least squares over the intercept and `terms`: the coefficients (zero for terms
+// not used) and the residual sum of squares.
+struct Solved {
+  std::array<double, kMaxCoefs> coef{};
+  double ss_res = 0;
+};
+
+Result<Solved> least_squares(std::span<const CostSample> samples, unsigned terms) {
   std::vector<int> used = {0};
   for (int t = 0; t < 4; ++t) {
     if (terms & (1u << t)) used.push_back(t + 1);
@@ -73,21 +82,48 @@ Result<CostLine> fit_cost_line(std::span<const CostSample> samples, unsigned ter
       for (size_t c = col; c <= p; ++c) a[r][c] -= f * a[col][c];
     }
   }
-  std::array<double, kMaxCoefs> coef{};
-  for (size_t j = 0; j < p; ++j) coef[size_t(used[j])] = a[j][p] / a[j][j] / scale[j];
+  Solved out;
+  for (size_t j = 0; j < p; ++j) out.coef[size_t(used[j])] = a[j][p] / a[j][j] / scale[j];
+  for (const auto& s : samples) {
+    const auto x = columns(s.work);
+    double fit = 0;
+    for (int j = 0; j < kMaxCoefs; ++j) fit += out.coef[size_t(j)] * x[size_t(j)];
+    out.ss_res += (s.seconds - fit) * (s.seconds - fit);
+  }
+  return out;
+}
+
+bool terms_non_negative(const Solved& s) {
+  return std::all_of(s.coef.begin() + 1, s.coef.end(), [](double c) { return c >= 0; });
+}
+
+}  // namespace
+
+Result<CostLine> fit_cost_line(std::span<const CostSample> samples, unsigned terms) {
+  auto best = least_squares(samples, terms);
+  if (!best) return best.error();
+  // A term with a negative time (noise between nearly collinear columns) would extrapolate to
+  // work that gets cheaper as it grows. The non-negative least-squares fit is the unconstrained
+  // fit of one subset of the terms: the best of those whose own fit has no negative term (the
+  // intercept alone always qualifies), so with at most four terms every subset is tried.
+  if (!terms_non_negative(*best)) {
+    std::optional<Solved> kept;
+    for (unsigned sub = 0; sub < terms; ++sub) {
+      if ((sub & ~terms) != 0) continue;
+      auto fit = least_squares(samples, sub);
+      if (fit && terms_non_negative(*fit) && (!kept || fit->ss_res < kept->ss_res)) kept = *fit;
+    }
+    best = kept.value();
+  }
+  const auto& coef = best->coef;
   CostLine line{coef[0], coef[1], coef[2], coef[3], coef[4]};
   line.n_samples = int64_t(samples.size());
   double mean = 0;
   for (const auto& s : samples) mean += s.seconds;
   mean /= double(samples.size());
-  double ss_res = 0, ss_tot = 0;
-  for (const auto& s : samples) {
-    const auto x = columns(s.work);
-    double fit = 0;
-    for (int j = 0; j < kMaxCoefs; ++j) fit += coef[size_t(j)] * x[size_t(j)];
-    ss_res += (s.seconds - fit) * (s.seconds - fit);
-    ss_tot += (s.seconds - mean) * (s.seconds - mean);
-  }
+  double ss_tot = 0;
+  for (const auto& s : samples) ss_tot += (s.seconds - mean) * (s.seconds - mean);
+  const double ss_res = best->ss_res;
   line.r2 = ss_tot > 0 ? 1.0 - ss_res / ss_tot : (ss_res <= 1e-24 ? 1.0 : 0.0);
   return line;
 }

@@ -49,8 +49,10 @@ struct CostSample {
   double seconds = 0;
 };
 
-// Least squares over the intercept and the chosen terms, with R² over the samples (1 when they
-// all take the same time and the line hits it). Errors when there are fewer samples than
+// Least squares over the intercept and the chosen terms, each term's time kept non-negative (work
+// does not get cheaper as it grows; an unconstrained fit of noisy, nearly collinear columns can
+// say so and extrapolate to negative times), with R² over the samples (1 when they all take the
+// same time and the line hits it). Errors when there are fewer samples than
 // coefficients or when the samples do not tell the terms apart (collinear or constant columns).
 Result<CostLine> fit_cost_line(std::span<const CostSample> samples, unsigned terms);
 

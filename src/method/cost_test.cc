@@ -1,5 +1,6 @@
 // Tests for the cost model: a fit recovers the line its samples were drawn from, reports R²,
-// and refuses samples that cannot fix its terms; modelled times follow the line.
+// keeps every term's time non-negative and refuses samples that cannot fix its terms; modelled
+// times follow the line.
 #include "method/cost.h"
 
 #include <gtest/gtest.h>
@@ -53,6 +54,28 @@ TEST(Cost, RSquaredOfNoisySamples) {
   EXPECT_NEAR(line->per_unit_s, 1e-3, 1e-4);
   EXPECT_LT(line->r2, 1.0);
   EXPECT_GT(line->r2, 0.9);
+}
+
+TEST(Cost, FitKeepsEveryTermNonNegative) {
+  // Times that fall slightly with the context (noise, in a real measurement): least squares would
+  // give the context a negative time and extrapolate to negative times at long contexts. On this
+  // balanced grid the non-negative fit drops both context terms, keeps the per-position time
+  // and moves the mean context effect into the intercept.
+  std::vector<CostSample> samples;
+  const std::vector<int> contexts = {32, 128, 384};
+  for (int n : {1, 2, 4, 8, 16, 32}) {
+    for (int ctx : contexts)
+      samples.push_back({{double(n), double(ctx), 1}, 1e-3 + 1e-4 * n - 1e-7 * ctx});
+  }
+  auto line = fit_cost_line(samples, kTermUnits | kTermContext | kTermUnitsContext);
+  ASSERT_TRUE(line.ok()) << line.error().message;
+  EXPECT_EQ(line->per_context_s, 0.0);
+  EXPECT_EQ(line->per_unit_context_s, 0.0);
+  EXPECT_NEAR(line->per_unit_s, 1e-4, 1e-12);
+  EXPECT_NEAR(line->intercept_s, 1e-3 - 1e-7 * (32 + 128 + 384) / 3.0, 1e-12);
+  EXPECT_LT(line->r2, 1.0);
+  EXPECT_GT(line->r2, 0.9);
+  EXPECT_GE(line->seconds({1, 1e6, 1}), line->seconds({1, 0, 1}));  // no gain from more context
 }
 
 TEST(Cost, FitRefusesWhatItCannotFix) {
