@@ -448,6 +448,10 @@ def build_torch_student(a, layers):
         for k in params:
             if k in D:
                 params[k].data.copy_(torch.from_numpy(deq(D[k]).reshape(params[k].shape).copy()))
+            elif a.grow_identity and k.endswith((".attn_output.weight", ".ffn_down.weight")):
+                # A layer the delta lacks adds nothing to the residual stream until trained, so
+                # the deeper student starts exactly as the one it grows from.
+                params[k].data.zero_()
     return emb, params
 
 
@@ -771,6 +775,9 @@ def main():
                          "trained at this LR; 0 keeps the tied one")
     ap.add_argument("--init", default="",
                     help="train: start from this delta GGUF's tensors (e.g. models/slm-delta.gguf)")
+    ap.add_argument("--grow-identity", action="store_true",
+                    help="train --init with a larger --m: the layers the delta lacks start as "
+                         "identities (their output projections zeroed), not as the teacher's")
     ap.add_argument("--layers", default="",
                     help="comma-separated teacher layers to start from (default: the first --m)")
     ap.add_argument("--name", default="",
