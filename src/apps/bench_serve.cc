@@ -466,7 +466,7 @@ void add_bench_serve_command(CLI::App& app, Commands& commands) {
       ->check(CLI::Range(1, 1024));
   sub->add_option("--seconds", o->seconds, "Measuring time per device count")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(finite_positive());
   sub->add_option("--repeat", o->repeat,
                   "Rounds over the device counts (in turn, so drift spreads over all); the "
                   "figures are each count's medians, verif/s with its range")
@@ -491,7 +491,7 @@ void add_bench_serve_command(CLI::App& app, Commands& commands) {
   sub->add_option("--batch-gather", o->gather,
                   "Server's wait for the devices of the last forwards, as a fraction of it")
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 4.0));
+      ->check(finite_range(0, 4));
   o->threads.add(sub);
   o->cost.add(sub);
   o->save.add(sub,

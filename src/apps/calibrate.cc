@@ -143,7 +143,7 @@ void add_calibrate_command(CLI::App& app, Commands& commands) {
                   "Skip-risk budget: the chosen u_th skips tokens whose expected rejections "
                   "add up to at most this share of all drafted tokens")
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 1.0));
+      ->check(finite_range(0, 1));
   sub->add_option("--save", o->save,
                   "Write the pair profile (fingerprints, fit, u_th, estimator and lambda) to FILE; "
                   "without FILE to the models cache's profiles/, where the hybrid commands find it")

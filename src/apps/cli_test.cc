@@ -68,6 +68,26 @@ TEST(HlmCli, InvalidValueExitsWithOne) {
   EXPECT_TRUE(contains(p.out, "--prompt")) << p.out;
 }
 
+// Real-valued options refuse NaN, infinity and values outside their range before any model is
+// loaded, naming the option (CLI11's own range checks would let NaN through).
+TEST(HlmCli, SamplingAndTimingOptionsRefuseNaNAndOutOfRange) {
+  for (const std::string bad :
+       {"generate --model x.gguf --prompt hi --top-p nan",
+        "generate --model x.gguf --prompt hi --temp nan",
+        "generate --model x.gguf --prompt hi --top-p 0", "run --prompt hi --top-p 1.5",
+        "run --prompt hi --top-p -1", "run --prompt hi --temp inf", "run --prompt hi --top-k -3",
+        "run --prompt hi --theta-max nan", "run --prompt hi --cloud-timeout 0",
+        "serve --batch-gather nan"}) {
+    Outcome r = hlm(bad);
+    EXPECT_EQ(r.code, 1) << bad << "\n" << r.out;
+    const std::string flag =
+        bad.substr(bad.rfind(" --") + 1, bad.rfind(' ') - bad.rfind(" --") - 1);
+    EXPECT_TRUE(contains(r.out, flag)) << bad << "\n" << r.out;
+  }
+  Outcome help = hlm("run --help");
+  EXPECT_TRUE(contains(help.out, "NUMBER in (0, 1]")) << help.out;  // --top-p
+}
+
 TEST(HlmCli, MissingModelFileIsNamed) {
   Outcome r = hlm("generate --model /nonexistent/dir/model.gguf --prompt hi");
   EXPECT_EQ(r.code, 1) << r.out;

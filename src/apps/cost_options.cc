@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "apps/options.h"
+
 namespace hlm::apps {
 
 void CloudCostOptions::add(CLI::App* app) {
@@ -56,11 +58,11 @@ void SaveCostOptions::add(CLI::App* app, const std::string& what) {
                   "With --save-cost: the power (W) the machine draws while it computes "
                   "(default: SPEC §7's, 5 W for a device, 300 W for a cloud; needs "
                   "--power-source)")
-      ->check(CLI::Range(1e-6, 1e6));
+      ->check(finite_range(1e-6, 1e6));
   app->add_option("--idle-power", idle_power,
                   "With --save-cost, a device profile: its power (W) while it waits for the "
                   "cloud (default 0.5 W)")
-      ->check(CLI::Range(0.0, 1e6));
+      ->check(finite_range(0, 1e6));
   app->add_option("--power-source", power_source,
                   "With --save-cost: where --power (and --idle-power) come from: a datasheet, a "
                   "meter, or the assumption and its reason");

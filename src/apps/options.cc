@@ -1,9 +1,37 @@
 // Options: flag names, help texts, defaults and validators of the shared option groups.
 #include "apps/options.h"
 
+#include <fmt/format.h>
+
+#include <cmath>
+#include <limits>
+
 #include "models/registry.h"
 
 namespace hlm::apps {
+
+namespace {
+
+CLI::Validator number_check(double lo, double hi, bool above_lo, const std::string& what) {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        double v = 0;
+        const bool ok = CLI::detail::lexical_cast(text, v) && std::isfinite(v) &&
+                        (above_lo ? v > lo : v >= lo) && v <= hi;
+        return ok ? std::string() : fmt::format("{} is not a number in {}", text, what);
+      },
+      "NUMBER in " + what);
+}
+
+}  // namespace
+
+CLI::Validator finite_range(double lo, double hi, bool above_lo) {
+  return number_check(lo, hi, above_lo, fmt::format("{}{}, {}]", above_lo ? "(" : "[", lo, hi));
+}
+
+CLI::Validator finite_positive() {
+  return number_check(0, std::numeric_limits<double>::max(), true, "(0, inf)");
+}
 
 void ModelOptions::add(CLI::App* app, const std::string& flag) {
   std::string names;
@@ -36,7 +64,7 @@ void BackendOptions::add(CLI::App* app) {
                   "Seconds a vLLM request may take before devices are told DEADLINE_EXCEEDED "
                   "(keep it under the devices' own deadline)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(finite_positive());
 }
 
 Result<std::shared_ptr<const Model>> BackendOptions::load(const std::string& path) const {
@@ -61,13 +89,13 @@ Result<std::unique_ptr<BatchVerifier>> BackendOptions::make(std::shared_ptr<cons
 void SamplingOptions::add(CLI::App* app) {
   app->add_option("--temp", temperature, "Sampling temperature; 0 means greedy")
       ->capture_default_str()
-      ->check(CLI::Range(0.0f, 100.0f));
+      ->check(finite_range(0, 100));
   app->add_option("--top-k", top_k, "Keep the k most likely tokens; 0 disables")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app->add_option("--top-p", top_p, "Nucleus sampling mass; 1 disables")
       ->capture_default_str()
-      ->check(CLI::Range(0.0f, 1.0f));
+      ->check(finite_range(0, 1, true));
   app->add_option("--seed", seed, "Random seed")->capture_default_str();
 }
 

@@ -15,6 +15,12 @@
 
 namespace hlm::apps {
 
+// CLI checks for real-valued options: a finite number in [lo, hi] (in (lo, hi] with `above_lo`),
+// and a finite number above 0. CLI::Range and CLI::PositiveNumber let NaN through (every
+// comparison with it is false), which would reach the sampler or the cost model as garbage.
+CLI::Validator finite_range(double lo, double hi, bool above_lo = false);
+CLI::Validator finite_positive();
+
 // Which model to load and how large a context to give it.
 struct ModelOptions {
   std::string model = "llm";  // a file path, or a registry name such as "llm"

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "apps/cost_options.h"
+#include "apps/options.h"
 #include "apps/prompt.h"
 #include "models/fingerprint.h"
 #include "models/registry.h"
@@ -74,7 +75,7 @@ void CloudLinkOptions::add(CLI::App* app) {
                 "wall-clock figures follow the modelled ones");
   app->add_option("--cloud-timeout", timeout_s, "Deadline of each cloud call (s)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(finite_positive());
 }
 
 Result<RemoteOptions> CloudLinkOptions::remote(const ChannelConfig& channel) const {
@@ -129,14 +130,16 @@ void MethodOptions::add(CLI::App* app) {
       ->check(CLI::Range(1, 1000));
   app->add_option("--theta-max", theta_max, "θ_max of the perturbation temperatures")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(finite_positive());
   app->add_option("--temp", temperature, "Sampling temperature shared by both models; 0 = greedy")
       ->capture_default_str()
-      ->check(CLI::Range(0.0f, 100.0f));
+      ->check(finite_range(0, 100));
   app->add_option("--top-k", top_k, "Top-k filter on both sides; 0 disables")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app->add_option("--top-p", top_p, "Top-p filter on both sides; 1 disables")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(finite_range(0, 1, true));
   app->add_option("--seed", seed, "Random seed")->capture_default_str();
   app->add_flag("--no-pipeline", no_pipeline,
                 "Wait for each verification before drafting on (default: keep drafting, deciding "

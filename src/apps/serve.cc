@@ -141,7 +141,7 @@ void add_serve_command(CLI::App& app, Commands& commands) {
   sub->add_option("--idle-timeout", o->server.idle_timeout_s,
                   "Seconds after which an idle session is closed")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(finite_positive());
   sub->add_option("--metrics-listen", o->server.metrics_listen,
                   "host:port for Prometheus metrics at /metrics (e.g. 127.0.0.1:7071)");
   sub->add_option("--tls-cert", o->tls_cert_file,
@@ -153,12 +153,12 @@ void add_serve_command(CLI::App& app, Commands& commands) {
   sub->add_option("--batch-window-ms", o->batch_window_ms,
                   "Longest wait for more requests before a forward")
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 100.0));
+      ->check(finite_range(0, 100));
   sub->add_option("--batch-gather", o->server.batch_gather,
                   "Wait up to this fraction of the last forward for the devices it served "
                   "(0: take only what is queued)")
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 4.0));
+      ->check(finite_range(0, 4));
   sub->add_option("--max-drafts", o->server.max_drafts, "Drafts per request (spec(k) sends k)")
       ->capture_default_str()
       ->check(CLI::Range(1, 256));
