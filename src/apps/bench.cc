@@ -458,7 +458,7 @@ void add_bench_command(CLI::App& app, Commands& commands) {
   sub->add_option("--n-gen", o->n_gen, "Decode steps")->capture_default_str();
   sub->add_option("--depth", o->depth, "Tokens already in the cache before pp and tg")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_non_negative());
   sub->add_flag("!--no-capture", o->capture, "Skip the runs with attention capture on");
   sub->add_option("--bandwidth-mib", o->bandwidth_mib,
                   "Buffer streamed to measure memory bandwidth (MiB, far above the caches)")

@@ -77,7 +77,8 @@ TEST(HlmCli, SamplingAndTimingOptionsRefuseNaNAndOutOfRange) {
         "generate --model x.gguf --prompt hi --top-p 0", "run --prompt hi --top-p 1.5",
         "run --prompt hi --top-p -1", "run --prompt hi --temp inf", "run --prompt hi --top-k -3",
         "run --prompt hi --theta-max nan", "run --prompt hi --cloud-timeout 0",
-        "serve --batch-gather nan"}) {
+        "serve --batch-gather nan", "generate --model x.gguf --prompt hi --top-k -3",
+        "serve --rate-limit nan"}) {
     Outcome r = hlm(bad);
     EXPECT_EQ(r.code, 1) << bad << "\n" << r.out;
     const std::string flag =
@@ -86,6 +87,9 @@ TEST(HlmCli, SamplingAndTimingOptionsRefuseNaNAndOutOfRange) {
   }
   Outcome help = hlm("run --help");
   EXPECT_TRUE(contains(help.out, "NUMBER in (0, 1]")) << help.out;  // --top-p
+  // The range is written as people write it, not as the largest double spelled out.
+  Outcome top_k = hlm("run --prompt hi --top-k -3");
+  EXPECT_TRUE(contains(top_k.out, "-3 is not a number in [0, inf)")) << top_k.out;
 }
 
 TEST(HlmCli, MissingModelFileIsNamed) {

@@ -259,7 +259,7 @@ void add_eval_command(CLI::App& app, Commands& commands) {
                   "A split (calibration, dev, test: data/prompts/SPLIT.jsonl) or a JSONL file")
       ->capture_default_str();
   sub->add_option("--n", o->n, "Use only the first N prompts (0: all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_non_negative());
   sub->add_option("--max-tokens", o->max_tokens, "Tokens generated per run")
       ->capture_default_str()
       ->check(CLI::Range(1, 1 << 16));

@@ -33,6 +33,10 @@ CLI::Validator finite_positive() {
   return number_check(0, std::numeric_limits<double>::max(), true, "(0, inf)");
 }
 
+CLI::Validator finite_non_negative() {
+  return number_check(0, std::numeric_limits<double>::max(), false, "[0, inf)");
+}
+
 void ModelOptions::add(CLI::App* app, const std::string& flag) {
   std::string names;
   for (const auto& m : known_models()) names += (names.empty() ? "" : ", ") + m.name;
@@ -92,7 +96,7 @@ void SamplingOptions::add(CLI::App* app) {
       ->check(finite_range(0, 100));
   app->add_option("--top-k", top_k, "Keep the k most likely tokens; 0 disables")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_non_negative());
   app->add_option("--top-p", top_p, "Nucleus sampling mass; 1 disables")
       ->capture_default_str()
       ->check(finite_range(0, 1, true));
@@ -105,7 +109,7 @@ void PromptOptions::add(CLI::App* app) {
   app->add_option("--system", system, "System message for --chat");
   app->add_option("--max-tokens,-n", max_tokens, "Maximum number of tokens to generate")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_non_negative());
 }
 
 void OutputOptions::add(CLI::App* app, const std::string& what) {

@@ -16,10 +16,12 @@
 namespace hlm::apps {
 
 // CLI checks for real-valued options: a finite number in [lo, hi] (in (lo, hi] with `above_lo`),
-// and a finite number above 0. CLI::Range and CLI::PositiveNumber let NaN through (every
-// comparison with it is false), which would reach the sampler or the cost model as garbage.
+// a finite number above 0, and one at or above 0. CLI::Range and CLI::PositiveNumber let NaN
+// through (every comparison with it is false), which would reach the sampler or the cost model as
+// garbage; CLI::NonNegativeNumber's message spells out the largest double in full.
 CLI::Validator finite_range(double lo, double hi, bool above_lo = false);
 CLI::Validator finite_positive();
+CLI::Validator finite_non_negative();
 
 // Which model to load and how large a context to give it.
 struct ModelOptions {

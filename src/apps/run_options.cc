@@ -136,7 +136,7 @@ void MethodOptions::add(CLI::App* app) {
       ->check(finite_range(0, 100));
   app->add_option("--top-k", top_k, "Top-k filter on both sides; 0 disables")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_non_negative());
   app->add_option("--top-p", top_p, "Top-p filter on both sides; 1 disables")
       ->capture_default_str()
       ->check(finite_range(0, 1, true));

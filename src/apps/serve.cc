@@ -165,10 +165,10 @@ void add_serve_command(CLI::App& app, Commands& commands) {
   sub->add_option("--rate-limit", o->server.rate_limit,
                   "Requests per second per client address (0: unlimited)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_non_negative());
   sub->add_option("--rate-burst", o->server.rate_burst,
                   "Burst size of the per-client limit (default: 2 s of --rate-limit)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(finite_non_negative());
   commands.on(sub, [o] { return serve(*o); });
 }
 
