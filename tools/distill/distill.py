@@ -247,10 +247,10 @@ def stage_unpack(a):
     out = os.path.join(a.work, "gen", "self")
     os.makedirs(out, exist_ok=True)
     lines = os.path.join(a.work, "packed-self.jsonl")
-    off = z["offsets"]
+    off, all_toks = z["offsets"], z["toks"]  # each z[key] decompresses the array again
     with open(lines, "w") as f:
         for i, (sid, n_prompt) in enumerate(zip(z["id"], z["n_prompt"])):
-            toks = z["toks"][off[i]:off[i + 1]].astype(int).tolist()
+            toks = all_toks[off[i]:off[i + 1]].astype(int).tolist()
             f.write(json.dumps(dict(id=int(sid), n_prompt=int(n_prompt), tokens=toks)) + "\n")
     cmd = [a.hlm, "models", "teacher-text", "--model", a.teacher, "--out", out, "--score", lines,
            "--batch", str(a.batch), "--threads", str(a.threads)]
@@ -536,8 +536,10 @@ def quantized_view(P, n_layer, fq):
     return {k: (fake_q41(v) if fq and v.dim() == 2 else v) for k, v in P.items()}
 
 
-def kd_loss(logits, idx, val, lse):
-    """KL(teacher || student) over the teacher's top-k tokens + one tail bucket, per position."""
+def kd_loss(logits, idx, val, lse, tvd_weight=0.0):
+    """KL(teacher || student) over the teacher's top-k tokens + one tail bucket, per position,
+    plus tvd_weight x their total variation distance: 1 - TVD is the acceptance rate the
+    student is scored by (Σ min(p, q)), so that term optimises the figure itself."""
     import torch
     lt = val.float() - lse[:, None]                # teacher log-probs of its top-k
     pt = lt.exp()
@@ -547,7 +549,11 @@ def kd_loss(logits, idx, val, lse):
     masked = logits.scatter(1, idx, float("-inf"))
     ls_tail = masked.logsumexp(-1) - logits.logsumexp(-1)
     kl = (pt * (lt - ls)).sum(1) + pt_tail * (pt_tail.log() - ls_tail)
-    return kl.mean()
+    if tvd_weight == 0:
+        return kl.mean()
+    # The tail bucket's |p - q| is a lower bound of the tail's share of the distance.
+    tvd = 0.5 * ((pt - ls.exp()).abs().sum(1) + (pt_tail - ls_tail.exp()).abs())
+    return kl.mean() + tvd_weight * tvd.mean()
 
 
 def stage_train(a):
@@ -608,7 +614,8 @@ def stage_train(a):
         # valid positions only (position t predicts token t+1 of the same sequence)
         lg = torch.cat([logits[j, :lens[j] - 1] for j in range(len(batch))])
         cat = lambda key, dt: torch.from_numpy(np.concatenate([g[key][:lens[j] - 1] for j, g in enumerate(batch)]).astype(dt))
-        loss = kd_loss(lg, cat("idx", np.int64), cat("val", np.float32), cat("lse", np.float32))
+        loss = kd_loss(lg, cat("idx", np.int64), cat("val", np.float32), cat("lse", np.float32),
+                       a.tvd)
         loss.backward()
         tot = loss.item()
         ntok += sum(lens)
@@ -787,6 +794,8 @@ def main():
                     help="train: only the teacher sequences with this id or above (the text "
                          "written after the student being continued was trained)")
     ap.add_argument("--accum", type=int, default=4)
+    ap.add_argument("--tvd", type=float, default=0.0,
+                    help="train: weight of the total variation distance added to the KD loss")
     ap.add_argument("--max-len", type=int, default=512)
     ap.add_argument("--fake-quant", type=int, default=1)
     ap.add_argument("--delta", default=None)
