@@ -356,6 +356,43 @@ TEST(HlmCli, ModelsDeriveNamesBadInputs) {
   EXPECT_TRUE(contains(m.out, "--out")) << m.out;
 }
 
+// models shortlist writes a model whose head keeps the listed ids plus the end-of-generation ids,
+// which then generates; bad id files are named with what is wrong.
+TEST(HlmCli, ModelsShortlist) {
+  ScopedTempDir dir;
+  const std::string model = dir / "tiny.gguf", out = dir / "short.gguf", ids = dir / "ids.txt";
+  ASSERT_TRUE(hlm::write_tiny_model(model, {}).ok());
+  std::ofstream(ids) << "7, 3 100\n3 200\n";
+  Outcome r = hlm("models shortlist --json --model '" + model + "' --ids '" + ids + "' --out '" +
+                  out + "'");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(j["ids_listed"], 5);
+  EXPECT_GE(j["ids_kept"].get<int>(), 5);  // 3, 7, 100, 200 and the end-of-generation ids
+  EXPECT_LT(j["ids_kept"].get<int>(), 10);
+  Outcome gen =
+      hlm("run --slm '" + out + "' --llm '" + model + "' --policy slm --prompt hi --max-tokens 4");
+  EXPECT_EQ(gen.code, 0) << gen.out;
+
+  std::ofstream(ids) << "7 x3\n";
+  Outcome bad = hlm("models shortlist --model '" + model + "' --ids '" + ids + "' --out '" +
+                    dir / "b.gguf" + "'");
+  EXPECT_EQ(bad.code, 1) << bad.out;
+  EXPECT_TRUE(contains(bad.out, "'x3' is not a token id")) << bad.out;
+  std::ofstream(ids) << "7 99999\n";
+  Outcome range = hlm("models shortlist --model '" + model + "' --ids '" + ids + "' --out '" +
+                      dir / "c.gguf" + "'");
+  EXPECT_EQ(range.code, 1) << range.out;
+  EXPECT_TRUE(contains(range.out, "id 99999 is outside")) << range.out;
+  Outcome twice = hlm("models shortlist --model '" + out + "' --ids '" + ids + "' --out '" +
+                      dir / "d.gguf" + "'");
+  EXPECT_EQ(twice.code, 1) << twice.out;
+  Outcome missing = hlm("models shortlist --model '" + model + "' --ids '" + dir / "none.txt" +
+                        "' --out '" + dir / "e.gguf" + "'");
+  EXPECT_EQ(missing.code, 1) << missing.out;
+  EXPECT_TRUE(contains(missing.out, "none.txt")) << missing.out;
+}
+
 // teacher-text names what is wrong: the model, its vocabulary, the output directory, the counts.
 TEST(HlmCli, ModelsTeacherTextNamesBadInputs) {
   ScopedTempDir dir;

@@ -1,19 +1,25 @@
 // hlm models: list the known models and their cache state, fetch them, print a model's path and
-// fingerprint, and write random-weight models of real shapes (synth).
+// fingerprint, write random-weight models of real shapes (synth) and copies with a shortlist
+// output head (shortlist).
 #include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "apps/command.h"
 #include "apps/options.h"
+#include "engine/model.h"
 #include "engine/model_writer.h"
 #include "engine/shapes.h"
 #include "gguf/gguf.h"
@@ -158,6 +164,78 @@ int run_derive(const ModelsDeriveOptions& o) {
                             .c_str());
   } else {
     std::printf("%s  %s (%ju bytes)\n", sha->c_str(), o.out.c_str(), uintmax_t(size));
+  }
+  return 0;
+}
+
+struct ModelsShortlistOptions {
+  std::string model;
+  std::string ids;  // a file of token ids
+  std::string out;
+  OutputOptions output;
+};
+
+// The token ids of a text file: integers separated by whitespace or commas.
+Result<std::vector<int32_t>> read_ids(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return make_error("--ids {}: cannot read the file", path);
+  std::vector<int32_t> ids;
+  std::string word;
+  while (in >> word) {
+    std::replace(word.begin(), word.end(), ',', ' ');
+    std::istringstream parts(word);
+    for (std::string w; parts >> w;) {
+      char* end = nullptr;
+      const long v = std::strtol(w.c_str(), &end, 10);
+      if (*end != '\0' || v < 0 || v > INT32_MAX) {
+        return make_error("--ids {}: '{}' is not a token id (a non-negative integer)", path, w);
+      }
+      ids.push_back(static_cast<int32_t>(v));
+    }
+  }
+  if (ids.empty()) return make_error("--ids {}: no token ids in the file", path);
+  return ids;
+}
+
+// A copy of a model whose output head scores only the given ids (and the vocabulary's
+// end-of-generation ids, so that it can still end a turn): a cheaper head for a draft model.
+int run_shortlist(const ModelsShortlistOptions& o) {
+  auto path = resolve_model(o.model);
+  if (!path) return fail(path.error());
+  auto model = Model::load(*path, Model::Weights::kSkip);
+  if (!model) return fail(model.error());
+  auto ids = read_ids(o.ids);
+  if (!ids) return fail(ids.error());
+  const int n_vocab = (*model)->config().n_vocab;
+  const size_t listed = ids->size();
+  for (int32_t id : *ids) {
+    if (id >= n_vocab) {
+      return fail(fmt::format("--ids {}: id {} is outside {}'s vocabulary of {}", o.ids, id, *path,
+                              n_vocab));
+    }
+  }
+  for (int32_t id = 0; id < n_vocab; ++id) {
+    if ((*model)->tokenizer().is_eog(id)) ids->push_back(id);
+  }
+  std::sort(ids->begin(), ids->end());
+  ids->erase(std::unique(ids->begin(), ids->end()), ids->end());
+  if (auto st = write_shortlisted_model(*path, o.out, *ids); !st) return fail(st.error());
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(o.out, ec);
+  if (o.output.json) {
+    std::printf("%s\n", nlohmann::json({{"model", *path},
+                                        {"out", o.out},
+                                        {"ids_listed", listed},
+                                        {"ids_kept", ids->size()},
+                                        {"n_vocab", n_vocab},
+                                        {"size", size}})
+                            .dump()
+                            .c_str());
+  } else {
+    std::printf(
+        "%s: the head of %s keeps %zu of %d ids (%zu listed, with the end-of-generation "
+        "ids), %ju bytes\n",
+        o.out.c_str(), path->c_str(), ids->size(), n_vocab, listed, uintmax_t(size));
   }
   return 0;
 }
@@ -330,6 +408,21 @@ void add_models_command(CLI::App& app, Commands& commands) {
   so->threads.add(synth);
   so->output.add(synth, "Print the file's path, shape, type, size and time as JSON");
   commands.on(synth, [so] { return run_synth(*so); });
+
+  auto* shortlist = models->add_subcommand(
+      "shortlist",
+      "Write a copy of a model whose output head scores only the listed token ids (the rest get "
+      "probability 0): a cheaper head for a device model");
+  auto sl = std::make_shared<ModelsShortlistOptions>();
+  shortlist->add_option("--model", sl->model, "A GGUF path or a known name")->required();
+  shortlist
+      ->add_option("--ids", sl->ids,
+                   "A text file of the token ids to keep (integers separated by spaces, newlines "
+                   "or commas); the end-of-generation ids are always kept")
+      ->required();
+  shortlist->add_option("--out", sl->out, "GGUF to write")->required();
+  sl->output.add(shortlist, "Print the ids kept and the file's size as JSON");
+  commands.on(shortlist, [sl] { return run_shortlist(*sl); });
 
   auto* path = models->add_subcommand("path", "Print the file a model name or path resolves to");
   auto po = std::make_shared<ModelsPathOptions>();

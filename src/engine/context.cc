@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <set>
 
@@ -23,7 +24,7 @@ AttentionRequest AttentionRequest::all(int n_layer) {
 
 // Activations for one forward, grown on demand and reused across calls.
 struct Context::Scratch {
-  std::vector<float> x, xn, q, k, v, attn, gate, up, logits_in, logits;
+  std::vector<float> x, xn, q, k, v, attn, gate, up, logits_in, logits, head;
   std::vector<std::vector<float>> scores;  // per worker, [heads per KV head][n_ctx]
   // [n_ctx][n_rot/2] per RoPE base: [0] for global layers, [1] for sliding ones (gemma3).
   std::vector<float> rope_cos[2], rope_sin[2];
@@ -337,8 +338,21 @@ Result<std::vector<SeqOutput>> Context::eval(std::span<const SeqInput> inputs) {
       base += int(in.tokens.size());
     }
     grow(S.logits, size_t(n_logits) * c.n_vocab);
-    const ops::MatmulOut logits = out_of(model_->output(), S.logits.data());
-    ops::matmul_shared(std::span(&logits, 1), D, S.logits_in.data(), n_logits, pool_);
+    const std::vector<int32_t>& ids = model_->output_ids();
+    if (ids.empty()) {
+      const ops::MatmulOut logits = out_of(model_->output(), S.logits.data());
+      ops::matmul_shared(std::span(&logits, 1), D, S.logits_in.data(), n_logits, pool_);
+    } else {  // a shortlist head scores its ids; every other id is impossible
+      grow(S.head, size_t(n_logits) * ids.size());
+      const ops::MatmulOut head = out_of(model_->output(), S.head.data());
+      ops::matmul_shared(std::span(&head, 1), D, S.logits_in.data(), n_logits, pool_);
+      for (int r = 0; r < n_logits; ++r) {
+        float* dst = S.logits.data() + size_t(r) * c.n_vocab;
+        const float* src = S.head.data() + size_t(r) * ids.size();
+        std::fill(dst, dst + c.n_vocab, -std::numeric_limits<float>::infinity());
+        for (size_t i = 0; i < ids.size(); ++i) dst[ids[i]] = src[i];
+      }
+    }
     row = 0;
     for (size_t s = 0; s < inputs.size(); ++s) {
       const size_t n = inputs[s].logits_at.size() * size_t(c.n_vocab);

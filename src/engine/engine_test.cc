@@ -247,6 +247,59 @@ TEST(Engine, TiedOutputLoads) {
   EXPECT_EQ(model->output().data, model->token_embd().data);
 }
 
+// A shortlist head (write_shortlisted_model) scores its ids exactly as the full head, at every
+// position of a batch, and gives every other id -inf; tied heads shortlist the embedding's rows.
+TEST(Engine, ShortlistHeadScoresItsIdsAsTheFullHeadAndNoOthers) {
+  for (const bool tied : {false, true}) {
+    for (const TensorType t : {TensorType::Q8_0, TensorType::Q4_1}) {
+      SCOPED_TRACE(std::string(info(t).name) + (tied ? " tied" : ""));
+      auto full = tiny(t, tied);
+      ASSERT_TRUE(full);
+      const int V = full->config().n_vocab;
+      std::vector<int32_t> ids;
+      for (int id = 0; id < V; id += 3) ids.push_back(id);
+      if (ids.back() != V - 1) ids.push_back(V - 1);
+      const std::string path =
+          temp_path("shortlist_" + std::string(info(t).name) + (tied ? "_tied" : "") + ".gguf");
+      ASSERT_TRUE(write_shortlisted_model(full->path(), path, ids).ok());
+      auto loaded = Model::load(path);
+      ASSERT_TRUE(loaded.ok()) << loaded.error().message;
+      const auto& shortlisted = *loaded;
+      EXPECT_EQ(shortlisted->output_ids(), ids);
+      EXPECT_EQ(shortlisted->output().rows, int64_t(ids.size()));
+
+      ThreadPool pool(2);
+      Context a(full, 1, 64, pool), b(shortlisted, 1, 64, pool);
+      std::vector<int> every(kPrompt.size());
+      std::iota(every.begin(), every.end(), 0);
+      const SeqInput in{0, kPrompt, every, nullptr};
+      auto la = a.eval(std::span(&in, 1));
+      auto lb = b.eval(std::span(&in, 1));
+      ASSERT_TRUE(la.ok() && lb.ok());
+      const std::span<const float> fa = (*la)[0].logits, fb = (*lb)[0].logits;
+      ASSERT_EQ(fb.size(), kPrompt.size() * size_t(V));
+      std::vector<bool> kept(size_t(V), false);
+      for (int32_t id : ids) kept[size_t(id)] = true;
+      for (size_t r = 0; r < kPrompt.size(); ++r) {
+        for (int id = 0; id < V; ++id) {
+          const size_t i = r * size_t(V) + size_t(id);
+          if (kept[size_t(id)]) {
+            ASSERT_NEAR(fb[i], fa[i], 1e-5f) << "position " << r << ", id " << id;
+          } else {
+            ASSERT_EQ(fb[i], -std::numeric_limits<float>::infinity()) << "id " << id;
+          }
+        }
+      }
+      // Sampling never leaves the shortlist, and the distribution still sums to one.
+      Sampler sampler({.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .seed = 3});
+      const auto last = fb.subspan((kPrompt.size() - 1) * size_t(V), size_t(V));
+      const std::vector<float> p = sampler.distribution(last);
+      EXPECT_NEAR(std::accumulate(p.begin(), p.end(), 0.0), 1.0, 1e-5);
+      for (int k = 0; k < 200; ++k) EXPECT_TRUE(kept[size_t(sampler.sample(last))]);
+    }
+  }
+}
+
 TEST(Engine, ThreadCountDoesNotChangeLogits) {
   auto model = tiny();
   ASSERT_TRUE(model);
@@ -382,6 +435,41 @@ TEST(ModelLoad, Errors) {
   ASSERT_FALSE(truncated.ok());
   EXPECT_NE(truncated.error().message.find("truncated"), std::string::npos);
   EXPECT_NE(truncated.error().message.find(cut), std::string::npos);
+}
+
+// A shortlist head that does not fit its file is refused, naming the key or tensor.
+TEST(ModelLoad, ShortlistHeadErrorsNamed) {
+  const std::string src = temp_path("shortlist_src.gguf");
+  ASSERT_TRUE(write_tiny_model(src, {}).ok());
+  auto bad_ids = write_shortlisted_model(src, temp_path("shortlist_bad.gguf"), {5, 3});
+  ASSERT_FALSE(bad_ids.ok());
+  EXPECT_NE(bad_ids.error().message.find("strictly increasing"), std::string::npos);
+
+  const std::string good = temp_path("shortlist_good.gguf");
+  ASSERT_TRUE(write_shortlisted_model(src, good, {2, 4, 6, 8}).ok());
+  auto base = GgufFile::open(good);
+  ASSERT_TRUE(base.ok());
+  // (the ids written, what the loader must say)
+  const std::pair<std::vector<int32_t>, std::string> cases[] = {
+      {{2, 4, 4, 8}, "strictly increasing"},     // a repeated id
+      {{2, 4, 6, 1 << 20}, "[3] is 1048576"},    // out of the vocabulary
+      {{2, 4, 6}, "'output.weight' has shape"},  // fewer ids than rows
+  };
+  for (const auto& [ids, what] : cases) {
+    GgufWriter w;
+    w.copy_metadata(*base);
+    w.set_i32s(kOutputTokenIdsKey, ids);
+    for (const auto& t : base->tensors()) w.add_tensor(t.name, t.type, t.shape, t.data, t.n_bytes);
+    const std::string p = temp_path("shortlist_case.gguf");
+    ASSERT_TRUE(w.write(p).ok());
+    auto m = Model::load(p);
+    ASSERT_FALSE(m.ok()) << what;
+    EXPECT_NE(m.error().message.find(what), std::string::npos) << m.error().message;
+    EXPECT_NE(m.error().message.find(p), std::string::npos) << m.error().message;
+  }
+  auto twice = write_shortlisted_model(good, temp_path("shortlist_twice.gguf"), {1, 2});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.error().message.find("already has a shortlist"), std::string::npos);
 }
 
 TEST(ModelLoad, UnsupportedArchitectureNamed) {

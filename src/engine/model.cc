@@ -67,6 +67,27 @@ Result<Arch> arch_of(const std::string& name, const std::string& path) {
       name.empty() ? "<missing>" : name, kSupportedArchitectures);
 }
 
+// The shortlist head's ids (kOutputTokenIdsKey), checked; empty when the key is absent.
+Result<std::vector<int32_t>> output_token_ids(const GgufFile& f, const std::string& path,
+                                              int n_vocab) {
+  std::vector<int32_t> ids;
+  const GgufValue* v = f.find(kOutputTokenIdsKey);
+  if (!v) return ids;
+  if (!v->as_array() || v->as_array()->empty()) {
+    return make_error("{}: {} must be a non-empty array of token ids", path, kOutputTokenIdsKey);
+  }
+  for (const GgufValue& e : *v->as_array()) {
+    const std::optional<int64_t> id = e.as_int();
+    if (!id || *id < 0 || *id >= n_vocab || (!ids.empty() && *id <= ids.back())) {
+      return make_error("{}: {}[{}] is {}: expected token ids in [0, {}), strictly increasing",
+                        path, kOutputTokenIdsKey, ids.size(),
+                        id ? std::to_string(*id) : std::string("not an integer"), n_vocab);
+    }
+    ids.push_back(static_cast<int32_t>(*id));
+  }
+  return ids;
+}
+
 }  // namespace
 
 size_t Model::weight_bytes() const {
@@ -162,8 +183,16 @@ Result<std::shared_ptr<const Model>> Model::load(const std::string& path, Weight
   const int64_t q_dim = c.q_dim(), kv_dim = c.kv_dim();
   m->token_embd_ = L.weight("token_embd.weight", c.n_vocab, c.n_embd);
   m->output_norm_ = L.norm("output_norm.weight", c.n_embd);
+  auto ids = output_token_ids(f, path, c.n_vocab);
+  if (!ids) return ids.error();
+  m->output_ids_ = std::move(ids).value();
+  if (!m->output_ids_.empty() && !f.tensor("output.weight")) {
+    return make_error("{}: {} is set but there is no output.weight tensor for its rows", path,
+                      kOutputTokenIdsKey);
+  }
   if (L.error.empty() && f.tensor("output.weight")) {
-    m->output_ = L.weight("output.weight", c.n_vocab, c.n_embd);
+    const int64_t rows = m->output_ids_.empty() ? c.n_vocab : int64_t(m->output_ids_.size());
+    m->output_ = L.weight("output.weight", rows, c.n_embd);
   } else {
     m->output_ = m->token_embd_;  // tied embeddings (SmolLM2)
   }

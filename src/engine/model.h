@@ -94,6 +94,9 @@ class Model {
 
   const Weight& token_embd() const { return token_embd_; }
   const Weight& output() const { return output_; }  // token_embd when tied
+  // The ids output()'s rows score, in order, for a shortlist head (kOutputTokenIdsKey); every
+  // other id gets logit -inf. Empty: row i is id i.
+  const std::vector<int32_t>& output_ids() const { return output_ids_; }
   const float* output_norm() const { return output_norm_; }
   const std::vector<LayerWeights>& layers() const { return layers_; }
   size_t weight_bytes() const;
@@ -105,6 +108,7 @@ class Model {
   Tokenizer tokenizer_;
   std::unique_ptr<Result<ChatTemplate>> chat_;
   Weight token_embd_, output_;
+  std::vector<int32_t> output_ids_;
   const float* output_norm_ = nullptr;
   std::vector<LayerWeights> layers_;
   std::vector<ops::TiledWeights> tiled_;  // what the Weights' `tiles` point into

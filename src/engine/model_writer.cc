@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <vector>
@@ -299,6 +300,48 @@ Status write_truncated_model(const std::string& src, const std::string& dst, int
   for (const auto& t : f->tensors()) {
     if (t.name.rfind("blk.", 0) == 0 && std::stoi(t.name.substr(4)) >= n_layers) continue;
     w.add_tensor(t.name, t.type, t.shape, t.data, t.n_bytes);
+  }
+  return w.write(dst, static_cast<uint32_t>(f->alignment()));
+}
+
+Status write_shortlisted_model(const std::string& src, const std::string& dst,
+                               const std::vector<int32_t>& ids) {
+  auto f = GgufFile::open(src);
+  if (!f) return f.error();
+  if (f->find(kOutputTokenIdsKey)) {
+    return make_error("{}: already has a shortlist output head ({})", src, kOutputTokenIdsKey);
+  }
+  const GgufTensor* head = f->tensor("output.weight");
+  if (!head) head = f->tensor("token_embd.weight");
+  if (!head || head->shape.size() != 2) {
+    return make_error("{}: no output.weight or token_embd.weight matrix to shortlist", src);
+  }
+  const int64_t n_vocab = head->shape[1];
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0 || ids[i] >= n_vocab || (i > 0 && ids[i] <= ids[i - 1])) {
+      return make_error("shortlist id [{}] = {}: expected ids in [0, {}), strictly increasing", i,
+                        ids[i], n_vocab);
+    }
+  }
+  if (ids.empty()) return make_error("an empty shortlist would leave {} nothing to predict", src);
+  const size_t row = row_bytes(head->type, head->shape[0]);
+  std::vector<uint8_t> rows(row * ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    std::memcpy(rows.data() + i * row, static_cast<const uint8_t*>(head->data) + ids[i] * row, row);
+  }
+  GgufWriter w;
+  w.copy_metadata(*f);
+  w.set_i32s(kOutputTokenIdsKey, ids);
+  const std::vector<int64_t> shape{head->shape[0], int64_t(ids.size())};
+  for (const auto& t : f->tensors()) {
+    if (t.name == "output.weight") {
+      w.add_tensor(t.name, t.type, shape, rows.data(), rows.size());
+      continue;
+    }
+    w.add_tensor(t.name, t.type, t.shape, t.data, t.n_bytes);
+    if (t.name == "token_embd.weight" && head == &t) {  // tied: the head gets its own rows
+      w.add_tensor("output.weight", t.type, shape, rows.data(), rows.size());
+    }
   }
   return w.write(dst, static_cast<uint32_t>(f->alignment()));
 }

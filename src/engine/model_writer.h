@@ -101,4 +101,10 @@ Result<TinyPair> make_tiny_pair(int n_layer, float perturb = 0.6f);
 // output and tokenizer unchanged): an untrained stand-in for a distilled device model.
 Status write_truncated_model(const std::string& src, const std::string& dst, int n_layers);
 
+// Writes `src` with a shortlist output head (kOutputTokenIdsKey): output.weight keeps only the
+// rows of `ids` (strictly increasing token ids; taken from the embedding when src's output is
+// tied), so the model scores those ids exactly as src does and no others.
+Status write_shortlisted_model(const std::string& src, const std::string& dst,
+                               const std::vector<int32_t>& ids);
+
 }  // namespace hlm

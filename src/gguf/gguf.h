@@ -29,6 +29,11 @@ struct GgufValue {
   const Array* as_array() const { return is_array() ? std::get<5>(v).get() : nullptr; }
 };
 
+// hlm's metadata key for a shortlist output head: the token ids (strictly increasing) whose rows
+// output.weight holds, in that order; every other id has probability 0. A draft model spends much
+// of each step on a 49,152-row head, and a shortlist of the ids it predicts is far cheaper.
+inline constexpr const char* kOutputTokenIdsKey = "hlm.output.token_ids";
+
 struct GgufTensor {
   std::string name;
   TensorType type;

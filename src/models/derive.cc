@@ -112,14 +112,49 @@ Status assemble_student(const GgufFile& teacher, std::span<const GgufFile* const
     held.erase(it);
     return ok_status();
   };
-  // An output head of its own: the teacher's (tied) embedding's shape, a type hlm computes with.
+  // A shortlist head: the ids its rows score, from the one part that sets kOutputTokenIdsKey
+  // (the student's loader checks them against the vocabulary).
+  std::vector<int32_t> head_ids;
+  const GgufFile* ids_from = nullptr;
+  for (const GgufFile* d : deltas) {
+    const GgufValue* v = d->find(kOutputTokenIdsKey);
+    if (!v) continue;
+    if (ids_from) {
+      return make_error("{} is set in two delta parts: {} and {}", kOutputTokenIdsKey,
+                        ids_from->path(), d->path());
+    }
+    ids_from = d;
+    if (v->as_array()) {
+      for (const GgufValue& e : *v->as_array())
+        head_ids.push_back(int32_t(e.as_int().value_or(-1)));
+    }
+    if (head_ids.empty()) {
+      return make_error("{}: {} must be a non-empty array of token ids", d->path(),
+                        kOutputTokenIdsKey);
+    }
+  }
+  // An output head of its own: the teacher's (tied) embedding's shape (one row per shortlisted id
+  // for a shortlist head), a type hlm computes with.
   if (auto it = held.find("output.weight"); it != held.end()) {
     const GgufTensor* o = it->second.tensor;
     if (!info(o->type).supported) {
       return make_error("{}: output.weight has type {}, which hlm cannot compute with",
                         it->second.part->path(), info(o->type).name);
     }
-    if (auto s = take("output.weight", "token_embd.weight"); !s) return s;
+    if (head_ids.empty()) {
+      if (auto s = take("output.weight", "token_embd.weight"); !s) return s;
+    } else {
+      if (o->shape != std::vector<int64_t>{embd->shape[0], int64_t(head_ids.size())}) {
+        return make_error("{}: output.weight must have {} rows of {}, one per id of {} in {}",
+                          it->second.part->path(), head_ids.size(), embd->shape[0],
+                          kOutputTokenIdsKey, ids_from->path());
+      }
+      body.push_back(o);
+      held.erase(it);
+    }
+  } else if (ids_from) {
+    return make_error("{}: {} is set but no part holds output.weight, the rows it names",
+                      ids_from->path(), kOutputTokenIdsKey);
   }
   for (int64_t l = 0; l < m; ++l) {
     for (const char* suffix : kLayerTensors) {
@@ -142,6 +177,7 @@ Status assemble_student(const GgufFile& teacher, std::span<const GgufFile* const
                                      " (hlm SLM: first " + std::to_string(m) +
                                      " layers, distilled)");
   out.set_u32("general.file_type", 3);  // LLAMA_FTYPE_MOSTLY_Q4_1
+  if (!head_ids.empty()) out.set_i32s(kOutputTokenIdsKey, head_ids);
 
   // token_embd: teacher type -> f32 -> Q4_1, row by row.
   const int64_t cols = embd->shape[0], rows = embd->rows();

@@ -288,6 +288,39 @@ TEST(DeriveTest, PartsGiveTheSameStudentAsOneDelta) {
   EXPECT_EQ(tied_student->tensor("output.weight"), nullptr);
 }
 
+// A delta with a shortlist head (kOutputTokenIdsKey): its output.weight has one row per id, and
+// the student carries the ids; a head of the wrong height, or ids without a head, are refused.
+TEST(DeriveTest, ShortlistHeadDelta) {
+  ScopedTempDir dir;
+  write_models(dir, 2);
+  const std::vector<int32_t> ids = {0, 3, 7, 20, 39};
+  auto write_delta = [&](const std::string& path, int64_t output_rows) {
+    GgufWriter w;
+    w.set_string("general.architecture", "llama");
+    w.set_u32("llama.block_count", 2);
+    w.set_i32s(kOutputTokenIdsKey, ids);
+    for (const auto& t : delta_tensors(2, false, output_rows))
+      w.add_tensor(t.name, t.type, t.shape, t.bytes.data(), t.bytes.size());
+    ASSERT_TRUE(w.write(path).ok());
+  };
+  write_delta(dir / "short.gguf", int64_t(ids.size()));
+  ASSERT_TRUE(build_student(dir / "teacher.gguf", {dir / "short.gguf"}, dir / "s.gguf").ok());
+  auto s = GgufFile::open(dir / "s.gguf");
+  ASSERT_TRUE(s.ok()) << msg(s);
+  ASSERT_NE(s->tensor("output.weight"), nullptr);
+  EXPECT_EQ(s->tensor("output.weight")->shape, (std::vector<int64_t>{kEmbd, 5}));
+  const std::vector<double> got = s->get_numbers(kOutputTokenIdsKey);
+  EXPECT_EQ(got, std::vector<double>(ids.begin(), ids.end()));
+
+  write_delta(dir / "tall.gguf", kVocab);
+  Status tall = build_student(dir / "teacher.gguf", {dir / "tall.gguf"}, dir / "t.gguf");
+  EXPECT_TRUE(has(tall, "must have 5 rows")) << msg(tall);
+  write_delta(dir / "headless.gguf", 0);
+  Status headless = build_student(dir / "teacher.gguf", {dir / "headless.gguf"}, dir / "h.gguf");
+  EXPECT_TRUE(has(headless, "no part holds output.weight")) << msg(headless);
+  EXPECT_FALSE(fs::exists(dir / "t.gguf") || fs::exists(dir / "h.gguf"));
+}
+
 TEST(DeriveTest, RejectsBadParts) {
   ScopedTempDir dir;
   write_models(dir, 2);
