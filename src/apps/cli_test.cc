@@ -393,6 +393,27 @@ TEST(HlmCli, ModelsShortlist) {
   EXPECT_TRUE(contains(missing.out, "none.txt")) << missing.out;
 }
 
+// models agreement: a model against itself agrees everywhere; a bad line of the text is named.
+TEST(HlmCli, ModelsAgreement) {
+  ScopedTempDir dir;
+  const std::string model = dir / "tiny.gguf", text = dir / "text.jsonl";
+  ASSERT_TRUE(hlm::write_tiny_model(model, {}).ok());
+  std::ofstream(text) << "{\"id\": 0, \"n_prompt\": 2, \"tokens\": [1, 100, 101, 102, 103]}\n"
+                      << "{\"id\": 1, \"n_prompt\": 0, \"tokens\": [1, 200, 201]}\n";
+  Outcome r = hlm("models agreement --json --llm '" + model + "' --slm '" + model + "' --tokens '" +
+                  text + "'");
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto j = nlohmann::json::parse(r.out.substr(r.out.find('{')));
+  EXPECT_EQ(j["positions"], 3 + 2);
+  EXPECT_NEAR(j["accept"].get<double>(), 1.0, 1e-9);
+  EXPECT_EQ(j["top1"].get<double>(), 1.0);
+  std::ofstream(text) << "{\"id\": 0, \"n_prompt\": 2, \"tokens\": [1, 100]}\n{\"id\": 1}\n";
+  Outcome bad =
+      hlm("models agreement --llm '" + model + "' --slm '" + model + "' --tokens '" + text + "'");
+  EXPECT_EQ(bad.code, 1) << bad.out;
+  EXPECT_TRUE(contains(bad.out, "--tokens " + text + " line 2")) << bad.out;
+}
+
 // teacher-text names what is wrong: the model, its vocabulary, the output directory, the counts.
 TEST(HlmCli, ModelsTeacherTextNamesBadInputs) {
   ScopedTempDir dir;

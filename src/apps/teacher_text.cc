@@ -1,5 +1,6 @@
 // hlm models teacher-text: the teacher writes training text for tools/distill (src/distill),
-// several sequences per batched forward, one .npz per sequence, resumable.
+// several sequences per batched forward, one .npz per sequence, resumable; and hlm models
+// agreement, how closely a student follows it on such text.
 #include "distill/teacher_text.h"
 
 #include <fmt/format.h>
@@ -13,6 +14,7 @@
 
 #include "apps/command.h"
 #include "apps/options.h"
+#include "distill/agreement.h"
 #include "engine/model.h"
 #include "eval/prompts.h"
 #include "models/registry.h"
@@ -34,10 +36,12 @@ struct TeacherTextCliOptions {
   OutputOptions output;
 };
 
-// Sequences to score: one JSON object per line; a bad line is named by its number.
-Result<std::vector<TeacherSequence>> read_token_lines(const std::string& path, int n_vocab) {
+// Sequences to score: one JSON object per line; a bad line is named by its number (and the
+// option that gave the file).
+Result<std::vector<TeacherSequence>> read_token_lines(const std::string& flag,
+                                                      const std::string& path, int n_vocab) {
   std::ifstream in(path);
-  if (!in) return make_error("--score {}: cannot open it", path);
+  if (!in) return make_error("{} {}: cannot open it", flag, path);
   std::vector<TeacherSequence> seqs;
   std::string line;
   for (int no = 1; std::getline(in, line); ++no) {
@@ -60,9 +64,9 @@ Result<std::vector<TeacherSequence>> read_token_lines(const std::string& path, i
     }
     if (!ok || s.id < 0 || s.n_prompt > int(s.tokens.size())) {
       return make_error(
-          "--score {} line {}: expected {{\"id\": N >= 0, \"n_prompt\": N, \"tokens\": [ids "
+          "{} {} line {}: expected {{\"id\": N >= 0, \"n_prompt\": N, \"tokens\": [ids "
           "0..{}]}} with n_prompt <= the number of tokens",
-          path, no, n_vocab - 1);
+          flag, path, no, n_vocab - 1);
     }
     seqs.push_back(std::move(s));
   }
@@ -112,7 +116,7 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
   int64_t already = 0, dropped_before = 0;
   Result<int64_t> dropped = int64_t{0};
   if (!o.score.empty()) {
-    auto seqs = read_token_lines(o.score, (*model)->config().n_vocab);
+    auto seqs = read_token_lines("--score", o.score, (*model)->config().n_vocab);
     if (!seqs) return fail(seqs.error());
     already = int64_t(std::erase_if(
         *seqs, [&](const TeacherSequence& s) { return std::filesystem::exists(file(s.id)); }));
@@ -168,9 +172,73 @@ int run_teacher_text(const TeacherTextCliOptions& o) {
   return 0;
 }
 
+struct AgreementCliOptions {
+  std::string llm = "llm";
+  std::string slm = "slm";
+  std::string tokens;
+  ThreadOptions threads;
+  OutputOptions output;
+};
+
+int run_agreement(const AgreementCliOptions& o) {
+  std::shared_ptr<const Model> models[2];
+  for (int i = 0; i < 2; ++i) {
+    auto path = resolve_model(i == 0 ? o.llm : o.slm);
+    if (!path) return fail(path.error());
+    auto m = Model::load(*path);
+    if (!m) return fail(m.error());
+    models[i] = std::move(m).value();
+  }
+  auto seqs = read_token_lines("--tokens", o.tokens, models[0]->config().n_vocab);
+  if (!seqs) return fail(seqs.error());
+  size_t longest = 1;
+  for (const auto& s : *seqs) longest = std::max(longest, s.tokens.size());
+  ThreadPool pool(o.threads.threads);
+  Context llm(models[0], 1, int(longest), pool), slm(models[1], 1, int(longest), pool);
+  auto a = agreement(llm, slm, *seqs);
+  if (!a) return fail(a.error());
+  if (o.output.json) {
+    std::printf("%s\n", nlohmann::json({{"llm", models[0]->path()},
+                                        {"slm", models[1]->path()},
+                                        {"sequences", seqs->size()},
+                                        {"positions", a->positions},
+                                        {"accept", a->accept},
+                                        {"top1", a->top1},
+                                        {"ppl_llm", a->ppl_teacher},
+                                        {"ppl_slm", a->ppl_student}})
+                            .dump()
+                            .c_str());
+  } else {
+    std::printf(
+        "%s against %s, %zu sequences, %ld positions: acceptance sum min(p, q) %.4f, top-1 "
+        "agreement %.4f, perplexity %.2f (slm) / %.2f (llm)\n",
+        models[1]->path().c_str(), models[0]->path().c_str(), seqs->size(), long(a->positions),
+        a->accept, a->top1, a->ppl_student, a->ppl_teacher);
+  }
+  return 0;
+}
+
 }  // namespace
 
 void add_teacher_text_command(CLI::App* models, Commands& commands) {
+  auto* agree = models->add_subcommand(
+      "agreement",
+      "How closely a device model follows a cloud model on given text: the mean acceptance rate "
+      "sum min(p, q) at T = 1, top-1 agreement and both perplexities, over every position after "
+      "each sequence's prompt");
+  auto ao = std::make_shared<AgreementCliOptions>();
+  agree->add_option("--llm", ao->llm, "The cloud (target) model")->capture_default_str();
+  agree->add_option("--slm", ao->slm, "The device (draft) model")->capture_default_str();
+  agree
+      ->add_option("--tokens", ao->tokens,
+                   "The text: a JSON-lines file of {\"id\", \"n_prompt\", \"tokens\"} (as "
+                   "teacher-text --score reads)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  ao->threads.add(agree);
+  ao->output.add(agree, "Print the figures as JSON");
+  commands.on(agree, [ao] { return run_agreement(*ao); });
+
   auto* sub = models->add_subcommand(
       "teacher-text",
       "Write distillation text: the model asks itself a question, answers it, and keeps its top "

@@ -799,12 +799,30 @@ def bench(path, threads=2):
     return json.loads(out)
 
 
+def score_hlm(a, student_path):
+    """The held-out figures from `hlm models agreement` (hlm's engine: it also loads students
+    llama.cpp cannot, such as those with a shortlist head). Same definitions as score()."""
+    hd = load_gen(a, "heldout-" + a.heldout)[:a.eval_n]
+    lines = os.path.join(a.work, f"heldout-{a.heldout}.jsonl")
+    with open(lines, "w") as f:
+        for i, g in enumerate(hd):
+            f.write(json.dumps(dict(id=i, n_prompt=int(g["n_prompt"]),
+                                    tokens=[int(t) for t in g["toks"]])) + "\n")
+    out = json.loads(subprocess.check_output(
+        [a.hlm, "models", "agreement", "--llm", a.teacher, "--slm", student_path, "--tokens", lines,
+         "--threads", str(a.threads), "--json"]))
+    return {"heldout": dict(top1=out["top1"], accept=out["accept"], ppl_teacher=out["ppl_llm"],
+                            ppl_student=out["ppl_slm"], positions=out["positions"])}
+
+
 def stage_eval(a):
     t0 = time.time()
-    heldout, gpl = eval_sets(a, a.eval_n)
-    cache = {}
-    res = {"student": a.student, "teacher": a.teacher}
-    res["metrics"] = score(a, a.student, heldout, gpl, cache)
+    res = {"student": a.student, "teacher": a.teacher, "engine": a.engine}
+    if a.engine == "hlm":
+        res["metrics"] = score_hlm(a, a.student)
+    else:
+        heldout, gpl = eval_sets(a, a.eval_n)
+        res["metrics"] = score(a, a.student, heldout, gpl, {})
     res["size_student"] = os.path.getsize(a.student)
     res["size_teacher"] = os.path.getsize(a.teacher)
     res["sha256_student"] = hashlib.sha256(open(a.student, "rb").read()).hexdigest()
@@ -827,7 +845,8 @@ def main():
     ap.add_argument("--n-self", type=int, default=4000, help="gen-self: sequences to write")
     ap.add_argument("--engine", choices=["hlm", "llama-cpp"], default="hlm",
                     help="gen-self: who writes the text (hlm models teacher-text, or "
-                         "llama-cpp-python)")
+                         "llama-cpp-python); eval: who scores the student (hlm models agreement, "
+                         "held-out text only, or llama-cpp-python, held-out and GPL-3 text)")
     ap.add_argument("--hlm", default=os.path.join(ROOT, "build", "hlm"),
                     help="gen-self --engine hlm: the hlm binary")
     ap.add_argument("--batch", type=int, default=8,
