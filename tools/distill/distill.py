@@ -48,6 +48,7 @@ import numpy as np
 TEACHER_DEFAULT = os.path.expanduser("~/.cache/hlm/models/SmolLM2-135M-Instruct.Q4_1.gguf")
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 TOPK = 64
+OUTPUT_IDS = "hlm.output.token_ids"  # a shortlist head's ids (src/gguf/gguf.h)
 N_EMBD, N_HEAD, N_KV, HEAD_DIM, N_FF, ROPE_BASE, EPS = 576, 9, 3, 64, 1536, 100000.0, 1e-5
 N_LAYER = 30  # the teacher's blocks
 # A llama block's tensors in the teacher GGUF's order (the order the delta keeps).
@@ -305,14 +306,17 @@ def copy_metadata(reader, writer, block_count):
             writer.add_key_value(name, val, vt)
 
 
-def write_gguf(path, reader, block_count, tensors, with_meta=True):
-    """tensors: list of (name, np array (raw bytes uint8 or f32), ggml type)."""
+def write_gguf(path, reader, block_count, tensors, with_meta=True, ids=None):
+    """tensors: list of (name, np array (raw bytes uint8 or f32), ggml type); ids: a shortlist
+    head's (output.weight then holds their rows)."""
     import gguf
     w = gguf.GGUFWriter(path + ".tmp", arch="llama")
     if with_meta:
         copy_metadata(reader, w, block_count)
     else:
         w.add_uint32("llama.block_count", block_count)
+    if ids is not None:
+        w.add_array(OUTPUT_IDS, ids)
     for name, arr, typ in tensors:
         if typ == gguf.GGMLQuantizationType.F32:
             w.add_tensor(name, arr.astype(np.float32))
@@ -427,10 +431,31 @@ def stage_probe(a):
     stamp(a.work, "probe", time.time() - t0)
 
 
+def shortlist_ids(a, n):
+    """A shortlist head's ids: the n ids most frequent in the committed text (--packed), plus the
+    vocabulary's end-of-generation ids as `hlm models shortlist` adds them (one definition of
+    those, hlm's), sorted. Cached in the work dir."""
+    cache = os.path.join(a.work, f"shortlist-{n}.json")
+    if os.path.exists(cache):
+        return json.load(open(cache))
+    import tempfile
+    vocab = len(teacher_reader(a.teacher).fields["tokenizer.ggml.tokens"].contents())
+    counts = np.bincount(np.load(a.packed)["toks"].astype(np.int64), minlength=vocab)
+    top = sorted(np.argsort(-counts, kind="stable")[:n].tolist())
+    with tempfile.TemporaryDirectory() as d:
+        open(os.path.join(d, "ids.txt"), "w").write(" ".join(map(str, top)))
+        subprocess.run([a.hlm, "models", "shortlist", "--model", a.teacher, "--ids",
+                        os.path.join(d, "ids.txt"), "--out", os.path.join(d, "t.gguf")],
+                       check=True, stdout=subprocess.DEVNULL)
+        ids = [int(x) for x in teacher_reader(os.path.join(d, "t.gguf")).fields[OUTPUT_IDS].contents()]
+    json.dump(ids, open(cache, "w"))
+    return ids
+
+
 def stage_probe_head(a):
     """What a cheaper output head would cost a trained student before any further training: its
-    held-out acceptance and top-1 with the logits (a) restricted to a shortlist, the N ids most
-    frequent in the committed training text (--packed), the rest at probability 0, and (b) read
+    held-out acceptance and top-1 with the logits (a) restricted to a shortlist (shortlist_ids:
+    the N ids most frequent in the committed training text), the rest at probability 0, and (b) read
     through rank r, the final hidden state projected on its top-r principal directions measured
     on training text (gen/self), never on the held-out set. The 49,152 x 576 head costs about as
     much as 8 of the student's layers per token; what it can lose decides how much depth a
@@ -475,10 +500,9 @@ def stage_probe_head(a):
                         positions=int(n))
 
         res = {"full": score_head(lambda h: h @ out.T)}
-        counts = np.bincount(np.load(a.packed)["toks"].astype(np.int64), minlength=out.shape[0])
         for N in a.probe_shortlist:
             off = torch.full((out.shape[0],), float("-inf"))
-            off[np.argsort(-counts, kind="stable")[:N]] = 0
+            off[shortlist_ids(a, N)] = 0
             res[f"shortlist{N}"] = score_head(lambda h: h @ out.T + off)
         for r in a.probe_rank:
             proj = vecs[:, -r:] @ vecs[:, -r:].T
@@ -603,23 +627,32 @@ def quantized_view(P, n_layer, fq):
     return {k: (fake_q41(v) if fq and v.dim() == 2 else v) for k, v in P.items()}
 
 
-def kd_loss(logits, idx, val, lse, tvd_weight=0.0):
+def kd_loss(logits, idx, val, lse, tvd_weight=0.0, inlist=None):
     """KL(teacher || student) over the teacher's top-k tokens + one tail bucket, per position,
     plus tvd_weight x their total variation distance: 1 - TVD is the acceptance rate the
-    student is scored by (Σ min(p, q)), so that term optimises the figure itself."""
+    student is scored by (Σ min(p, q)), so that term optimises the figure itself. With a shortlist
+    head (inlist: [V] bool, the other logits -inf), the teacher's top-k ids off the list count in
+    the tail bucket, where the student can match them only as a whole."""
     import torch
     lt = val.float() - lse[:, None]                # teacher log-probs of its top-k
     pt = lt.exp()
+    if inlist is not None:
+        keep = inlist[idx]
+        pt = torch.where(keep, pt, torch.zeros_like(pt))
+        lt = torch.where(keep, lt, torch.zeros_like(lt))
     pt_tail = (1 - pt.sum(1)).clamp_min(1e-8)
     ls_all = logits.log_softmax(-1)
     ls = ls_all.gather(1, idx)
+    if inlist is not None:
+        ls = torch.where(keep, ls, torch.zeros_like(ls))  # weighed by pt = 0 there
     masked = logits.scatter(1, idx, float("-inf"))
     ls_tail = masked.logsumexp(-1) - logits.logsumexp(-1)
     kl = (pt * (lt - ls)).sum(1) + pt_tail * (pt_tail.log() - ls_tail)
     if tvd_weight == 0:
         return kl.mean()
     # The tail bucket's |p - q| is a lower bound of the tail's share of the distance.
-    tvd = 0.5 * ((pt - ls.exp()).abs().sum(1) + (pt_tail - ls_tail.exp()).abs())
+    qs = ls.exp() if inlist is None else torch.where(keep, ls.exp(), torch.zeros_like(ls))
+    tvd = 0.5 * ((pt - qs).abs().sum(1) + (pt_tail - ls_tail.exp()).abs())
     return kl.mean() + tvd_weight * tvd.mean()
 
 
@@ -646,6 +679,13 @@ def stage_train(a):
     if "output.weight" in P:
         groups.append(dict(params=[P["output.weight"]], lr=a.lr_out, base=a.lr_out))
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.98), weight_decay=0.0)
+    inlist = None
+    if a.shortlist:
+        if "output.weight" not in P:
+            sys.exit("train --shortlist: the head is the student's own (--lr-out > 0)")
+        inlist = torch.zeros(P["output.weight"].shape[0], dtype=torch.bool)
+        inlist[shortlist_ids(a, a.shortlist)] = True
+        log(f"train {a.name}: shortlist head of {int(inlist.sum())} ids")
     step = 0
     t_used = 0.0
     if os.path.exists(ck):
@@ -678,11 +718,13 @@ def stage_train(a):
         for j, g in enumerate(batch):
             toks[j, :lens[j]] = torch.from_numpy(g["toks"][:lens[j]].astype(np.int64))
         logits = forward(P, emb, a.m, toks, a.fake_quant)
+        if inlist is not None:
+            logits = logits.masked_fill(~inlist, float("-inf"))
         # valid positions only (position t predicts token t+1 of the same sequence)
         lg = torch.cat([logits[j, :lens[j] - 1] for j in range(len(batch))])
         cat = lambda key, dt: torch.from_numpy(np.concatenate([g[key][:lens[j] - 1] for j, g in enumerate(batch)]).astype(dt))
         loss = kd_loss(lg, cat("idx", np.int64), cat("val", np.float32), cat("lse", np.float32),
-                       a.tvd)
+                       a.tvd, inlist)
         loss.backward()
         tot = loss.item()
         ntok += sum(lens)
@@ -720,7 +762,7 @@ def tensor_bytes_in_file(name, arr, typ):
     return 8 + len(name.encode()) + 4 + 8 * 4 + 4 + 8 + n + 32
 
 
-def write_delta_parts(a, ts):
+def write_delta_parts(a, ts, ids=None):
     """Writes the delta tensors `ts` (name, array, type), in order, into as few parts of at most
     PART_MAX bytes as that order allows; every part is a llama GGUF with llama.block_count = m.
     Prints each part's path, size and sha256, and the "deltas" list for models/slm-delta.json."""
@@ -747,6 +789,8 @@ def write_delta_parts(a, ts):
         # hlm::build_student refuses a part given without the others
         w.add_uint32("hlm.delta.part_index", i + 1)
         w.add_uint32("hlm.delta.part_count", len(groups))
+        if ids is not None and any(name == "output.weight" for name, _, _ in group):
+            w.add_array(OUTPUT_IDS, ids)
         for name, arr, typ in group:
             if typ == gguf.GGMLQuantizationType.F32:
                 w.add_tensor(name, arr.astype(np.float32))
@@ -782,14 +826,20 @@ def stage_export(a):
             else:
                 ts.append((k, q41(w), gguf.GGMLQuantizationType.Q4_1))
     ts.append(("output_norm.weight", P["output_norm.weight"].numpy(), gguf.GGMLQuantizationType.F32))
+    ids = None
     if "output.weight" in P:
-        ts.append(("output.weight", q41(P["output.weight"].numpy().astype(np.float32)),
-                   gguf.GGMLQuantizationType.Q4_1))
-    write_delta_parts(a, ts)
+        head = P["output.weight"].numpy().astype(np.float32)
+        if a.shortlist:  # the rows of the shortlist only; hlm gives the other ids probability 0
+            ids = shortlist_ids(a, a.shortlist)
+            head = head[ids]
+        ts.append(("output.weight", q41(head), gguf.GGMLQuantizationType.Q4_1))
+    elif a.shortlist:
+        sys.exit("export --shortlist: the run has no output head of its own (--lr-out)")
+    write_delta_parts(a, ts, ids)
     # A Python-built full student (for scoring; the shipped one is rebuilt by the C++ builder).
     T = {t.name: t for t in r.tensors}
     full = [student_embedding(T)] + ts
-    write_gguf(os.path.join(a.work, f"student_{a.name}.py.gguf"), r, a.m, full)
+    write_gguf(os.path.join(a.work, f"student_{a.name}.py.gguf"), r, a.m, full, ids=ids)
 
 
 def bench(path, threads=2):
@@ -884,6 +934,9 @@ def main():
                     help="train: only the teacher sequences with this id or above (the text "
                          "written after the student being continued was trained)")
     ap.add_argument("--accum", type=int, default=4)
+    ap.add_argument("--shortlist", type=int, default=0,
+                    help="train/export: the student's own head scores only this many ids "
+                         "(shortlist_ids), the rest get probability 0")
     ap.add_argument("--tvd", type=float, default=0.0,
                     help="train: weight of the total variation distance added to the KD loss")
     ap.add_argument("--max-len", type=int, default=512)
